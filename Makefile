@@ -1,0 +1,36 @@
+# The two commands: `make run` (the local pipeline on the bundled sample) and `make test`.
+# Each first runs scripts/setup.sh, which installs only what is missing.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# Keras 2 (tf-keras) for the whole project: tensorflow_hub's KerasLayer and TFX's Keras code need it.
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup run test test-fast bench lint lock clean
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	$(PY) local_runner.py $(RUN_ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(TEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not e2e" $(TEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# Re-resolve requirements.lock after editing requirements.in or overrides.txt.
+lock:
+	uv pip compile --quiet --python-version 3.10 --python-platform x86_64-manylinux_2_36 --generate-hashes \
+	  requirements.in --override overrides.txt -o requirements.lock
+
+clean:
+	rm -rf runs

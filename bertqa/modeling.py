@@ -1,0 +1,158 @@
+"""A BERT encoder with a span head, in tf-keras (Keras 2), small enough to read in one sitting.
+
+Why not tf-models-official's BertEncoder: that package pins its own TensorFlow and
+pulls in a long tail (OpenCV, sacrebleu, ...) that fights TFX 1.16's pins; the
+encoder itself is a few dozen lines. The layout (names, post-LayerNorm, exact GELU)
+follows the original BERT so that checkpoints in the Hugging Face BERT layout load
+one-to-one (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 12
+    intermediate_size: int = 1536
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+def _dense(units: int, config: EncoderConfig, name: str, activation=None) -> keras.layers.Dense:
+    return keras.layers.Dense(
+        units, activation=activation, name=name,
+        kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.initializer_range))
+
+
+def _layer_norm(config: EncoderConfig, name: str) -> keras.layers.LayerNormalization:
+    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name)
+
+
+class SelfAttention(keras.layers.Layer):
+    def __init__(self, config: EncoderConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.query = _dense(config.hidden_size, config, "query")
+        self.key = _dense(config.hidden_size, config, "key")
+        self.value = _dense(config.hidden_size, config, "value")
+        self.output_dense = _dense(config.hidden_size, config, "output_dense")
+        self.dropout = keras.layers.Dropout(config.dropout_rate)
+
+    def _split_heads(self, x):
+        # (batch, seq, hidden) -> (batch, heads, seq, head_size)
+        batch, seq = tf.shape(x)[0], tf.shape(x)[1]
+        x = tf.reshape(x, [batch, seq, self.config.num_heads, self.config.head_size])
+        return tf.transpose(x, [0, 2, 1, 3])
+
+    def call(self, hidden, attention_bias, training=None):
+        q = self._split_heads(self.query(hidden))
+        k = self._split_heads(self.key(hidden))
+        v = self._split_heads(self.value(hidden))
+        scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(self.config.head_size))
+        scores += attention_bias  # (batch, 1, 1, seq): -10000 on padding, as BERT does
+        probs = self.dropout(tf.nn.softmax(scores, axis=-1), training=training)
+        context = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])  # (batch, seq, heads, head_size)
+        batch, seq = tf.shape(hidden)[0], tf.shape(hidden)[1]
+        context = tf.reshape(context, [batch, seq, self.config.hidden_size])
+        return self.output_dense(context)
+
+
+class TransformerBlock(keras.layers.Layer):
+    """Post-LayerNorm block as in BERT: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, config: EncoderConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = SelfAttention(config, name="attention")
+        self.attention_norm = _layer_norm(config, "attention_norm")
+        # Exact (erf) GELU: what BERT checkpoints were trained with; TFLite has a GELU builtin.
+        self.intermediate = _dense(config.intermediate_size, config, "intermediate",
+                                   activation=lambda x: tf.nn.gelu(x, approximate=False))
+        self.output_dense = _dense(config.hidden_size, config, "output_dense")
+        self.output_norm = _layer_norm(config, "output_norm")
+        self.dropout = keras.layers.Dropout(config.dropout_rate)
+
+    def call(self, hidden, attention_bias, training=None):
+        attended = self.dropout(self.attention(hidden, attention_bias, training=training), training=training)
+        hidden = self.attention_norm(hidden + attended)
+        transformed = self.dropout(self.output_dense(self.intermediate(hidden)), training=training)
+        return self.output_norm(hidden + transformed)
+
+
+class BertEncoder(keras.layers.Layer):
+    def __init__(self, config: EncoderConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        init = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+        self.word_embeddings = keras.layers.Embedding(
+            config.vocab_size, config.hidden_size, embeddings_initializer=init, name="word_embeddings")
+        self.position_embeddings = keras.layers.Embedding(
+            config.max_position_embeddings, config.hidden_size, embeddings_initializer=init,
+            name="position_embeddings")
+        self.type_embeddings = keras.layers.Embedding(
+            config.type_vocab_size, config.hidden_size, embeddings_initializer=init, name="type_embeddings")
+        self.embedding_norm = _layer_norm(config, "embedding_norm")
+        self.dropout = keras.layers.Dropout(config.dropout_rate)
+        self.blocks = [TransformerBlock(config, name=f"layer_{i}") for i in range(config.num_layers)]
+
+    def call(self, input_word_ids, input_mask, input_type_ids, training=None):
+        seq = tf.shape(input_word_ids)[1]
+        positions = tf.range(seq)[tf.newaxis, :]  # (1, seq)
+        hidden = (self.word_embeddings(input_word_ids) + self.position_embeddings(positions)
+                  + self.type_embeddings(input_type_ids))  # (batch, seq, hidden)
+        hidden = self.dropout(self.embedding_norm(hidden), training=training)
+        mask = tf.cast(input_mask, hidden.dtype)[:, tf.newaxis, tf.newaxis, :]  # (batch, 1, 1, seq)
+        attention_bias = (1.0 - mask) * -10000.0
+        for block in self.blocks:
+            hidden = block(hidden, attention_bias, training=training)
+        return hidden  # (batch, seq, hidden)
+
+
+class SpanHead(keras.layers.Layer):
+    """Start/end logits per token; padding gets a large negative logit so softmax ignores it."""
+
+    def __init__(self, initializer_range: float, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(
+            2, name="span_logits", kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range))
+
+    def call(self, hidden, input_mask):
+        logits = self.dense(hidden)  # (batch, seq, 2)
+        penalty = (1.0 - tf.cast(input_mask, logits.dtype)) * -10000.0  # (batch, seq)
+        start_logits = logits[:, :, 0] + penalty
+        end_logits = logits[:, :, 1] + penalty
+        return start_logits, end_logits
+
+
+INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
+
+
+def build_span_model(encoder: keras.layers.Layer, initializer_range: float) -> keras.Model:
+    """A Keras functional model: the three int32 inputs (batch, seq) -> start/end logits (batch, seq).
+
+    `encoder` is any layer called as encoder(ids, mask, type_ids) returning (batch, seq, hidden):
+    the in-project BertEncoder or a TF Hub encoder adapter.
+    """
+    inputs = {name: keras.Input(shape=(None,), dtype=tf.int32, name=name) for name in INPUT_NAMES}
+    hidden = encoder(inputs["input_word_ids"], inputs["input_mask"], inputs["input_type_ids"])
+    start_logits, end_logits = SpanHead(initializer_range, name="span_head")(hidden, inputs["input_mask"])
+    outputs = {
+        "start_logits": keras.layers.Activation("linear", dtype="float32", name="start_logits")(start_logits),
+        "end_logits": keras.layers.Activation("linear", dtype="float32", name="end_logits")(end_logits),
+    }
+    return keras.Model(inputs=inputs, outputs=outputs, name="bert_span_labeler")

@@ -1,0 +1,83 @@
+"""The exported SavedModel: raw-text answering and an ids -> logits signature, in one graph.
+
+Signatures:
+  serving_default: question [batch] string, context [batch] string
+                   -> answer [batch] string, score [batch] float32 (start + end logit)
+  logits:          input_word_ids, input_mask, input_type_ids [batch, seq] int32
+                   -> start_logits, end_logits [batch, seq] float32 (what evaluation and TFLite use)
+
+The tokenizer and the doc-stride windowing run inside the graph (bertqa.serving_windows,
+the same tensorflow_text tokenizer the training windows came from), so training and
+serving cannot skew. Loading needs `import tensorflow_text` to register its ops.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from bertqa.serving_windows import ServingWindower
+from bertqa.tflite_export import LOGITS_SIGNATURE
+from bertqa.windowing import WindowConfig
+
+_IDS_SPEC = tf.TensorSpec([None, None], tf.int32)
+
+
+class QaServingModule(tf.Module):
+    def __init__(self, model: keras.Model, windower: ServingWindower, max_answer_length: int = 30):
+        super().__init__(name="bert_qa")
+        self.model = model
+        self.windower = windower
+        self._max_answer_length = max_answer_length
+
+    @tf.function(input_signature=[_IDS_SPEC, _IDS_SPEC, _IDS_SPEC])
+    def logits(self, input_word_ids, input_mask, input_type_ids):
+        outputs = self.model({"input_word_ids": input_word_ids, "input_mask": input_mask,
+                              "input_type_ids": input_type_ids}, training=False)
+        return {"start_logits": outputs["start_logits"], "end_logits": outputs["end_logits"]}
+
+    def _answer_one(self, pair):
+        question, context = pair[0], pair[1]
+        windows = self.windower(question, context)
+        logits = self.logits(windows["input_word_ids"], windows["input_mask"], windows["input_type_ids"])
+        start, end = logits["start_logits"], logits["end_logits"]  # (windows, seq)
+        seq = tf.shape(start)[1]
+        # A span may start only on a context token in the window where that token has the most
+        # context, and end on a context token at most max_answer_length - 1 tokens later.
+        can_start = (windows["token_byte_starts"] >= 0) & (windows["token_is_max_context"] > 0)  # (windows, seq)
+        can_end = windows["token_byte_ends"] >= 0  # (windows, seq)
+        band = tf.cast(tf.linalg.band_part(tf.ones([seq, seq]), 0, self._max_answer_length - 1), tf.bool)
+        allowed = can_start[:, :, tf.newaxis] & can_end[:, tf.newaxis, :] & band[tf.newaxis]  # (windows, seq, seq)
+        scores = start[:, :, tf.newaxis] + end[:, tf.newaxis, :]  # (windows, seq, seq)
+        scores = tf.reshape(tf.where(allowed, scores, float("-inf")), [-1])
+        best = tf.argmax(scores, output_type=tf.int32)
+        window, start_token, end_token = best // (seq * seq), (best // seq) % seq, best % seq
+        found = tf.math.is_finite(scores[best])
+        begin = windows["token_byte_starts"][window, start_token]
+        length = windows["token_byte_ends"][window, end_token] - begin
+        answer = tf.cond(found, lambda: tf.strings.substr(context, begin, length), lambda: tf.constant(""))
+        score = tf.where(found, scores[best], 0.0)
+        return answer, score
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.string)])
+    def answer(self, question, context):
+        answers, scores = tf.map_fn(
+            self._answer_one, (question, context),
+            fn_output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.float32)))
+        return {"answer": answers, "score": scores}
+
+
+def export_saved_model(model: keras.Model, vocab_path: str, do_lower_case: bool, window: WindowConfig,
+                       export_dir: str, max_answer_length: int = 30) -> None:
+    module = QaServingModule(model, ServingWindower(vocab_path, do_lower_case, window), max_answer_length)
+    tf.saved_model.save(module, export_dir, signatures={
+        "serving_default": module.answer.get_concrete_function(),
+        LOGITS_SIGNATURE: module.logits.get_concrete_function(),
+    })
+
+
+def load_answerer(saved_model_dir: str):
+    """The raw-text signature of an exported model: f(question=[...], context=[...]) -> dict."""
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops the graph uses)
+
+    return tf.saved_model.load(saved_model_dir).signatures["serving_default"]

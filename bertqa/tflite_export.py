@@ -1,0 +1,512 @@
+"""Turns the trainer's SavedModel into a (quantized) TFLite model the Task Library can run.
+
+The trainer exports a SavedModel whose `logits` signature maps int32
+`input_word_ids` / `input_mask` / `input_type_ids` of shape [batch, seq] to float32
+`start_logits` / `end_logits`. This module
+
+1. re-traces that signature with fixed [1, seq_len] inputs, because the TFLite Task
+   Library's BertQuestionAnswerer fills exactly one window of 384 tokens and would
+   see a [1, 1] tensor if the model kept dynamic shapes;
+2. converts it with one of four quantization schemes (none, dynamic range, float16,
+   int8 with a representative dataset), keeping int32 id inputs and float32 logit
+   outputs because those are the only types the Task Library reads and writes;
+3. writes the metadata the Task Library looks for: input tensors named `ids`, `mask`
+   and `segment_ids`, outputs named `start_logits` and `end_logits`, and a
+   BertTokenizer input process unit with vocab.txt packed into the file.
+
+`TfliteQaRunner` runs the exported file on already-tokenized windows so the
+evaluator can score exactly the artifact that ships.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+LOGITS_SIGNATURE = "logits"
+INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
+OUTPUT_NAMES = ("start_logits", "end_logits")
+
+# Hard-coded in tflite-support's bert_question_answerer.{h,cc}: kMaxSeqLen, kMaxQueryLen
+# and kUseLowerCase. The Task Library cannot be told otherwise through metadata.
+TASK_LIBRARY_SEQ_LEN = 384
+TASK_LIBRARY_QUERY_LEN = 64
+TASK_LIBRARY_LOWER_CASE = True
+
+# The metadata tensor names BertQuestionAnswerer finds its tensors by
+# (kIdsTensorName, kMaskTensorName, kSegmentIdsTensorName, k{Start,End}LogitsTensorName).
+# BertInputTensorsMd writes exactly these input names.
+TASK_LIBRARY_INPUT_NAMES = {"input_word_ids": "ids", "input_mask": "mask", "input_type_ids": "segment_ids"}
+TASK_LIBRARY_OUTPUT_NAMES = {"start_logits": "start_logits", "end_logits": "end_logits"}
+
+_QUANTIZATION_NAMES = ("none", "dynamic", "float16", "int8")
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationConfig:
+    """How to quantize the TFLite model; the factories mirror Model Maker's names.
+
+    `representative_steps` is how many windows int8 calibration reads; it is
+    ignored by the other schemes.
+    """
+
+    name: str
+    representative_steps: int = 100
+
+    def __post_init__(self) -> None:
+        if self.name not in _QUANTIZATION_NAMES:
+            raise ValueError(f"Unknown quantization {self.name!r}; expected one of {_QUANTIZATION_NAMES}.")
+        if self.representative_steps < 1:
+            raise ValueError(f"representative_steps must be at least 1, got {self.representative_steps}.")
+
+    @classmethod
+    def none(cls) -> QuantizationConfig:
+        """Plain float32 model."""
+        return cls("none")
+
+    @classmethod
+    def for_dynamic(cls) -> QuantizationConfig:
+        """int8 weights, float activations computed with int8 kernels at run time."""
+        return cls("dynamic")
+
+    @classmethod
+    def for_float16(cls) -> QuantizationConfig:
+        """float16 weights, dequantized to float32 at load time on CPU."""
+        return cls("float16")
+
+    @classmethod
+    def for_int8(cls, representative_steps: int = 100) -> QuantizationConfig:
+        """int8 weights and activations, calibrated on `representative_steps` windows."""
+        return cls("int8", representative_steps)
+
+    @classmethod
+    def from_name(cls, name: str, representative_steps: int = 100) -> QuantizationConfig:
+        """For pipeline parameters that arrive as strings."""
+        return cls(name, representative_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteExportConfig:
+    """The window shape the model is exported for and how the trainer tokenized text."""
+
+    seq_len: int = TASK_LIBRARY_SEQ_LEN
+    query_len: int = TASK_LIBRARY_QUERY_LEN
+    do_lower_case: bool = True
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 4:
+            raise ValueError(f"seq_len must be at least 4 ([CLS] q [SEP] c), got {self.seq_len}.")
+        if not 0 < self.query_len < self.seq_len - 2:
+            raise ValueError(f"query_len must be in [1, seq_len - 3], got {self.query_len}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """Where the model went, how big it is, and why the Task Library might not run it as trained."""
+
+    path: str
+    size_bytes: int
+    warnings: tuple[str, ...] = ()
+
+
+def task_library_incompatibilities(config: TfliteExportConfig) -> list[str]:
+    """Why the Task Library would feed this model differently from training; empty if it would not."""
+    problems = []
+    if config.seq_len != TASK_LIBRARY_SEQ_LEN:
+        problems.append(
+            f"The model takes windows of seq_len={config.seq_len} tokens, but the Task Library's "
+            f"BertQuestionAnswerer always fills {TASK_LIBRARY_SEQ_LEN}; it cannot run this model."
+        )
+    if config.query_len != TASK_LIBRARY_QUERY_LEN:
+        problems.append(
+            f"The model was trained with questions cut to query_len={config.query_len} tokens, but the "
+            f"Task Library cuts them to {TASK_LIBRARY_QUERY_LEN}; its windows differ from training."
+        )
+    if config.do_lower_case != TASK_LIBRARY_LOWER_CASE:
+        problems.append(
+            "The model was trained on cased text (do_lower_case=False), but the Task Library always "
+            "lower-cases the question and context; its answers would be degraded."
+        )
+    return problems
+
+
+# --- Conversion ------------------------------------------------------------------------------
+
+
+def _load_saved_model(saved_model_dir: str):
+    # The trainer's SavedModel also carries a raw-text `serving_default` signature whose
+    # graph uses tensorflow_text ops; loading any part of the SavedModel needs those ops
+    # registered, even though we only ever call the `logits` signature.
+    try:
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        _log.info("tensorflow_text is not installed; loading %s without its ops", saved_model_dir)
+    return tf.saved_model.load(saved_model_dir)
+
+
+def _fixed_shape_function(logits_fn, seq_len: int):
+    """The `logits` signature re-traced for exactly one window of `seq_len` tokens."""
+    specs = [tf.TensorSpec([1, seq_len], tf.int32, name=name) for name in INPUT_NAMES]
+
+    @tf.function(input_signature=specs)
+    def fixed(input_word_ids, input_mask, input_type_ids):
+        outputs = logits_fn(
+            input_word_ids=input_word_ids, input_mask=input_mask, input_type_ids=input_type_ids
+        )
+        return {name: outputs[name] for name in OUTPUT_NAMES}
+
+    return fixed.get_concrete_function()
+
+
+def _check_logits_signature(loaded, saved_model_dir: str):
+    signatures = getattr(loaded, "signatures", {})
+    if LOGITS_SIGNATURE not in signatures:
+        raise ValueError(
+            f"{saved_model_dir} has no {LOGITS_SIGNATURE!r} signature (found {sorted(signatures)}); "
+            "the trainer must export one taking input_word_ids/input_mask/input_type_ids."
+        )
+    logits_fn = signatures[LOGITS_SIGNATURE]
+    missing_inputs = set(INPUT_NAMES) - set(logits_fn.structured_input_signature[1])
+    missing_outputs = set(OUTPUT_NAMES) - set(logits_fn.structured_outputs)
+    if missing_inputs or missing_outputs:
+        raise ValueError(
+            f"The {LOGITS_SIGNATURE!r} signature lacks inputs {sorted(missing_inputs)} "
+            f"or outputs {sorted(missing_outputs)}."
+        )
+    return logits_fn
+
+
+def pad_window(window: Mapping[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
+    """One window as the exported model takes it: the three inputs as int32 [1, seq_len], zero-padded."""
+    padded = {}
+    for name in INPUT_NAMES:
+        if name not in window:
+            raise ValueError(f"A representative window lacks {name!r} (has {sorted(window)}).")
+        values = np.asarray(window[name]).reshape(-1)
+        if values.size > seq_len:
+            raise ValueError(f"A window has {values.size} tokens, more than seq_len={seq_len}.")
+        row = np.zeros((1, seq_len), np.int32)
+        row[0, : values.size] = values
+        padded[name] = row
+    return padded
+
+
+def _representative_windows(
+    windows: Iterable[Mapping[str, np.ndarray]] | None, seq_len: int, steps: int
+) -> list[dict[str, np.ndarray]]:
+    if windows is None:
+        raise ValueError(
+            "int8 quantization needs representative_windows (tokenized training windows) to calibrate "
+            "activation ranges."
+        )
+    padded = []
+    for window in windows:
+        if len(padded) >= steps:
+            break
+        padded.append(pad_window(window, seq_len))
+    if not padded:
+        raise ValueError("representative_windows yielded no windows; int8 calibration needs at least one.")
+    return padded
+
+
+def _configure_quantization(
+    converter: tf.lite.TFLiteConverter,
+    quantization: QuantizationConfig,
+    calibration: list[dict[str, np.ndarray]] | None,
+) -> None:
+    # Only builtin ops: the Task Library's BertQuestionAnswerer resolves ops with the
+    # builtin resolver and has no Flex (select TF ops) delegate, so a model needing
+    # Flex ops must fail here rather than on the device.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization.name == "none":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization.name == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization.name == "int8":
+
+        def representative_dataset() -> Iterator[dict[str, np.ndarray]]:
+            yield from calibration
+
+        converter.representative_dataset = representative_dataset
+        # Integer quantization of weights and activations where int8 kernels exist, float
+        # kernels elsewhere (TFLITE_BUILTINS, not TFLITE_BUILTINS_INT8). The interface
+        # stays as the Task Library needs it: the int32 id/mask/segment inputs are never
+        # quantized, and it reads the logits with PopulateVector<float>, so they must
+        # stay float32 rather than int8.
+        converter.inference_input_type = tf.float32
+        converter.inference_output_type = tf.float32
+
+
+def convert_saved_model(
+    saved_model_dir: str,
+    config: TfliteExportConfig,
+    quantization: QuantizationConfig,
+    representative_windows: Iterable[Mapping[str, np.ndarray]] | None = None,
+) -> bytes:
+    """The `logits` signature as a TFLite flatbuffer with [1, seq_len] int32 inputs, without metadata.
+
+    `representative_windows` (int8 only) are tokenized windows, dicts of the three
+    inputs, each at most seq_len long; they are zero-padded to seq_len.
+    """
+    calibration = None
+    if quantization.name == "int8":
+        calibration = _representative_windows(
+            representative_windows, config.seq_len, quantization.representative_steps
+        )
+    loaded = _load_saved_model(saved_model_dir)
+    logits_fn = _check_logits_signature(loaded, saved_model_dir)
+    concrete = _fixed_shape_function(logits_fn, config.seq_len)
+    # `loaded` owns the variables the concrete function captures; the converter must
+    # be able to reach them to freeze them into constants.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
+    _configure_quantization(converter, quantization, calibration)
+    started = time.monotonic()
+    model = converter.convert()
+    _log.info(
+        "Converted %s (%s) to %d bytes in %.1fs",
+        saved_model_dir,
+        quantization.name,
+        len(model),
+        time.monotonic() - started,
+    )
+    return bytes(model)
+
+
+# --- Interpreter helpers -----------------------------------------------------------------------
+
+
+def _signature_runner(interpreter: tf.lite.Interpreter):
+    """The model's one signature, checked to have the contract's inputs and outputs."""
+    keys = list(interpreter.get_signature_list())
+    if len(keys) != 1:
+        raise ValueError(f"Expected a TFLite model with exactly one signature, found {keys}.")
+    runner = interpreter.get_signature_runner(keys[0])
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    if set(inputs) != set(INPUT_NAMES) or set(outputs) != set(OUTPUT_NAMES):
+        raise ValueError(
+            f"The TFLite signature has inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
+            f"expected {sorted(INPUT_NAMES)} and {sorted(OUTPUT_NAMES)}."
+        )
+    return runner
+
+
+def task_library_io_problems(tflite_model: bytes) -> list[str]:
+    """Why the Task Library could not feed or read this model's tensors; empty if it can."""
+    interpreter = tf.lite.Interpreter(model_content=tflite_model)
+    runner = _signature_runner(interpreter)
+    problems = []
+    # The sequence length is task_library_incompatibilities' business; here only what
+    # the export itself could get wrong: one window per run, int32 ids, float32 logits.
+    for name, details in runner.get_input_details().items():
+        shape = list(details["shape"])
+        if details["dtype"] != np.int32 or len(shape) != 2 or shape[0] != 1:
+            problems.append(
+                f"Input {name} is {details['dtype'].__name__}{shape}; the Task Library writes int32[1, seq]."
+            )
+    for name, details in runner.get_output_details().items():
+        if details["dtype"] != np.float32:
+            problems.append(f"Output {name} is {details['dtype'].__name__}; the Task Library reads float32.")
+    return problems
+
+
+# --- Metadata ------------------------------------------------------------------------------
+
+
+def add_task_library_metadata(tflite_model: bytes, vocab_path: str) -> bytes:
+    """The model with BertQuestionAnswerer metadata and `vocab_path` packed in.
+
+    Tensors are matched to metadata through the signature, never by position: the
+    converter orders inputs and outputs by name (end_logits before start_logits).
+    """
+    from tensorflow_lite_support.metadata.python.metadata_writers import metadata_info, metadata_writer
+
+    if not tf.io.gfile.exists(vocab_path):
+        raise FileNotFoundError(f"Vocabulary {vocab_path} does not exist.")
+    interpreter = tf.lite.Interpreter(model_content=tflite_model)
+    runner = _signature_runner(interpreter)
+    input_tensor_names = {name: d["name"] for name, d in runner.get_input_details().items()}
+    input_md = metadata_info.BertInputTensorsMd(
+        bytearray(tflite_model),
+        input_tensor_names["input_word_ids"],
+        input_tensor_names["input_mask"],
+        input_tensor_names["input_type_ids"],
+        tokenizer_md=metadata_info.BertTokenizerMd(vocab_path),
+    )
+
+    # interpreter.get_output_details() lists the subgraph's outputs in flatbuffer
+    # order, which is the order the output metadata must follow.
+    signature_name_by_index = {d["index"]: name for name, d in runner.get_output_details().items()}
+    descriptions = {
+        "start_logits": "Logit of each token being the first token of the answer.",
+        "end_logits": "Logit of each token being the last token of the answer.",
+    }
+    output_metadata = []
+    for details in interpreter.get_output_details():
+        name = signature_name_by_index[details["index"]]
+        md = metadata_info.TensorMd(name=TASK_LIBRARY_OUTPUT_NAMES[name], description=descriptions[name])
+        output_metadata.append(md.create_metadata())
+
+    general_md = metadata_info.GeneralMd(
+        name="BertQuestionAnswerer",
+        description="Finds the answer to a question as a span of the context (BERT, SQuAD format).",
+    )
+    writer = metadata_writer.MetadataWriter.create_from_metadata(
+        bytearray(tflite_model),
+        model_metadata=general_md.create_metadata(),
+        input_metadata=input_md.create_input_tesnor_metadata(),  # sic: the library's spelling
+        output_metadata=output_metadata,
+        associated_files=input_md.get_tokenizer_associated_files(),
+        input_process_units=input_md.create_input_process_unit_metadata(),
+    )
+    return bytes(writer.populate())
+
+
+# --- Export ------------------------------------------------------------------------------
+
+
+def _write_bytes(content: bytes, output_path: str) -> None:
+    parent = os.path.dirname(output_path)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    with tf.io.gfile.GFile(output_path, "wb") as f:
+        f.write(content)
+
+
+def _local_vocab(vocab_path: str, scratch_dir: str) -> str:
+    # The metadata populator reads associated files with plain open(); copy remote
+    # vocabularies (gs://, ...) next to us first. The packed name stays the basename.
+    if os.path.exists(vocab_path):
+        return vocab_path
+    local = os.path.join(scratch_dir, os.path.basename(vocab_path))
+    tf.io.gfile.copy(vocab_path, local, overwrite=True)
+    return local
+
+
+def _task_library_run_problems(model: bytes, scratch_dir: str) -> list[str]:
+    # Proves on the spot that the Task Library loads the file and answers, e.g. that
+    # every op of this quantization has a kernel its builtin op resolver knows. Only
+    # for models without known problems: feeding those could abort the process.
+    from bertqa.task_library import task_library_load_problems
+
+    local = os.path.join(scratch_dir, "task_library_check.tflite")
+    with open(local, "wb") as f:
+        f.write(model)
+    return task_library_load_problems(local)
+
+
+def export_tflite(
+    saved_model_dir: str,
+    vocab_path: str,
+    output_path: str,
+    config: TfliteExportConfig,
+    quantization: QuantizationConfig,
+    representative_windows: Iterable[Mapping[str, np.ndarray]] | None = None,
+) -> ExportResult:
+    """Converts, quantizes and annotates the model, and writes it to `output_path`.
+
+    The file is written even when the Task Library cannot run it faithfully (our own
+    TfliteQaRunner can); `warnings` then says why. A model without known problems is
+    loaded and asked one question through the Task Library before returning.
+    """
+    model = convert_saved_model(saved_model_dir, config, quantization, representative_windows)
+    warnings = task_library_incompatibilities(config) + task_library_io_problems(model)
+    with tempfile.TemporaryDirectory() as scratch:
+        model = add_task_library_metadata(model, _local_vocab(vocab_path, scratch))
+        if not warnings:
+            warnings += _task_library_run_problems(model, scratch)
+    _write_bytes(model, output_path)
+    for warning in warnings:
+        _log.warning("%s: %s", output_path, warning)
+    return ExportResult(path=output_path, size_bytes=len(model), warnings=tuple(warnings))
+
+
+# --- Running the exported model on windows ---------------------------------------------------
+
+
+class TfliteQaRunner:
+    """Runs an exported QA model on already-padded [batch, seq_len] int32 windows.
+
+    The model is exported for batch 1 (the Task Library's shape). Batches are tried
+    by resizing the inputs to [batch, seq_len]; a model whose graph froze the batch of
+    1 into its shapes (e.g. the reshapes of attention heads in any BERT) fails to
+    resize, and then, for good, windows are run one at a time. The first batched run
+    is also checked against a single-window run, so a resize that "works" but computes
+    something else is caught rather than scored.
+    """
+
+    def __init__(self, path: str, num_threads: int = 1):
+        self._interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+        self._runner = _signature_runner(self._interpreter)
+        shape = self._runner.get_input_details()["input_word_ids"]["shape"]
+        self.seq_len = int(shape[-1])
+        self._batching: bool | None = None  # unknown until the first batch of more than one
+
+    @property
+    def batching_supported(self) -> bool | None:
+        """Whether batches run in one invocation; None until a batch has been tried."""
+        return self._batching
+
+    def run(
+        self, input_word_ids: np.ndarray, input_mask: np.ndarray, input_type_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(start_logits, end_logits), each float32 [batch, seq_len]."""
+        inputs = self._validated(input_word_ids, input_mask, input_type_ids)
+        batch = inputs["input_word_ids"].shape[0]
+        if batch == 0:
+            empty = np.zeros((0, self.seq_len), np.float32)
+            return empty, empty.copy()
+        if batch == 1 or self._batching is False:
+            return self._run_one_by_one(inputs)
+        try:
+            outputs = self._invoke(inputs)
+        except (RuntimeError, ValueError) as error:
+            _log.info("Batched TFLite run failed (%s); running windows one at a time.", error)
+            self._batching = False
+            return self._run_one_by_one(inputs)
+        if self._batching is None:
+            self._batching = self._matches_single_run(inputs, outputs)
+            if not self._batching:
+                _log.warning("Batched TFLite run disagrees with single-window runs; running one at a time.")
+                return self._run_one_by_one(inputs)
+        return outputs
+
+    def _validated(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        inputs = {}
+        for name, array in zip(INPUT_NAMES, arrays, strict=True):
+            array = np.asarray(array)
+            if array.ndim != 2 or array.shape[1] != self.seq_len:
+                raise ValueError(f"{name} must be [batch, {self.seq_len}], got {list(array.shape)}.")
+            inputs[name] = array.astype(np.int32, copy=False)
+        if len({a.shape[0] for a in inputs.values()}) != 1:
+            raise ValueError(f"Inputs disagree on batch size: {[list(a.shape) for a in inputs.values()]}.")
+        return inputs
+
+    def _invoke(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        # The signature runner resizes the inputs to the arrays' shapes and
+        # re-allocates tensors when they change (resize_tensor_input + allocate_tensors).
+        outputs = self._runner(**inputs)
+        return outputs["start_logits"].copy(), outputs["end_logits"].copy()
+
+    def _run_one_by_one(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        starts, ends = [], []
+        for i in range(inputs["input_word_ids"].shape[0]):
+            start, end = self._invoke({name: array[i : i + 1] for name, array in inputs.items()})
+            starts.append(start)
+            ends.append(end)
+        return np.concatenate(starts), np.concatenate(ends)
+
+    def _matches_single_run(
+        self, inputs: dict[str, np.ndarray], batched: tuple[np.ndarray, np.ndarray]
+    ) -> bool:
+        single = self._invoke({name: array[:1] for name, array in inputs.items()})
+        return all(np.allclose(b[:1], s, rtol=1e-3, atol=1e-3) for b, s in zip(batched, single, strict=True))

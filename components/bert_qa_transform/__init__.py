@@ -1,0 +1,1 @@
+"""BertQATransform: raw examples -> doc-stride windows of WordPiece ids, + the tokenizer artifact."""

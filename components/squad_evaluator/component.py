@@ -1,0 +1,90 @@
+"""TFX glue for SquadEvaluator.
+
+Artifacts in:
+  model: Model from Trainer (SavedModel with the `logits` signature, under Format-Serving).
+  examples: Examples from SquadExampleGen (gold answers and contexts; `eval` split).
+  transformed_examples: Examples from BertQATransform (windows; `eval` split).
+Artifacts out:
+  evaluation: ModelEvaluation with metrics.json (official SQuAD keys, 0-100 scale),
+    predictions.json and nbest_predictions.json (and null_odds.json for SQuAD 2.0);
+    the metrics are also custom properties of the artifact.
+  blessing: ModelBlessing, custom property `blessed` 1/0 (what Pusher checks), and a
+    BLESSED or NOT_BLESSED file, as TFX's own Evaluator writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.types import artifact_utils, component_spec, standard_artifacts
+from tfx.utils import path_utils
+
+from bertqa import evaluation
+from components.squad_evaluator import core
+
+EVAL_SPLIT = "eval"
+
+
+class SquadEvaluatorSpec(component_spec.ComponentSpec):
+    PARAMETERS = {
+        "min_f1": component_spec.ExecutionParameter(type=float),
+        "n_best_size": component_spec.ExecutionParameter(type=int),
+        "max_answer_length": component_spec.ExecutionParameter(type=int),
+        "version_2_with_negative": component_spec.ExecutionParameter(type=int),
+        "batch_size": component_spec.ExecutionParameter(type=int),
+    }
+    INPUTS = {
+        "model": component_spec.ChannelParameter(type=standard_artifacts.Model),
+        "examples": component_spec.ChannelParameter(type=standard_artifacts.Examples),
+        "transformed_examples": component_spec.ChannelParameter(type=standard_artifacts.Examples),
+    }
+    OUTPUTS = {
+        "evaluation": component_spec.ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        "blessing": component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
+    }
+
+
+class SquadEvaluatorExecutor(base_executor.BaseExecutor):
+    def Do(self, input_dict, output_dict, exec_properties):  # noqa: N802 (TFX API name)
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        evaluation_artifact = artifact_utils.get_single_instance(output_dict["evaluation"])
+        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+        eval_config = evaluation.EvalConfig(
+            n_best_size=exec_properties["n_best_size"], max_answer_length=exec_properties["max_answer_length"],
+            version_2_with_negative=bool(exec_properties["version_2_with_negative"]),
+            batch_size=exec_properties["batch_size"])
+        result = core.evaluate_saved_model(
+            path_utils.serving_model_path(model.uri),
+            os.path.join(artifact_utils.get_split_uri(input_dict["examples"], EVAL_SPLIT), "*"),
+            os.path.join(artifact_utils.get_split_uri(input_dict["transformed_examples"], EVAL_SPLIT), "*"),
+            eval_config, core.BlessingConfig(min_f1=exec_properties["min_f1"]), evaluation_artifact.uri)
+        logging.info("SQuAD metrics %s; %s", result.metrics, result.reason)
+        for name, value in result.metrics.items():
+            evaluation_artifact.set_float_custom_property(name, float(value))
+            blessing.set_float_custom_property(name, float(value))
+        blessing.set_int_custom_property("blessed", int(result.blessed))
+        blessing.set_string_custom_property("reason", result.reason)
+        blessing.set_string_custom_property("current_model", model.uri)
+        blessing.set_int_custom_property("current_model_id", model.id)
+        with open(os.path.join(blessing.uri, "BLESSED" if result.blessed else "NOT_BLESSED"), "w") as f:
+            f.write(result.reason + "\n")
+
+
+class SquadEvaluator(base_component.BaseComponent):
+    """SQuAD EM/F1 on the eval split and a blessing against `min_f1` (see the module docstring)."""
+
+    SPEC_CLASS = SquadEvaluatorSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(SquadEvaluatorExecutor)
+
+    def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
+                 transformed_examples: types.BaseChannel, min_f1: float = 40.0, n_best_size: int = 20,
+                 max_answer_length: int = 30, version_2_with_negative: bool = False, batch_size: int = 64):
+        super().__init__(spec=SquadEvaluatorSpec(
+            model=model, examples=examples, transformed_examples=transformed_examples,
+            min_f1=float(min_f1), n_best_size=n_best_size, max_answer_length=max_answer_length,
+            version_2_with_negative=int(version_2_with_negative), batch_size=batch_size,
+            evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -1,0 +1,1 @@
+"""SquadExampleGen: SQuAD JSON files -> one tf.Example per question."""

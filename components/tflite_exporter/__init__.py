@@ -1,0 +1,1 @@
+"""TFLiteExporter: a blessed SavedModel -> quantized .tflite files with Task Library metadata."""

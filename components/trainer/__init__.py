@@ -1,0 +1,1 @@
+"""The Trainer's module: run_fn for TFX's standard Trainer component."""

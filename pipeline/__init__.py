@@ -1,0 +1,1 @@
+"""The pipeline definition: one factory that wires the components."""

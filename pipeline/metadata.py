@@ -1,0 +1,59 @@
+"""Reading back what a run recorded in ML Metadata: the latest results and artifact lineage."""
+
+from __future__ import annotations
+
+import collections
+
+import ml_metadata as mlmd
+from ml_metadata.proto import metadata_store_pb2
+
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+
+
+def sqlite_store(path: str) -> mlmd.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return mlmd.MetadataStore(config)
+
+
+def custom_properties(artifact: metadata_store_pb2.Artifact) -> dict:
+    values = {}
+    for name, value in artifact.custom_properties.items():
+        kind = value.WhichOneof("value")
+        values[name] = getattr(value, kind) if kind in ("int_value", "double_value", "string_value") else None
+    return values
+
+
+def latest_artifact(store: mlmd.MetadataStore, type_name: str) -> metadata_store_pb2.Artifact | None:
+    artifacts = store.get_artifacts_by_type(type_name)
+    return max(artifacts, key=lambda a: a.id) if artifacts else None
+
+
+def upstream_artifact_ids(store: mlmd.MetadataStore, artifact_id: int) -> set[int]:
+    """Every artifact that `artifact_id` was derived from, through the executions that produced it."""
+    seen_artifacts, seen_executions = set(), set()
+    queue = collections.deque([artifact_id])
+    while queue:
+        current = queue.popleft()
+        producers = {e.execution_id for e in store.get_events_by_artifact_ids([current]) if e.type in _OUTPUT_EVENTS}
+        for execution_id in producers - seen_executions:
+            seen_executions.add(execution_id)
+            for event in store.get_events_by_execution_ids([execution_id]):
+                if event.type in _INPUT_EVENTS and event.artifact_id not in seen_artifacts:
+                    seen_artifacts.add(event.artifact_id)
+                    queue.append(event.artifact_id)
+    return seen_artifacts
+
+
+def producer_component(store: mlmd.MetadataStore, artifact_id: int) -> str | None:
+    """The pipeline node id (e.g. 'SquadExampleGen') of the execution that output the artifact."""
+    events = [e for e in store.get_events_by_artifact_ids([artifact_id]) if e.type in _OUTPUT_EVENTS]
+    if not events:
+        return None
+    (execution,) = store.get_executions_by_id([events[0].execution_id])
+    for context in store.get_contexts_by_execution(execution.id):
+        if context.type == "node":
+            return context.name.split(".")[-1]
+    return None

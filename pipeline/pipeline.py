@@ -1,0 +1,89 @@
+"""create_pipeline: SQuAD JSON -> windows -> fine-tuned BERT -> SQuAD metrics -> TFLite -> push.
+
+This module only connects components; the runners (local_runner.py,
+kubeflow_runner.py) choose paths, the orchestrator and Beam's arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tfx import v1 as tfx
+
+from bertqa import model_spec
+from components.bert_qa_transform.component import BertQATransform
+from components.squad_evaluator.component import SquadEvaluator
+from components.squad_example_gen.component import SquadExampleGen, separate_files, split_by_title
+from components.tflite_exporter.component import TFLiteExporter
+
+RUN_FN = "components.trainer.module.run_fn"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    pipeline_name: str
+    pipeline_root: str
+    data_root: str
+    serving_dir: str
+    spec: model_spec.BertQaSpec
+    # Train and eval from separate files under data_root; with eval_pattern None, every file
+    # matching train_pattern is hash-split by article title instead.
+    train_pattern: str = "train.json"
+    eval_pattern: str | None = "eval.json"
+    version_2_with_negative: bool = False
+    strict: bool = False
+    epochs: float | None = None  # None: the spec's default_training_epochs
+    batch_size: int | None = None
+    train_steps: int | None = None  # overrides epochs when set
+    min_f1: float = 40.0
+    quantization: str = "dynamic"
+    enable_cache: bool = True
+    beam_pipeline_args: tuple[str, ...] = ()
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    if config.eval_pattern:
+        example_gen = SquadExampleGen(
+            input_base=config.data_root,
+            input_config=separate_files(config.train_pattern, config.eval_pattern),
+            version_2_with_negative=config.version_2_with_negative, strict=config.strict)
+    else:
+        example_gen = SquadExampleGen(
+            input_base=config.data_root,
+            input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=config.train_pattern)]),
+            output_config=split_by_title(),
+            version_2_with_negative=config.version_2_with_negative, strict=config.strict)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+
+    transform = BertQATransform(examples=example_gen.outputs["examples"], spec=config.spec)
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=config.train_steps or 0),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"], num_steps=0),
+        custom_config={"model_spec": model_spec.to_json(config.spec), "epochs": config.epochs,
+                       "batch_size": config.batch_size})
+    evaluator = SquadEvaluator(
+        model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+        transformed_examples=transform.outputs["transformed_examples"], min_f1=config.min_f1,
+        version_2_with_negative=config.version_2_with_negative, batch_size=config.spec.predict_batch_size)
+    exporter = TFLiteExporter(
+        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+        transform_graph=transform.outputs["transform_graph"], quantization=config.quantization)
+    pusher = tfx.components.Pusher(
+        model=exporter.outputs["exported_model"], model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)))
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
+                    evaluator, exporter, pusher],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 
 from bertqa import model_cache
@@ -35,13 +36,39 @@ class BertQaSpec:
     default_training_epochs: int = 2
     default_batch_size: int = 32
     predict_batch_size: int = 32
+    # A TF Hub module: a tfhub.dev handle, a local module directory, or any path
+    # tensorflow_hub resolves (see bertqa.hub_encoder). Its vocab is assets/vocab.txt.
+    hub_handle: str | None = None
 
     def resolved_vocab_path(self) -> str:
         if self.vocab_path:
             return self.vocab_path
         if self.checkpoint_dir:
             return os.path.join(self.checkpoint_dir, "vocab.txt")
+        if self.hub_handle:
+            from bertqa import hub_encoder  # tensorflow_hub is needed only by hub specs
+
+            return hub_encoder.module_vocab_path(self.hub_handle)
         raise ValueError(f"spec {self.name!r} has no vocab_path and no checkpoint_dir to take vocab.txt from")
+
+    def resolved_do_lower_case(self) -> bool:
+        """do_lower_case, except that a hub module's own `do_lower_case` variable wins when it has one.
+
+        A module pretrained on cased text tokenized as uncased (or the reverse) loses
+        most of its vocabulary to [UNK] or to the wrong pieces, so the module decides.
+        """
+        if not self.hub_handle or self.vocab_path:
+            return self.do_lower_case
+        from bertqa import hub_encoder
+
+        module_value = hub_encoder.module_do_lower_case(self.hub_handle)
+        if module_value is None:
+            return self.do_lower_case
+        if module_value != self.do_lower_case:
+            logging.getLogger(__name__).warning(
+                "spec %r sets do_lower_case=%s but its hub module %s says %s; using the module's value.",
+                self.name, self.do_lower_case, self.hub_handle, module_value)
+        return module_value
 
 
 def minilm_offline() -> BertQaSpec:
@@ -74,7 +101,53 @@ def tiny_random() -> BertQaSpec:
     )
 
 
-_SPECS = {"minilm_offline": minilm_offline, "tiny_random": tiny_random}
+# Model Maker's TF Hub specs, with the values of its BertQAModelSpec (tensorflow/examples,
+# tensorflow_examples/lite/model_maker/core/task/model_spec/text_spec.py): seq_len 384,
+# query_len 64, doc_stride 128, dropout 0.1, initializer_range 0.02, predict batch 8,
+# lower case; question_answer.create trains 2 epochs by default; its optimizer (the Model
+# Garden's AdamWeightDecay) warms up over 10% of steps and decays weights by 0.01.
+_TFHUB_MOBILEBERT = "https://tfhub.dev/google/mobilebert/uncased_L-24_H-128_B-512_A-4_F-4_OPT/1"
+_TFHUB_MOBILEBERT_SQUAD = "https://tfhub.dev/google/mobilebert/uncased_L-24_H-128_B-512_A-4_F-4_OPT/squadv1/1"
+_TFHUB_BERT_BASE = "https://tfhub.dev/tensorflow/bert_en_uncased_L-12_H-768_A-12/1"
+
+
+def _model_maker_hub_spec(name: str, hub_handle: str, learning_rate: float, batch_size: int) -> BertQaSpec:
+    return BertQaSpec(
+        name=name,
+        hub_handle=hub_handle,
+        seq_len=384,
+        query_len=64,
+        doc_stride=128,
+        dropout_rate=0.1,
+        initializer_range=0.02,
+        trainable=True,
+        do_lower_case=True,
+        learning_rate=learning_rate,
+        warmup_fraction=0.1,
+        weight_decay=0.01,
+        default_training_epochs=2,
+        default_batch_size=batch_size,
+        predict_batch_size=8,
+    )
+
+
+def bert_qa() -> BertQaSpec:
+    """Model Maker's bert_qa: BERT-base uncased (TF2 hub module), learning rate 8e-5, batch 16."""
+    return _model_maker_hub_spec("bert_qa", _TFHUB_BERT_BASE, learning_rate=8e-5, batch_size=16)
+
+
+def mobilebert_qa() -> BertQaSpec:
+    """Model Maker's mobilebert_qa: MobileBERT (TF1 hub module), learning rate 4e-5, batch 32."""
+    return _model_maker_hub_spec("mobilebert_qa", _TFHUB_MOBILEBERT, learning_rate=4e-5, batch_size=32)
+
+
+def mobilebert_qa_squad() -> BertQaSpec:
+    """Model Maker's mobilebert_qa_squad: MobileBERT already fine-tuned on SQuAD 1.1, with its own span head."""
+    return _model_maker_hub_spec("mobilebert_qa_squad", _TFHUB_MOBILEBERT_SQUAD, learning_rate=4e-5, batch_size=32)
+
+
+_SPECS = {"minilm_offline": minilm_offline, "tiny_random": tiny_random, "bert_qa": bert_qa,
+          "mobilebert_qa": mobilebert_qa, "mobilebert_qa_squad": mobilebert_qa_squad}
 DEFAULT_SPEC = "minilm_offline"
 
 

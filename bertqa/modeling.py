@@ -55,9 +55,10 @@ class SelfAttention(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(config.dropout_rate)
 
     def _split_heads(self, x):
-        # (batch, seq, hidden) -> (batch, heads, seq, head_size)
-        batch, seq = tf.shape(x)[0], tf.shape(x)[1]
-        x = tf.reshape(x, [batch, seq, self.config.num_heads, self.config.head_size])
+        # (batch, seq, hidden) -> (batch, heads, seq, head_size). The batch is -1, not tf.shape(x)[0]:
+        # a TFLite model traced at batch 1 then still resizes to larger batches for fast evaluation.
+        seq = tf.shape(x)[1]
+        x = tf.reshape(x, [-1, seq, self.config.num_heads, self.config.head_size])
         return tf.transpose(x, [0, 2, 1, 3])
 
     def call(self, hidden, attention_bias, training=None):
@@ -68,8 +69,7 @@ class SelfAttention(keras.layers.Layer):
         scores += attention_bias  # (batch, 1, 1, seq): -10000 on padding, as BERT does
         probs = self.dropout(tf.nn.softmax(scores, axis=-1), training=training)
         context = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])  # (batch, seq, heads, head_size)
-        batch, seq = tf.shape(hidden)[0], tf.shape(hidden)[1]
-        context = tf.reshape(context, [batch, seq, self.config.hidden_size])
+        context = tf.reshape(context, [-1, tf.shape(hidden)[1], self.config.hidden_size])
         return self.output_dense(context)
 
 
@@ -98,14 +98,16 @@ class BertEncoder(keras.layers.Layer):
     def __init__(self, config: EncoderConfig, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        init = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
-        self.word_embeddings = keras.layers.Embedding(
-            config.vocab_size, config.hidden_size, embeddings_initializer=init, name="word_embeddings")
-        self.position_embeddings = keras.layers.Embedding(
-            config.max_position_embeddings, config.hidden_size, embeddings_initializer=init,
-            name="position_embeddings")
-        self.type_embeddings = keras.layers.Embedding(
-            config.type_vocab_size, config.hidden_size, embeddings_initializer=init, name="type_embeddings")
+
+        def embedding(rows: int, name: str) -> keras.layers.Embedding:
+            # A fresh initializer per layer: an unseeded Keras initializer instance called twice
+            # returns the same values both times.
+            init = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+            return keras.layers.Embedding(rows, config.hidden_size, embeddings_initializer=init, name=name)
+
+        self.word_embeddings = embedding(config.vocab_size, "word_embeddings")
+        self.position_embeddings = embedding(config.max_position_embeddings, "position_embeddings")
+        self.type_embeddings = embedding(config.type_vocab_size, "type_embeddings")
         self.embedding_norm = _layer_norm(config, "embedding_norm")
         self.dropout = keras.layers.Dropout(config.dropout_rate)
         self.blocks = [TransformerBlock(config, name=f"layer_{i}") for i in range(config.num_layers)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 import tensorflow as tf
 import tf_keras as keras
@@ -37,6 +38,10 @@ class TrainConfig:
 
 def build_model(spec: BertQaSpec) -> keras.Model:
     """The span model for a spec, with pretrained encoder weights when the spec has a checkpoint."""
+    if spec.hub_handle:
+        from bertqa import hub_encoder  # tensorflow_hub is needed only by hub specs
+
+        return hub_encoder.build_hub_model(spec)
     if spec.checkpoint_dir:
         config = checkpoint.read_encoder_config(spec.checkpoint_dir, spec.dropout_rate, spec.initializer_range)
     elif spec.random_encoder:
@@ -129,9 +134,32 @@ def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
                   loss_weights={"start_logits": 0.5, "end_logits": 0.5})
 
 
+class ProgressLogger(keras.callbacks.Callback):
+    """Logs loss, throughput and time left every `every` steps: training here takes minutes, not seconds."""
+
+    def __init__(self, total_steps: int, batch_size: int, every: int = 20):
+        super().__init__()
+        self.total_steps, self.batch_size, self.every = total_steps, batch_size, every
+
+    def on_train_begin(self, logs=None):
+        self._started = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1
+        if step % self.every and step != self.total_steps:
+            return
+        elapsed = time.monotonic() - self._started
+        rate = step * self.batch_size / elapsed
+        logging.info("step %d/%d  loss %.3f  %.1f windows/s  %.0f s elapsed, ~%.0f s left", step,
+                     self.total_steps, (logs or {}).get("loss", float("nan")), rate, elapsed,
+                     (self.total_steps - step) * self.batch_size / rate)
+
+
 def train(model: keras.Model, train_files, config: TrainConfig, callbacks=()) -> keras.callbacks.History:
     dataset = bucketed_window_dataset(train_files, config.batch_size, config.seq_len, config.bucket_width,
                                       shuffle_buffer=config.shuffle_buffer, repeat=True, seed=config.seed)
     compile_for_training(model, config)
     logging.info("training for %d steps of batch %d", config.train_steps, config.batch_size)
-    return model.fit(dataset, steps_per_epoch=config.train_steps, epochs=1, callbacks=list(callbacks), verbose=2)
+    progress = ProgressLogger(config.train_steps, config.batch_size)
+    return model.fit(dataset, steps_per_epoch=config.train_steps, epochs=1, callbacks=[progress, *callbacks],
+                     verbose=0)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 
 from tfx import types
+from tfx.components.util import model_utils
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, component_spec, standard_artifacts
-from tfx.components.util import model_utils
 from tfx.utils import path_utils
 
 from components.bert_qa_transform.core import read_tokenizer_artifact

@@ -1,0 +1,144 @@
+"""The whole pipeline, for real: LocalDagRunner, Beam DirectRunner, SQLite ML Metadata, tiny data and model."""
+
+import json
+import os
+import pathlib
+import shutil
+import time
+
+import pytest
+from ml_metadata.proto import metadata_store_pb2
+
+import local_runner
+from bertqa import cli, task_library
+from pipeline import metadata
+
+pytestmark = pytest.mark.e2e
+
+TINY_ARGS = ["--train-pattern", "tiny_train.json", "--eval-pattern", "tiny_eval.json", "--spec", "tiny_random",
+             "--min-f1", "0", "--epochs", "2"]
+
+
+def _run(runs_dir, data_dir, *extra):
+    args = ["--runs-dir", str(runs_dir), "--data-dir", str(data_dir), *TINY_ARGS, *extra]
+    started = time.monotonic()
+    code = local_runner.main(args)
+    return code, time.monotonic() - started, local_runner.build_config(local_runner.parse_args(args))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, fixtures_dir):
+    runs_dir = tmp_path_factory.mktemp("runs")
+    code, seconds, config = _run(runs_dir, fixtures_dir)
+    assert code == 0
+    return config, seconds, runs_dir
+
+
+@pytest.fixture(scope="module")
+def store(first_run):
+    return metadata.sqlite_store(local_runner.metadata_path(first_run[0]))
+
+
+@pytest.fixture(scope="module")
+def pushed_tflite(first_run) -> pathlib.Path:
+    config = first_run[0]
+    (version,) = os.listdir(config.serving_dir)
+    return pathlib.Path(config.serving_dir, version, "model.tflite")
+
+
+def test_blessed_model_tflite_and_vocab_are_pushed(pushed_tflite):
+    assert pushed_tflite.stat().st_size > 100_000
+    assert (pushed_tflite.parent / "vocab.txt").is_file()
+
+
+def test_blessing_and_metrics_are_recorded_in_ml_metadata(store):
+    blessing = metadata.custom_properties(metadata.latest_artifact(store, "ModelBlessing"))
+    assert blessing["blessed"] == 1
+    evaluation = metadata.custom_properties(metadata.latest_artifact(store, "ModelEvaluation"))
+    assert 0.0 <= evaluation["exact_match"] <= evaluation["f1"] <= 100.0
+
+
+def test_lineage_links_the_tflite_back_to_the_example_gen_output(store):
+    tflite = next(a for a in store.get_artifacts_by_type("Model")
+                  if metadata.producer_component(store, a.id) == "TFLiteExporter")
+    upstream = store.get_artifacts_by_id(sorted(metadata.upstream_artifact_ids(store, tflite.id)))
+    producers = {metadata.producer_component(store, a.id) for a in upstream}
+    assert {"SquadExampleGen", "BertQATransform", "Trainer", "SquadEvaluator"} <= producers
+    assert any(a.type == "Examples" and metadata.producer_component(store, a.id) == "SquadExampleGen"
+               for a in [_with_type(store, a) for a in upstream])
+
+
+def _with_type(store, artifact):
+    (artifact_type,) = store.get_artifact_types_by_id([artifact.type_id])
+    artifact.type = artifact_type.name
+    return artifact
+
+
+def test_data_and_window_reports_count_every_question(first_run):
+    config = first_run[0]
+    examples_dir = next(pathlib.Path(config.pipeline_root, "SquadExampleGen", "examples").iterdir())
+    report = json.loads((examples_dir / "data_report.json").read_text())["total"]
+    assert report["questions_in"] == report["kept"] + sum(report["dropped"].values()) == 15 + 23
+    windows_dir = next(pathlib.Path(config.pipeline_root, "BertQATransform", "transformed_examples").iterdir())
+    window_report = json.loads((windows_dir / "window_report.json").read_text())
+    assert window_report["train"]["questions"] == 15 and window_report["eval"]["questions"] == 23
+
+
+def test_task_library_answers_with_the_pushed_model(pushed_tflite, fixtures_dir):
+    article = json.loads((fixtures_dir / "tiny_eval.json").read_text())["data"][0]
+    context = article["paragraphs"][0]["context"]
+    question = article["paragraphs"][0]["qas"][0]["question"]
+    answers = task_library.answer_with_task_library(str(pushed_tflite), context, question, top_k=3)
+    assert answers, "the Task Library returned no answer"
+    # The Task Library re-joins context words with single spaces.
+    assert all(" ".join(text.split()) in " ".join(context.split()) for text, _ in answers)
+
+
+def test_predict_command_answers_with_tflite_and_saved_model(first_run, pushed_tflite, capsys):
+    config = first_run[0]
+    saved_model = next(pathlib.Path(config.pipeline_root, "Trainer", "model").iterdir()) / "Format-Serving"
+    context = "The tower was finished in 1889 in Paris."
+    for model in (str(pushed_tflite), str(saved_model)):
+        assert cli.main(["predict", "--model", model, "--context", context, "--question", "When?", "--json"]) == 0
+        answers = json.loads(capsys.readouterr().out)["answers"]
+        assert answers and answers[0]["text"] in context
+
+
+def test_second_run_reuses_every_component_from_the_cache(first_run, fixtures_dir):
+    config, first_seconds, runs_dir = first_run
+    code, seconds, _ = _run(runs_dir, fixtures_dir)
+    assert code == 0
+    store = metadata.sqlite_store(local_runner.metadata_path(config))
+    executions = sorted(store.get_executions(), key=lambda e: e.id)
+    second = executions[len(executions) // 2:]
+    assert len(executions) % 2 == 0
+    assert all(e.last_known_state == metadata_store_pb2.Execution.CACHED for e in second)
+    assert seconds < first_seconds / 2
+
+
+def _assert_nothing_blessed_or_pushed(runs_dir):
+    metadata_file = runs_dir / "bertqa" / "metadata.sqlite"
+    if metadata_file.exists():
+        store = metadata.sqlite_store(str(metadata_file))
+        assert not store.get_artifacts_by_type("ModelBlessing")
+        assert not store.get_artifacts_by_type("PushedModel")
+    assert not (runs_dir / "bertqa" / "serving").exists()
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ('{"version": "1.1", "data": [', "invalid JSON"),
+    (json.dumps({"version": "1.1", "data": [{"title": "T", "paragraphs": [
+        {"context": "Some context.", "qas": [{"id": "q1", "question": "What?", "answers": []}]}]}]}),
+     "no answers"),
+])
+def test_malformed_squad_file_stops_with_one_clear_message(tmp_path, fixtures_dir, capsys, content, problem):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copy(fixtures_dir / "tiny_train.json", data_dir / "tiny_train.json")
+    (data_dir / "tiny_eval.json").write_text(content)
+    code, _, _ = _run(tmp_path / "runs", data_dir)
+    assert code == 2
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert "tiny_eval.json" in error_lines[0] and problem in error_lines[0]
+    _assert_nothing_blessed_or_pushed(tmp_path / "runs")

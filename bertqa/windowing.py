@@ -151,8 +151,14 @@ def answer_token_span(
     pin the answer directly, and a repeated sub-word ("aa" in "aa-aa") cannot be
     matched at the wrong occurrence. None if no token overlaps (an answer made of
     whitespace, or offsets beyond the context).
+
+    A character that the normaliser expands into several pieces (Hangul "그" -> "ᄀ ##ᅳ",
+    "…" -> ". . .") gives all but its last piece an empty span [c, c); those pieces
+    count as inside the answer when c lies in it, or the label would start mid-character.
     """
-    overlapping = np.flatnonzero((token_char_starts < answer_end) & (token_char_ends > answer_start))
+    empty_inside = (token_char_starts == token_char_ends) & (token_char_starts >= answer_start)
+    overlapping = np.flatnonzero(
+        (token_char_starts < answer_end) & ((token_char_ends > answer_start) | empty_inside))
     if overlapping.size == 0:
         return None
     return int(overlapping[0]), int(overlapping[-1])

@@ -44,7 +44,7 @@ class BertQATransformSpec(component_spec.ComponentSpec):
 
 def transform_config(spec: model_spec.BertQaSpec) -> core.TransformConfig:
     return core.TransformConfig(
-        vocab_path=spec.resolved_vocab_path(), do_lower_case=spec.do_lower_case,
+        vocab_path=spec.resolved_vocab_path(), do_lower_case=spec.resolved_do_lower_case(),
         window=windowing.WindowConfig(seq_len=spec.seq_len, query_len=spec.query_len, doc_stride=spec.doc_stride))
 
 

@@ -1,0 +1,118 @@
+"""Model Maker's mutable model specs (`spec.seq_len = 512`) over the project's frozen BertQaSpec.
+
+`get(name)` returns a `QaModelSpec`: plain attributes for Model Maker's tunables that
+anyone may change until the spec is used; `to_spec()` turns the current values into
+the frozen `bertqa.model_spec.BertQaSpec` that DataLoader and create() hand to the core.
+`uri` is Model Maker's name for the TF Hub handle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import warnings
+
+from bertqa import model_spec as core_specs
+
+# Model Maker's tunables that map one-to-one onto BertQaSpec fields.
+TUNABLES = (
+    "seq_len",
+    "query_len",
+    "doc_stride",
+    "initializer_range",
+    "trainable",
+    "dropout_rate",
+    "learning_rate",
+    "predict_batch_size",
+    "default_training_epochs",
+    "default_batch_size",
+    "do_lower_case",
+)
+# Accepted so that Model Maker code runs, but they mean nothing here (see _IGNORED_WHY).
+_IGNORED_WHY = {
+    "tpu": "TPU training is not supported; training runs on this machine's CPU or GPU",
+    "distribution_strategy": "training runs in one process with TensorFlow's default strategy",
+    "num_gpus": "training uses the devices TensorFlow sees",
+    "is_tf2": "the hub module's format is read from the module itself",
+    "init_from_squad_model": "a module with a SQuAD head ('squad' signature) is always used whole",
+    "tflite_input_name": "the TFLite tensors always get the names the Task Library expects",
+    "tflite_output_name": "the TFLite tensors always get the names the Task Library expects",
+}
+_OWN_ATTRIBUTES = {"name", "uri", "model_dir", "_base", *TUNABLES}
+
+
+class QaModelSpec:
+    """A Model Maker question-answering spec whose attributes may be changed until it is used.
+
+    model_dir: where the model's working files go (the SavedModel the TFLite export is
+    converted from); a new temporary directory when None, as in Model Maker.
+    """
+
+    def __init__(self, base: core_specs.BertQaSpec, model_dir: str | None = None, tpu: str = "", **overrides):
+        self._base = base
+        self.name = base.name
+        self.uri = base.hub_handle
+        for tunable in TUNABLES:
+            setattr(self, tunable, getattr(base, tunable))
+        self.model_dir = model_dir
+        self.tpu = tpu
+        for attribute, value in overrides.items():
+            setattr(self, attribute, value)
+
+    def __setattr__(self, attribute: str, value) -> None:
+        if attribute in _IGNORED_WHY and value:
+            warnings.warn(f"{attribute}={value!r} is not supported and has no effect: {_IGNORED_WHY[attribute]}.",
+                          UserWarning, stacklevel=2)
+        elif attribute not in _OWN_ATTRIBUTES and attribute not in _IGNORED_WHY:
+            # Model Maker specs take any attribute; a misspelt tunable should not vanish silently.
+            warnings.warn(f"{attribute!r} is not a tunable of this spec and has no effect; the tunables are "
+                          f"{', '.join(TUNABLES)}, uri, model_dir.", UserWarning, stacklevel=2)
+        super().__setattr__(attribute, value)
+
+    def to_spec(self) -> core_specs.BertQaSpec:
+        """The frozen project spec for the attributes' current values."""
+        overrides = {tunable: getattr(self, tunable) for tunable in TUNABLES}
+        if self.uri != self._base.hub_handle:
+            # A new handle replaces whatever encoder the named spec had, and its vocab.
+            overrides.update(hub_handle=self.uri, checkpoint_dir=None, random_encoder=None, vocab_path=None)
+        return dataclasses.replace(self._base, **overrides)
+
+    def working_dir(self) -> str:
+        if not self.model_dir:
+            self.model_dir = tempfile.mkdtemp(prefix="bertqa_model_maker_")
+        return self.model_dir
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in ("name", "uri", *TUNABLES))
+        return f"QaModelSpec({values})"
+
+
+def get(spec_or_name: str | QaModelSpec | core_specs.BertQaSpec, **attributes) -> QaModelSpec:
+    """Model Maker's model_spec.get: a new spec by name, or the spec itself when given one.
+
+    Names: mobilebert_qa, mobilebert_qa_squad, bert_qa (TF Hub modules, as in Model Maker),
+    minilm_offline (the offline default) and tiny_random (tests).
+    """
+    if isinstance(spec_or_name, QaModelSpec):
+        for attribute, value in attributes.items():
+            setattr(spec_or_name, attribute, value)
+        return spec_or_name
+    if isinstance(spec_or_name, core_specs.BertQaSpec):
+        return QaModelSpec(spec_or_name, **attributes)
+    if isinstance(spec_or_name, str):
+        return QaModelSpec(core_specs.get(spec_or_name), **attributes)
+    raise TypeError(f"expected a spec name ({', '.join(core_specs.spec_names())}) or a spec, "
+                    f"got {type(spec_or_name).__name__}")
+
+
+# Model Maker's spec classes by their exported names (question_answer.BertQaSpec(...), ...).
+def BertQaSpec(**attributes) -> QaModelSpec:  # noqa: N802 (Model Maker's name)
+    return get("bert_qa", **attributes)
+
+
+def MobileBertQaSpec(**attributes) -> QaModelSpec:  # noqa: N802
+    return get("mobilebert_qa", **attributes)
+
+
+def MobileBertQaSquadSpec(**attributes) -> QaModelSpec:  # noqa: N802
+    return get("mobilebert_qa_squad", **attributes)

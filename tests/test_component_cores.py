@@ -3,6 +3,7 @@
 import json
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -67,3 +68,62 @@ def test_tokenizer_artifact_round_trips(vocab_path, tmp_path):
 def test_blessing_follows_the_f1_threshold(f1, blessed):
     assert evaluator_core.bless({"exact_match": 0.0, "f1": f1}, evaluator_core.BlessingConfig(min_f1=40.0))[0] \
         is blessed
+
+
+def _null_window(example_id: str, context_tokens: int):
+    # [CLS] q [SEP] then `context_tokens` one-character tokens at chars 0, 2, 4, ...
+    starts = (-1, -1, -1) + tuple(2 * i for i in range(context_tokens))
+    return windowing.Window(
+        unique_id=0, example_id=example_id, window_index=0, input_word_ids=(0,) * len(starts),
+        input_mask=(1,) * len(starts), input_type_ids=(0,) * len(starts), start_position=0, end_position=0,
+        token_char_starts=starts, token_char_ends=tuple(s + 1 if s >= 0 else -1 for s in starts),
+        token_is_max_context=tuple(int(s >= 0) for s in starts))
+
+
+def _span_or_null_logits(null: float) -> np.ndarray:
+    """Logits over 6 positions: [CLS] (the null answer) at `null`, the token "b" at 2, the rest far below."""
+    row = np.full(6, -5.0)
+    row[0], row[4] = null, 2.0
+    return row
+
+
+def test_squad2_evaluation_applies_the_threshold_that_maximises_f1():
+    from bertqa import evaluation
+    from bertqa.raw_example import SquadExample
+
+    context = "a b c"
+    examples = [SquadExample("has", "t", context, "q?", ("b",), (2,)),
+                SquadExample("none", "t", context, "q?", is_impossible=True)]
+    windows = [_null_window("has", 3), _null_window("none", 3)]
+    # Both: the span "b" (token 4) scores 2 + 2 = 4; the null score ([CLS]) is 1 + 1 = 2 for "has"
+    # and 3 + 3 = 6 for "none". At threshold 0, "none" (null - best = 2 > 0) is already null and "has"
+    # (2 - 4 = -2) answers "b": both right. A threshold of 2 or more would make "none" answer "b".
+    starts = [_span_or_null_logits(1.0), _span_or_null_logits(3.0)]
+    config = evaluation.EvalConfig(version_2_with_negative=True)
+    untuned = evaluation.score(examples, windows, starts, starts, config)
+    tuned = evaluator_core._with_tuned_null_threshold(examples, windows, starts, starts, config, untuned)
+    assert tuned.metrics["f1"] == pytest.approx(tuned.metrics["best_f1"]) == pytest.approx(100.0)
+    assert tuned.metrics["null_score_diff_threshold"] == pytest.approx(untuned.metrics["best_f1_thresh"])
+    assert "untuned_f1" in tuned.metrics
+    assert tuned.predictions.answers == {"has": "b", "none": ""}
+
+
+def test_squad2_tuned_threshold_turns_a_wrong_answer_into_no_answer():
+    from bertqa import evaluation
+    from bertqa.raw_example import SquadExample
+
+    context = "a b c"
+    examples = [SquadExample("has", "t", context, "q?", ("b",), (2,)),
+                SquadExample("none", "t", context, "q?", is_impossible=True)]
+    windows = [_null_window("has", 3), _null_window("none", 3)]
+
+    # null - best: "has" 2 - 4 = -2, "none" 3 - 4 = -1: at threshold 0 both answer "b" (F1 50);
+    # any threshold in [-2, -1) makes "none" null and keeps "has": F1 100.
+    starts = [_span_or_null_logits(1.0), _span_or_null_logits(1.5)]
+    config = evaluation.EvalConfig(version_2_with_negative=True)
+    untuned = evaluation.score(examples, windows, starts, starts, config)
+    assert untuned.metrics["f1"] == pytest.approx(50.0)
+    tuned = evaluator_core._with_tuned_null_threshold(examples, windows, starts, starts, config, untuned)
+    assert tuned.metrics["f1"] == pytest.approx(100.0)
+    assert tuned.metrics["untuned_f1"] == pytest.approx(50.0)
+    assert tuned.predictions.answers == {"has": "b", "none": ""}

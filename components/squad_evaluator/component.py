@@ -5,7 +5,9 @@ Artifacts in:
   examples: Examples from SquadExampleGen (gold answers and contexts; `eval` split).
   transformed_examples: Examples from BertQATransform (windows; `eval` split).
 Artifacts out:
-  evaluation: ModelEvaluation with metrics.json (official SQuAD keys, 0-100 scale),
+  evaluation: ModelEvaluation with metrics.json (official SQuAD keys, 0-100 scale; for SQuAD
+    2.0 with tune_null_threshold, the predictions and metrics at the null-score threshold
+    that maximises F1 on the eval split, with the untuned figures as untuned_*),
     predictions.json and nbest_predictions.json (and null_odds.json for SQuAD 2.0);
     the metrics are also custom properties of the artifact.
   blessing: ModelBlessing, custom property `blessed` 1/0 (what Pusher checks), and a
@@ -35,6 +37,7 @@ class SquadEvaluatorSpec(component_spec.ComponentSpec):
         "max_answer_length": component_spec.ExecutionParameter(type=int),
         "version_2_with_negative": component_spec.ExecutionParameter(type=int),
         "batch_size": component_spec.ExecutionParameter(type=int),
+        "tune_null_threshold": component_spec.ExecutionParameter(type=int),
     }
     INPUTS = {
         "model": component_spec.ChannelParameter(type=standard_artifacts.Model),
@@ -60,7 +63,8 @@ class SquadEvaluatorExecutor(base_executor.BaseExecutor):
             path_utils.serving_model_path(model.uri),
             os.path.join(artifact_utils.get_split_uri(input_dict["examples"], EVAL_SPLIT), "*"),
             os.path.join(artifact_utils.get_split_uri(input_dict["transformed_examples"], EVAL_SPLIT), "*"),
-            eval_config, core.BlessingConfig(min_f1=exec_properties["min_f1"]), evaluation_artifact.uri)
+            eval_config, core.BlessingConfig(min_f1=exec_properties["min_f1"]), evaluation_artifact.uri,
+            tune_null_threshold=bool(exec_properties["tune_null_threshold"]))
         logging.info("SQuAD metrics %s; %s", result.metrics, result.reason)
         for name, value in result.metrics.items():
             evaluation_artifact.set_float_custom_property(name, float(value))
@@ -81,10 +85,12 @@ class SquadEvaluator(base_component.BaseComponent):
 
     def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
                  transformed_examples: types.BaseChannel, min_f1: float = 40.0, n_best_size: int = 20,
-                 max_answer_length: int = 30, version_2_with_negative: bool = False, batch_size: int = 64):
+                 max_answer_length: int = 30, version_2_with_negative: bool = False, batch_size: int = 64,
+                 tune_null_threshold: bool = True):
         super().__init__(spec=SquadEvaluatorSpec(
             model=model, examples=examples, transformed_examples=transformed_examples,
             min_f1=float(min_f1), n_best_size=n_best_size, max_answer_length=max_answer_length,
             version_2_with_negative=int(version_2_with_negative), batch_size=batch_size,
+            tune_null_threshold=int(tune_null_threshold),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -20,13 +20,23 @@ find_uv() {
   echo .tools/bin/uv
 }
 
+runs_python310() {
+  "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1
+}
+
 find_python310() {
-  for candidate in python3.10 "$(pyenv root 2>/dev/null)/versions/"3.10*/bin/python3.10; do
-    if command -v "$candidate" >/dev/null 2>&1 || [ -x "$candidate" ]; then
-      command -v "$candidate" 2>/dev/null || echo "$candidate"; return
+  # A pyenv shim can be on PATH and still fail ("command not found" for a version that is
+  # installed but not selected), so every candidate is run, not just looked up.
+  local candidate
+  for candidate in "$(command -v python3.10 2>/dev/null)" "$(pyenv root 2>/dev/null)"/versions/3.10*/bin/python3.10 \
+                   /usr/bin/python3.10 /usr/local/bin/python3.10; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && runs_python310 "$candidate"; then
+      echo "$candidate"; return
     fi
   done
-  "$1" python find 3.10 2>/dev/null && return
+  if candidate=$("$1" python find 3.10 2>/dev/null) && runs_python310 "$candidate"; then
+    echo "$candidate"; return
+  fi
   echo "setup: Python 3.10 not found (TFX 1.16 needs Python 3.9 or 3.10). Install it, e.g. 'pyenv install 3.10', and run again." >&2
   exit 1
 }

@@ -110,8 +110,14 @@ def summary(config) -> str:
     evaluation = metadata.latest_artifact(store, "ModelEvaluation")
     if evaluation is not None:
         props = metadata.custom_properties(evaluation)
-        lines.append(f"exact_match: {props.get('exact_match', float('nan')):.2f}  "
-                     f"f1: {props.get('f1', float('nan')):.2f}  (SQuAD v1.1 definitions, 0-100, eval split)")
+        if "exact_match" in props:  # SQuAD v1.1 keys
+            lines.append(f"exact_match: {props['exact_match']:.2f}  f1: {props['f1']:.2f}  "
+                         "(SQuAD v1.1 definitions, 0-100, eval split)")
+        else:  # SQuAD 2.0 keys
+            threshold = props.get("null_score_diff_threshold")
+            tuned = f", null threshold {threshold:.2f} tuned on it" if threshold is not None else ""
+            lines.append(f"exact: {props['exact']:.2f}  f1: {props['f1']:.2f}  (SQuAD 2.0 definitions, 0-100, "
+                         f"eval split{tuned})")
     blessing = metadata.latest_artifact(store, "ModelBlessing")
     if blessing is not None:
         props = metadata.custom_properties(blessing)

@@ -8,6 +8,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from bertqa import squad_io, windowing
+from bertqa.evaluation import EvalConfig, score
 from bertqa.raw_example import from_tf_example, to_tf_example
 from components.bert_qa_transform import core as transform_core
 from components.squad_evaluator import core as evaluator_core
@@ -87,20 +88,23 @@ def _span_or_null_logits(null: float) -> np.ndarray:
     return row
 
 
-def test_squad2_evaluation_applies_the_threshold_that_maximises_f1():
-    from bertqa import evaluation
+def _answerable_and_impossible():
+    """Two questions on the context "a b c": one answered by "b", one unanswerable; one window each."""
     from bertqa.raw_example import SquadExample
 
-    context = "a b c"
-    examples = [SquadExample("has", "t", context, "q?", ("b",), (2,)),
-                SquadExample("none", "t", context, "q?", is_impossible=True)]
-    windows = [_null_window("has", 3), _null_window("none", 3)]
+    examples = [SquadExample("has", "t", "a b c", "q?", ("b",), (2,)),
+                SquadExample("none", "t", "a b c", "q?", is_impossible=True)]
+    return examples, [_null_window("has", 3), _null_window("none", 3)]
+
+
+def test_squad2_evaluation_applies_the_threshold_that_maximises_f1():
+    examples, windows = _answerable_and_impossible()
     # Both: the span "b" (token 4) scores 2 + 2 = 4; the null score ([CLS]) is 1 + 1 = 2 for "has"
     # and 3 + 3 = 6 for "none". At threshold 0, "none" (null - best = 2 > 0) is already null and "has"
     # (2 - 4 = -2) answers "b": both right. A threshold of 2 or more would make "none" answer "b".
     starts = [_span_or_null_logits(1.0), _span_or_null_logits(3.0)]
-    config = evaluation.EvalConfig(version_2_with_negative=True)
-    untuned = evaluation.score(examples, windows, starts, starts, config)
+    config = EvalConfig(version_2_with_negative=True)
+    untuned = score(examples, windows, starts, starts, config)
     tuned = evaluator_core._with_tuned_null_threshold(examples, windows, starts, starts, config, untuned)
     assert tuned.metrics["f1"] == pytest.approx(tuned.metrics["best_f1"]) == pytest.approx(100.0)
     assert tuned.metrics["null_score_diff_threshold"] == pytest.approx(untuned.metrics["best_f1_thresh"])
@@ -109,19 +113,13 @@ def test_squad2_evaluation_applies_the_threshold_that_maximises_f1():
 
 
 def test_squad2_tuned_threshold_turns_a_wrong_answer_into_no_answer():
-    from bertqa import evaluation
-    from bertqa.raw_example import SquadExample
-
-    context = "a b c"
-    examples = [SquadExample("has", "t", context, "q?", ("b",), (2,)),
-                SquadExample("none", "t", context, "q?", is_impossible=True)]
-    windows = [_null_window("has", 3), _null_window("none", 3)]
+    examples, windows = _answerable_and_impossible()
 
     # null - best: "has" 2 - 4 = -2, "none" 3 - 4 = -1: at threshold 0 both answer "b" (F1 50);
     # any threshold in [-2, -1) makes "none" null and keeps "has": F1 100.
     starts = [_span_or_null_logits(1.0), _span_or_null_logits(1.5)]
-    config = evaluation.EvalConfig(version_2_with_negative=True)
-    untuned = evaluation.score(examples, windows, starts, starts, config)
+    config = EvalConfig(version_2_with_negative=True)
+    untuned = score(examples, windows, starts, starts, config)
     assert untuned.metrics["f1"] == pytest.approx(50.0)
     tuned = evaluator_core._with_tuned_null_threshold(examples, windows, starts, starts, config, untuned)
     assert tuned.metrics["f1"] == pytest.approx(100.0)

@@ -105,15 +105,15 @@ def test_predict_command_answers_with_tflite_and_saved_model(first_run, pushed_t
 
 
 def test_second_run_reuses_every_component_from_the_cache(first_run, fixtures_dir):
-    config, first_seconds, runs_dir = first_run
-    code, seconds, _ = _run(runs_dir, fixtures_dir)
+    config, _, runs_dir = first_run
+    code, _, _ = _run(runs_dir, fixtures_dir)
     assert code == 0
     store = metadata.sqlite_store(local_runner.metadata_path(config))
     executions = sorted(store.get_executions(), key=lambda e: e.id)
     second = executions[len(executions) // 2:]
     assert len(executions) % 2 == 0
+    # Speed is measured in the README (24 s against 12 min), not asserted here.
     assert all(e.last_known_state == metadata_store_pb2.Execution.CACHED for e in second)
-    assert seconds < first_seconds / 2
 
 
 def _assert_nothing_blessed_or_pushed(runs_dir):

@@ -4,7 +4,6 @@ import json
 import os
 import pathlib
 import shutil
-import time
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2
@@ -21,17 +20,16 @@ TINY_ARGS = ["--train-pattern", "tiny_train.json", "--eval-pattern", "tiny_eval.
 
 def _run(runs_dir, data_dir, *extra):
     args = ["--runs-dir", str(runs_dir), "--data-dir", str(data_dir), *TINY_ARGS, *extra]
-    started = time.monotonic()
     code = local_runner.main(args)
-    return code, time.monotonic() - started, local_runner.build_config(local_runner.parse_args(args))
+    return code, local_runner.build_config(local_runner.parse_args(args))
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, fixtures_dir):
     runs_dir = tmp_path_factory.mktemp("runs")
-    code, seconds, config = _run(runs_dir, fixtures_dir)
+    code, config = _run(runs_dir, fixtures_dir)
     assert code == 0
-    return config, seconds, runs_dir
+    return config, runs_dir
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +103,8 @@ def test_predict_command_answers_with_tflite_and_saved_model(first_run, pushed_t
 
 
 def test_second_run_reuses_every_component_from_the_cache(first_run, fixtures_dir):
-    config, _, runs_dir = first_run
-    code, _, _ = _run(runs_dir, fixtures_dir)
+    config, runs_dir = first_run
+    code, _ = _run(runs_dir, fixtures_dir)
     assert code == 0
     store = metadata.sqlite_store(local_runner.metadata_path(config))
     executions = sorted(store.get_executions(), key=lambda e: e.id)
@@ -136,7 +134,7 @@ def test_malformed_squad_file_stops_with_one_clear_message(tmp_path, fixtures_di
     data_dir.mkdir()
     shutil.copy(fixtures_dir / "tiny_train.json", data_dir / "tiny_train.json")
     (data_dir / "tiny_eval.json").write_text(content)
-    code, _, _ = _run(tmp_path / "runs", data_dir)
+    code, _ = _run(tmp_path / "runs", data_dir)
     assert code == 2
     error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1

@@ -21,8 +21,9 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e" $(TEST_ARGS)
 
+# Benchmarks measure ratios against a peer in the same run; figures and commands are in the README.
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/beam_modes.py --data-dir data/sample
 
 lint: setup
 	$(VENV)/bin/ruff check .

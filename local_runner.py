@@ -29,6 +29,26 @@ BEAM_MODES = {
 }
 
 
+def _variants_arg(text: str) -> tuple[str, ...]:
+    from components.tflite_exporter import core as exporter
+
+    try:
+        return exporter.ExportPlan(variants=exporter.parse_variants(text)).variants
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _limit_arg(text: str) -> tuple[str, float]:
+    from components.tflite_exporter import core as exporter
+
+    try:
+        limits = exporter.parse_max_f1_drop([text])
+        exporter.ExportPlan(max_f1_drop=limits)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return next(iter(limits.items()))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.path.join(HERE, "data", "sample"),
@@ -43,7 +63,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None, help="overrides --epochs")
     parser.add_argument("--min-f1", type=float, default=40.0, help="F1 (0-100) a model needs to be blessed")
-    parser.add_argument("--quantization", default="dynamic", choices=["dynamic", "float16", "int8", "none"])
+    parser.add_argument("--quantization", default=None, metavar="VARIANTS", type=_variants_arg,
+                        help="TFLite variants to export, score and bless, comma-separated from none, dynamic, "
+                             "float16, int8, or 'all' (default: dynamic only, to keep the run fast); dynamic is "
+                             "always one: it is the pushed model.tflite")
+    parser.add_argument("--max-f1-drop", action="append", default=[], metavar="VARIANT=POINTS", type=_limit_arg,
+                        help="largest F1 drop against the SavedModel that still blesses a variant "
+                             "(repeatable; defaults: none 0.2, dynamic 1.0, float16 0.2, int8 2.0)")
     parser.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
     parser.add_argument("--pipeline-name", default="bertqa")
     parser.add_argument("--beam-mode", default="in_process", choices=sorted(BEAM_MODES))
@@ -53,7 +79,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace):
     from bertqa import model_spec
+    from components.tflite_exporter import core as exporter
     from pipeline.pipeline import PipelineConfig
+
+    variants = args.quantization or exporter.DEFAULT_VARIANTS
 
     spec = model_spec.get(args.spec or model_spec.DEFAULT_SPEC)
     root = os.path.abspath(args.runs_dir)
@@ -71,7 +100,8 @@ def build_config(args: argparse.Namespace):
         batch_size=args.batch_size,
         train_steps=args.train_steps,
         min_f1=args.min_f1,
-        quantization=args.quantization,
+        tflite_variants=variants,
+        max_f1_drop=dict(args.max_f1_drop),
         enable_cache=not args.no_cache,
         beam_pipeline_args=tuple(BEAM_MODES[args.beam_mode]))
 
@@ -116,12 +146,13 @@ def summary(config) -> str:
         else:  # SQuAD 2.0 keys
             threshold = props.get("null_score_diff_threshold")
             tuned = f", null threshold {threshold:.2f} tuned on it" if threshold is not None else ""
-            lines.append(f"exact: {props['exact']:.2f}  f1: {props['f1']:.2f}  (SQuAD 2.0 definitions, 0-100, "
-                         f"eval split{tuned})")
+            lines.append(f"exact: {props.get('exact', float('nan')):.2f}  f1: {props.get('f1', float('nan')):.2f}  "
+                         f"(SQuAD 2.0 definitions, 0-100, eval split{tuned})")
     blessing = metadata.latest_artifact(store, "ModelBlessing")
     if blessing is not None:
         props = metadata.custom_properties(blessing)
         lines.append(f"blessed: {bool(props.get('blessed'))} ({props.get('reason', '')})")
+    lines.extend(_variant_lines(store))
     pushed = metadata.latest_artifact(store, "PushedModel")
     if pushed is not None and metadata.custom_properties(pushed).get("pushed"):
         destination = metadata.custom_properties(pushed).get("pushed_destination", "")
@@ -129,6 +160,29 @@ def summary(config) -> str:
     else:
         lines.append("pushed: nothing (model not blessed)")
     return "\n".join(lines)
+
+
+def _variant_lines(store) -> list[str]:
+    """One line per TFLite variant of the latest export: size, latency, metrics, Task Library, verdict."""
+    from pipeline import metadata
+
+    exports = [a for a in store.get_artifacts_by_type("Model")
+               if metadata.producer_component(store, a.id) == "TFLiteExporter"]
+    if not exports:
+        return []
+    props = metadata.custom_properties(max(exports, key=lambda a: a.id))
+    lines = []
+    for variant in filter(None, str(props.get("variants", "")).split(",")):
+        v = {key[len(variant) + 1:]: value for key, value in props.items() if key.startswith(f"{variant}_")}
+        task_library = "ok" if v.get("task_library_ok") else f"NOT ok ({v.get('task_library_problems', '')})"
+        lines.append(f"tflite {variant}: {v.get('size_bytes', 0) / 1e6:.1f} MB, "
+                     f"{v.get('latency_ms_1_thread', float('nan')):.0f} ms/question (1 thread), "
+                     f"exact_match {v.get('exact_match', float('nan')):.2f} f1 {v.get('f1', float('nan')):.2f} "
+                     f"(drop {v.get('f1_drop', float('nan')):+.2f}, limit {v.get('max_f1_drop', float('nan')):.1f}), "
+                     f"Task Library {task_library}, {'blessed' if v.get('blessed') else 'not blessed'}")
+    if props.get("pushed_variants"):
+        lines.append(f"pushed variants: {props['pushed_variants']}")
+    return lines
 
 
 def main(argv=None) -> int:

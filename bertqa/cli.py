@@ -2,7 +2,13 @@
 
     bertqa predict --model runs/bertqa/serving/<version>/model.tflite --context "..." --question "..."
     bertqa predict --model <SavedModel dir> --context "..." --question "..." --json
+    bertqa evaluate --model <.tflite or SavedModel dir> --data dev.json [--threads N] [--batch-size N]
+    bertqa export --model <SavedModel dir> --output-dir D --quantization dynamic|float16|int8|none [--data train.json]
     bertqa run [local_runner options]      # the local pipeline (same as `python local_runner.py`)
+
+`evaluate` prints one JSON object, the official SQuAD metrics on 0-100 ({"exact_match", "f1"}
+for SQuAD 1.1 data); `export` prints one JSON object describing the file it wrote. Progress
+bars and logs go to stderr.
 """
 
 from __future__ import annotations
@@ -13,8 +19,13 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+DEFAULT_SAVED_MODEL_SEQ_LEN = 384
 
 
 def predict(model: str, context: str, question: str, top_k: int = 1) -> list[tuple[str, float]]:
@@ -43,12 +54,115 @@ def _predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "run":
-        import local_runner
+def _model_kind(model: str) -> tuple[str, str]:
+    """('tflite', file) or ('saved_model', dir); a pushed serving directory means its model.tflite."""
+    if model.endswith(".tflite") and os.path.isfile(model):
+        return "tflite", model
+    if os.path.isfile(os.path.join(model, "saved_model.pb")):
+        return "saved_model", model
+    if os.path.isfile(os.path.join(model, "model.tflite")):
+        return "tflite", os.path.join(model, "model.tflite")
+    raise SystemExit(f"error: {model}: neither a .tflite file nor a SavedModel directory (no saved_model.pb)")
 
-        return local_runner.main(argv[1:])
+
+def _window_config(args: argparse.Namespace, seq_len: int):
+    from bertqa.windowing import WindowConfig
+
+    return WindowConfig(seq_len=seq_len, query_len=args.query_len, doc_stride=args.doc_stride)
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, float]:
+    """SQuAD metrics of a .tflite (batched, multi-threaded) or a SavedModel (its `logits` signature)."""
+    from bertqa import evaluation, tflite_export
+    from bertqa.tokenization import TokenizerConfig
+
+    kind, model = _model_kind(args.model)
+    if kind == "saved_model" and args.threads:
+        import tensorflow as tf
+
+        # Before the first TensorFlow op (the tokenizer's): the runtime fixes its thread pools then.
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    config = evaluation.EvalConfig(version_2_with_negative=args.version_2_with_negative)
+    with tempfile.TemporaryDirectory() as scratch:
+        if kind == "tflite":
+            seq_len = tflite_export.TfliteQaRunner(model, num_threads=1).seq_len
+            vocab = args.vocab or _unpacked_vocab(model, scratch)
+        else:
+            seq_len = args.seq_len or DEFAULT_SAVED_MODEL_SEQ_LEN
+            vocab = args.vocab or tflite_export.saved_model_vocab_path(model)
+        examples, windows = evaluation.squad_file_windows(
+            args.data, TokenizerConfig(vocab, not args.cased), _window_config(args, seq_len),
+            args.version_2_with_negative)
+    if kind == "tflite":
+        result = evaluation.evaluate_tflite(model, examples, windows, config, num_threads=args.threads,
+                                            batch_size=args.batch_size or evaluation.DEFAULT_TFLITE_BATCH_SIZE)
+    else:
+        if args.batch_size:
+            config = dataclasses.replace(config, batch_size=args.batch_size)
+        result = evaluation.evaluate_saved_model(model, examples, windows, config)
+    # numpy scalars -> Python numbers, for json.dumps
+    return {key: value.item() if hasattr(value, "item") else value for key, value in result.metrics.items()}
+
+
+def _unpacked_vocab(tflite_path: str, scratch: str) -> str:
+    from bertqa import tflite_export
+
+    path = os.path.join(scratch, "vocab.txt")
+    with open(path, "wb") as f:
+        f.write(tflite_export.packed_vocab(tflite_path))
+    return path
+
+
+def export(args: argparse.Namespace) -> dict:
+    """One quantization variant of a SavedModel, written as the pipeline's TFLiteExporter writes it."""
+    import shutil
+
+    from bertqa import evaluation, tflite_export
+    from bertqa.tokenization import TokenizerConfig
+    from components.tflite_exporter import core
+
+    kind, model = _model_kind(args.model)
+    if kind != "saved_model":
+        raise SystemExit(f"error: {args.model}: export needs a SavedModel directory (with saved_model.pb)")
+    if args.quantization == "int8" and not args.data:
+        raise SystemExit("error: int8 quantization calibrates on training windows: give --data train.json")
+    vocab = args.vocab or tflite_export.saved_model_vocab_path(model)
+    seq_len = args.seq_len or DEFAULT_SAVED_MODEL_SEQ_LEN
+    representative = []
+    if args.quantization == "int8":
+        _, windows = evaluation.squad_file_windows(args.data, TokenizerConfig(vocab, not args.cased),
+                                                   _window_config(args, seq_len), args.version_2_with_negative,
+                                                   is_training=True)
+        representative = core.representative_windows(windows, args.representative_steps)
+    config = tflite_export.TfliteExportConfig(seq_len=seq_len, query_len=args.query_len, do_lower_case=not args.cased)
+    os.makedirs(args.output_dir, exist_ok=True)
+    path = os.path.join(args.output_dir, args.filename or core.FILE_NAMES[args.quantization])
+    result = core.export_variant(model, vocab, path, args.quantization, config, representative,
+                                 args.representative_steps)
+    shutil.copyfile(vocab, os.path.join(args.output_dir, core.VOCAB_FILE))
+    return {"path": result.path, "quantization": args.quantization, "size_bytes": result.size_bytes,
+            "task_library_ok": not result.warnings, "task_library_problems": list(result.warnings)}
+
+
+def _add_tokenizer_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("how the data is windowed (defaults: the model's, else the Task Library's)")
+    group.add_argument("--vocab", default=None,
+                       help="vocab.txt (default: packed in the .tflite, or the SavedModel's assets/vocab.txt)")
+    group.add_argument("--cased", action="store_true", help="the model was trained on cased text")
+    group.add_argument("--seq-len", type=int, default=None,
+                       help=f"SavedModel window length (default {DEFAULT_SAVED_MODEL_SEQ_LEN}; a .tflite's is its own)")
+    group.add_argument("--query-len", type=int, default=64)
+    group.add_argument("--doc-stride", type=int, default=128)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertqa", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -59,8 +173,50 @@ def main(argv=None) -> int:
     predict_parser.add_argument("--question", required=True)
     predict_parser.add_argument("--top-k", type=int, default=1)
     predict_parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    return _predict_command(args)
+
+    evaluate_parser = commands.add_parser("evaluate", help="SQuAD exact match and F1 of a model on a SQuAD file")
+    evaluate_parser.add_argument("--model", required=True, help="a .tflite file or a SavedModel directory")
+    evaluate_parser.add_argument("--data", required=True, help="SQuAD JSON with gold answers")
+    evaluate_parser.add_argument("--version-2-with-negative", action="store_true", help="SQuAD 2.0 data")
+    evaluate_parser.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: every CPU)")
+    evaluate_parser.add_argument("--batch-size", type=_positive, default=None,
+                                 help="windows per run (default: 8 for .tflite, 32 for a SavedModel)")
+    _add_tokenizer_options(evaluate_parser)
+
+    export_parser = commands.add_parser("export", help="a SavedModel as a .tflite for the Task Library")
+    export_parser.add_argument("--model", required=True, help="a SavedModel directory (the trainer's)")
+    export_parser.add_argument("--output-dir", required=True)
+    export_parser.add_argument("--quantization", default="dynamic", choices=["dynamic", "float16", "int8", "none"])
+    export_parser.add_argument("--data", default=None, help="SQuAD JSON (training data) to calibrate int8 on")
+    export_parser.add_argument("--representative-steps", type=_positive, default=100,
+                               help="windows int8 calibration reads (default 100)")
+    export_parser.add_argument("--filename", default=None,
+                               help="file name (default: model.tflite for dynamic, model_<variant>.tflite otherwise)")
+    export_parser.add_argument("--version-2-with-negative", action="store_true", help="SQuAD 2.0 --data")
+    _add_tokenizer_options(export_parser)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "run":
+        import local_runner
+
+        return local_runner.main(argv[1:])
+    args = _build_parser().parse_args(argv)
+    if args.command == "predict":
+        return _predict_command(args)
+    # Logs on stderr: stdout carries only the one JSON object.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
+    from bertqa.squad_io import SquadDataError
+
+    try:
+        result = evaluate(args) if args.command == "evaluate" else export(args)
+    except (SquadDataError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,20 +1,35 @@
 """Evaluation: windows -> logits (any model: SavedModel signature or TFLite) -> answers -> SQuAD metrics.
 
 The same functions serve the pipeline's SquadEvaluator, the TFLite exporter's
-re-evaluation of each variant, and the Model Maker-style API.
+re-evaluation of each variant, the `bertqa evaluate` command and the Model
+Maker-style API.
+
+`evaluate_tflite` is the fast path for an exported .tflite: windows go through the
+interpreter in batches (exports have a resizable batch dimension, see
+bertqa.tflite_export) on several CPU threads, instead of one window per run as
+Model Maker's evaluate_tflite did. Windows are still padded to the model's input
+length, so the file is scored exactly as the Task Library runs it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from bertqa import postprocess, squad_metrics
+from bertqa import postprocess, squad_io, squad_metrics, windowing
 from bertqa.raw_example import SquadExample, from_tf_example
+from bertqa.tokenization import TokenizerConfig, cached_tokenizer
 from bertqa.windowing import Window, window_from_tf_example
+
+# Windows per TFLite run. Padded to 384 tokens a window already is a large matrix product,
+# so bigger batches barely help on a CPU, while attention scores grow as batch x 384 x 384
+# per head (benchmarks/RESULTS.md).
+DEFAULT_TFLITE_BATCH_SIZE = 8
 
 # f(input_word_ids, input_mask, input_type_ids), each int32 (batch, seq) -> (start, end) float (batch, seq)
 LogitsFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -116,3 +131,59 @@ def evaluate(logits_fn: LogitsFn, examples: Sequence[SquadExample], windows: Seq
              config: EvalConfig, pad_to: int | None = None, progress=None) -> EvalResult:
     starts, ends = predict_logits(logits_fn, windows, config.batch_size, pad_to=pad_to, progress=progress)
     return score(examples, windows, starts, ends, config)
+
+
+# --- Fast paths for files on disk (the CLI, the exporter, Model Maker's evaluate_tflite) -------
+
+
+def default_num_threads() -> int:
+    """Every CPU this process may use: evaluation is the only work while it runs."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, description: str, show: bool = True) -> Iterator[Callable[[int], None]]:
+    """An `update(n)` callable drawing a tqdm bar on stderr (only when stderr is a terminal)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=description, unit="window", disable=None if show else True, leave=False) as bar:
+        yield bar.update
+
+
+def evaluate_tflite(tflite_path: str, examples: Sequence[SquadExample], windows: Sequence[Window],
+                    config: EvalConfig, num_threads: int | None = None,
+                    batch_size: int = DEFAULT_TFLITE_BATCH_SIZE, show_progress: bool = True) -> EvalResult:
+    """SQuAD metrics of an exported .tflite: batched runs on `num_threads` threads (None: every CPU)."""
+    from bertqa.tflite_export import TfliteQaRunner
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    runner = TfliteQaRunner(tflite_path, num_threads=num_threads or default_num_threads())
+    longest = max((len(w.input_word_ids) for w in windows), default=0)
+    if longest > runner.seq_len:
+        raise ValueError(f"{tflite_path} takes {runner.seq_len} tokens, but the data has windows of {longest}; "
+                         "window the data with the seq_len the model was exported for.")
+    with progress_bar(len(windows), f"evaluating {os.path.basename(tflite_path)}", show_progress) as progress:
+        starts, ends = predict_logits(runner.run, windows, batch_size, pad_to=runner.seq_len, progress=progress)
+    return score(examples, windows, starts, ends, config)
+
+
+def evaluate_saved_model(saved_model_dir: str, examples: Sequence[SquadExample], windows: Sequence[Window],
+                         config: EvalConfig, show_progress: bool = True) -> EvalResult:
+    """SQuAD metrics of a SavedModel through its `logits` signature (batches padded to their longest window)."""
+    logits_fn = saved_model_logits_fn(saved_model_dir)
+    with progress_bar(len(windows), "evaluating SavedModel", show_progress) as progress:
+        return evaluate(logits_fn, examples, windows, config, progress=progress)
+
+
+def squad_file_windows(path: str, tokenizer: TokenizerConfig, window: windowing.WindowConfig,
+                       version_2_with_negative: bool = False, is_training: bool = False,
+                       ) -> tuple[list[SquadExample], list[Window]]:
+    """A SQuAD JSON file as examples and their windows, made as BertQATransform makes them."""
+    examples, _ = squad_io.read_squad_file(
+        path, squad_io.SquadReadConfig(version_2_with_negative=version_2_with_negative))
+    windows, _ = windowing.make_windows(examples, cached_tokenizer(tokenizer), window, is_training)
+    return examples, windows

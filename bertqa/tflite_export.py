@@ -4,18 +4,25 @@ The trainer exports a SavedModel whose `logits` signature maps int32
 `input_word_ids` / `input_mask` / `input_type_ids` of shape [batch, seq] to float32
 `start_logits` / `end_logits`. This module
 
-1. re-traces that signature with fixed [1, seq_len] inputs, because the TFLite Task
-   Library's BertQuestionAnswerer fills exactly one window of 384 tokens and would
-   see a [1, 1] tensor if the model kept dynamic shapes;
+1. re-traces that signature with [batch, seq_len] inputs whose sequence length is
+   fixed, because the TFLite Task Library's BertQuestionAnswerer fills exactly one
+   window of 384 tokens and would see a [1, 1] tensor if the model kept a dynamic
+   length. The batch stays dynamic (shape [1, seq_len], shape signature
+   [-1, seq_len]): the Task Library still sees [1, seq_len], and evaluation can
+   resize the interpreter to a batch of windows. With a batch of exactly 1 the
+   converter folds the static shapes into constant reshapes (e.g. the attention
+   mask's [1, 1, 1, seq]), and the model can then never run a batch;
 2. converts it with one of four quantization schemes (none, dynamic range, float16,
    int8 with a representative dataset), keeping int32 id inputs and float32 logit
    outputs because those are the only types the Task Library reads and writes;
+   dynamic range gets per-channel weight scales (`per_channel_dense_weights`);
 3. writes the metadata the Task Library looks for: input tensors named `ids`, `mask`
    and `segment_ids`, outputs named `start_logits` and `end_logits`, and a
    BertTokenizer input process unit with vocab.txt packed into the file.
 
 `TfliteQaRunner` runs the exported file on already-tokenized windows so the
-evaluator can score exactly the artifact that ships.
+evaluator can score exactly the artifact that ships, and `median_latency_seconds`
+times it the way the Task Library runs it: one window per question.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -56,11 +64,14 @@ class QuantizationConfig:
     """How to quantize the TFLite model; the factories mirror Model Maker's names.
 
     `representative_steps` is how many windows int8 calibration reads; it is
-    ignored by the other schemes.
+    ignored by the other schemes. `per_channel_dense` (dynamic only) gives each
+    fully-connected layer's int8 weights one scale per output channel instead of the
+    converter's one per tensor (see `per_channel_dense_weights`).
     """
 
     name: str
     representative_steps: int = 100
+    per_channel_dense: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in _QUANTIZATION_NAMES:
@@ -96,11 +107,16 @@ class QuantizationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TfliteExportConfig:
-    """The window shape the model is exported for and how the trainer tokenized text."""
+    """The window shape the model is exported for and how the trainer tokenized text.
+
+    `resizable_batch` keeps the batch dimension dynamic (see the module docstring);
+    False freezes it at 1, as exports before fast batched evaluation did.
+    """
 
     seq_len: int = TASK_LIBRARY_SEQ_LEN
     query_len: int = TASK_LIBRARY_QUERY_LEN
     do_lower_case: bool = True
+    resizable_batch: bool = True
 
     def __post_init__(self) -> None:
         if self.seq_len < 4:
@@ -153,9 +169,10 @@ def _load_saved_model(saved_model_dir: str):
     return tf.saved_model.load(saved_model_dir)
 
 
-def _fixed_shape_function(logits_fn, seq_len: int):
-    """The `logits` signature re-traced for exactly one window of `seq_len` tokens."""
-    specs = [tf.TensorSpec([1, seq_len], tf.int32, name=name) for name in INPUT_NAMES]
+def _fixed_shape_function(logits_fn, seq_len: int, resizable_batch: bool = True):
+    """The `logits` signature re-traced for windows of exactly `seq_len` tokens, in batches or one at a time."""
+    batch = None if resizable_batch else 1
+    specs = [tf.TensorSpec([batch, seq_len], tf.int32, name=name) for name in INPUT_NAMES]
 
     @tf.function(input_signature=specs)
     def fixed(input_word_ids, input_mask, input_type_ids):
@@ -235,7 +252,8 @@ def _configure_quantization(
     elif quantization.name == "int8":
 
         def representative_dataset() -> Iterator[dict[str, np.ndarray]]:
-            yield from calibration
+            # Calibration runs the float model once per window: tens of seconds for a real BERT.
+            yield from _progress(calibration, "int8 calibration", unit="window")
 
         converter.representative_dataset = representative_dataset
         # Integer quantization of weights and activations where int8 kernels exist, float
@@ -255,6 +273,8 @@ def convert_saved_model(
 ) -> bytes:
     """The `logits` signature as a TFLite flatbuffer with [1, seq_len] int32 inputs, without metadata.
 
+    The batch dimension is resizable unless `config.resizable_batch` is False.
+
     `representative_windows` (int8 only) are tokenized windows, dicts of the three
     inputs, each at most seq_len long; they are zero-padded to seq_len.
     """
@@ -265,13 +285,11 @@ def convert_saved_model(
         )
     loaded = _load_saved_model(saved_model_dir)
     logits_fn = _check_logits_signature(loaded, saved_model_dir)
-    concrete = _fixed_shape_function(logits_fn, config.seq_len)
-    # `loaded` owns the variables the concrete function captures; the converter must
-    # be able to reach them to freeze them into constants.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
-    _configure_quantization(converter, quantization, calibration)
+    concrete = _fixed_shape_function(logits_fn, config.seq_len, config.resizable_batch)
     started = time.monotonic()
-    model = converter.convert()
+    model = _convert(concrete, loaded, quantization, calibration)
+    if quantization.name == "dynamic" and quantization.per_channel_dense:
+        model = per_channel_dense_weights(model, _convert(concrete, loaded, QuantizationConfig.none(), None))
     _log.info(
         "Converted %s (%s) to %d bytes in %.1fs",
         saved_model_dir,
@@ -279,7 +297,72 @@ def convert_saved_model(
         len(model),
         time.monotonic() - started,
     )
-    return bytes(model)
+    return model
+
+
+def _convert(concrete, loaded, quantization: QuantizationConfig, calibration) -> bytes:
+    # `loaded` owns the variables the concrete function captures; the converter must
+    # be able to reach them to freeze them into constants.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
+    _configure_quantization(converter, quantization, calibration)
+    return bytes(converter.convert())
+
+
+def _fully_connected_weights(model) -> list:
+    """The weight tensor (input 1) of every FULLY_CONNECTED op of the main subgraph, in op order."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    graph = model.subgraphs[0]
+    return [graph.tensors[op.inputs[1]] for op in graph.operators
+            if codes[op.opcodeIndex] == schema.BuiltinOperator.FULLY_CONNECTED]
+
+
+def per_channel_dense_weights(dynamic_model: bytes, float_model: bytes) -> bytes:
+    """The dynamic-range model with every int8 fully-connected weight re-quantized per output channel.
+
+    TensorFlow 2.16's dynamic-range quantizer gives fully-connected weights a single
+    scale per tensor, so each layer's largest weight sets the step for all of its
+    rows. On the bundled sample's MiniLM that cost 5.1 F1 points against the float
+    model, and one scale per output channel (what the hybrid FULLY_CONNECTED kernel
+    and XNNPack also accept) brings it within a point (benchmarks/RESULTS.md). The
+    float weights come from a float conversion of the same function: it has the same
+    FULLY_CONNECTED ops in the same order, which is checked, weight by weight, rather
+    than assumed.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    quantized = flatbuffer_utils.convert_bytearray_to_object(bytearray(dynamic_model))
+    reference = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_model))
+    all_weights, all_float_weights = _fully_connected_weights(quantized), _fully_connected_weights(reference)
+    if len(all_weights) != len(all_float_weights):
+        raise ValueError("The dynamic-range and float conversions have different FULLY_CONNECTED ops.")
+    for weights, float_weights in zip(all_weights, all_float_weights, strict=True):
+        if weights.type != schema.TensorType.INT8:
+            continue  # too small to quantize (the converter keeps those float)
+        values = np.frombuffer(bytes(reference.buffers[float_weights.buffer].data), np.float32)
+        values = values.reshape(list(float_weights.shape))  # (out_channels, in_channels)
+        _check_same_weights(weights, quantized.buffers[weights.buffer].data, values)
+        scales = np.abs(values).max(axis=1) / 127.0  # (out_channels,)
+        scales[scales == 0] = 1.0
+        codes = np.clip(np.round(values / scales[:, None]), -127, 127).astype(np.int8)
+        quantized.buffers[weights.buffer].data = np.frombuffer(codes.tobytes(), np.uint8)
+        weights.quantization.scale = scales.astype(np.float32)
+        weights.quantization.zeroPoint = np.zeros(len(scales), np.int64)
+        weights.quantization.quantizedDimension = 0
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(quantized))
+
+
+def _check_same_weights(weights, data, float_values: np.ndarray) -> None:
+    """The converter's per-tensor int8 weights must dequantize to `float_values` within one step."""
+    scale = np.asarray(weights.quantization.scale, np.float32)
+    if list(weights.shape) != list(float_values.shape) or scale.size != 1:
+        raise ValueError(f"Cannot pair quantized weights {weights.name!r} {list(weights.shape)} with float "
+                         f"weights {list(float_values.shape)}.")
+    dequantized = np.frombuffer(bytes(data), np.int8).reshape(float_values.shape) * scale[0]
+    if np.abs(dequantized - float_values).max() > scale[0]:
+        raise ValueError(f"Quantized weights {weights.name!r} are not a quantization of their float counterpart.")
 
 
 # --- Interpreter helpers -----------------------------------------------------------------------
@@ -371,6 +454,27 @@ def add_task_library_metadata(tflite_model: bytes, vocab_path: str) -> bytes:
     return bytes(writer.populate())
 
 
+# --- Vocabularies ----------------------------------------------------------------------------
+
+
+def saved_model_vocab_path(saved_model_dir: str) -> str:
+    """The vocab.txt a trainer SavedModel ships as an asset (bertqa.serving tracks it)."""
+    path = os.path.join(saved_model_dir, "assets", "vocab.txt")
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{saved_model_dir} has no assets/vocab.txt; give the vocabulary explicitly.")
+    return path
+
+
+def packed_vocab(tflite_path: str) -> bytes:
+    """The vocab.txt packed into an exported model's metadata (what the Task Library tokenizes with)."""
+    from tensorflow_lite_support.metadata.python import metadata
+
+    displayer = metadata.MetadataDisplayer.with_model_file(tflite_path)
+    if "vocab.txt" not in displayer.get_packed_associated_file_list():
+        raise ValueError(f"{tflite_path} has no vocab.txt packed in its metadata; give the vocabulary explicitly.")
+    return displayer.get_associated_file_buffer("vocab.txt")
+
+
 # --- Export ------------------------------------------------------------------------------
 
 
@@ -433,18 +537,52 @@ def export_tflite(
 # --- Running the exported model on windows ---------------------------------------------------
 
 
+def _progress(iterable, description: str, unit: str):
+    """A tqdm bar on stderr around `iterable`, shown only when stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, unit=unit, disable=None, leave=False)
+
+
+def median_latency_seconds(
+    path: str, window: Mapping[str, np.ndarray], num_threads: int, runs: int = 10, warmup: int = 2
+) -> float:
+    """Median wall time of one [1, seq_len] run of `window` (zero-padded): one Task Library question.
+
+    The Task Library answers a question with exactly one window, so this is the
+    model's latency per question on this machine; the median of `runs` timed runs
+    after `warmup` untimed ones (the first run allocates and packs weights).
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be at least 1 and warmup at least 0, got {runs} and {warmup}.")
+    interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+    runner = _signature_runner(interpreter)
+    seq_len = int(runner.get_input_details()["input_word_ids"]["shape"][-1])
+    inputs = pad_window(window, seq_len)
+    for _ in range(warmup):
+        runner(**inputs)
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        runner(**inputs)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
 class TfliteQaRunner:
     """Runs an exported QA model on already-padded [batch, seq_len] int32 windows.
 
-    The model is exported for batch 1 (the Task Library's shape). Batches are tried
-    by resizing the inputs to [batch, seq_len]; a model whose graph froze the batch of
-    1 into its shapes (e.g. the reshapes of attention heads in any BERT) fails to
-    resize, and then, for good, windows are run one at a time. The first batched run
-    is also checked against a single-window run, so a resize that "works" but computes
-    something else is caught rather than scored.
+    The model loads with batch 1 (the Task Library's shape). Batches are tried by
+    resizing the inputs to [batch, seq_len], which works for models exported with
+    `resizable_batch` (the default); a model whose graph froze the batch of 1 into
+    its shapes (older exports: the converter turns the attention mask's expand_dims
+    into a constant reshape) fails to resize, and then, for good, windows are run one
+    at a time. The first batched run is also checked against a single-window run, so
+    a resize that "works" but computes something else is caught rather than scored.
+    `num_threads` is the interpreter's CPU threads (None: TFLite's default).
     """
 
-    def __init__(self, path: str, num_threads: int = 1):
+    def __init__(self, path: str, num_threads: int | None = 1):
         self._interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
         self._runner = _signature_runner(self._interpreter)
         shape = self._runner.get_input_details()["input_word_ids"]["shape"]

@@ -7,6 +7,7 @@ kubeflow_runner.py) choose paths, the orchestrator and Beam's arguments.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from tfx import v1 as tfx
 
@@ -14,6 +15,7 @@ from bertqa import model_spec
 from components.bert_qa_transform.component import BertQATransform
 from components.squad_evaluator.component import SquadEvaluator
 from components.squad_example_gen.component import SquadExampleGen, separate_files, split_by_title
+from components.tflite_exporter import core as tflite_exporter_core
 from components.tflite_exporter.component import TFLiteExporter
 
 RUN_FN = "components.trainer.module.run_fn"
@@ -36,7 +38,10 @@ class PipelineConfig:
     batch_size: int | None = None
     train_steps: int | None = None  # overrides epochs when set
     min_f1: float = 40.0
-    quantization: str = "dynamic"
+    # TFLite variants to export, score and bless ("dynamic" is always one: it is the pushed
+    # model.tflite), and per-variant limits on the F1 drop against the SavedModel (points).
+    tflite_variants: tuple[str, ...] = tflite_exporter_core.DEFAULT_VARIANTS
+    max_f1_drop: Mapping[str, float] = dataclasses.field(default_factory=dict)
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = ()
 
@@ -73,9 +78,14 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         version_2_with_negative=config.version_2_with_negative, batch_size=config.spec.predict_batch_size)
     exporter = TFLiteExporter(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-        transform_graph=transform.outputs["transform_graph"], quantization=config.quantization)
+        transform_graph=transform.outputs["transform_graph"], examples=example_gen.outputs["examples"],
+        transformed_examples=transform.outputs["transformed_examples"], evaluation=evaluator.outputs["evaluation"],
+        variants=config.tflite_variants, max_f1_drop=config.max_f1_drop,
+        version_2_with_negative=config.version_2_with_negative)
+    # The exporter's own blessing: SquadEvaluator's verdict on the SavedModel and the pushed
+    # variant's F1 drop; its Format-Serving holds only blessed variants, so Pusher ships only those.
     pusher = tfx.components.Pusher(
-        model=exporter.outputs["exported_model"], model_blessing=evaluator.outputs["blessing"],
+        model=exporter.outputs["exported_model"], model_blessing=exporter.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)))
 

@@ -2,7 +2,7 @@
 
 A small stand-in replaces the trainer's BERT: same `logits` signature, an embedding
 over the real 30,522-token vocabulary, one attention layer (whose reshapes freeze
-the batch of 1, as BERT's do) and two dense layers. Its logits add a ramp over the
+the batch of 1 when exported with `resizable_batch=False`) and two dense layers. Its logits add a ramp over the
 context tokens, early tokens favoured as starts and late ones as ends, so the Task
 Library always finds a valid span, and would find none if start and end were
 swapped in the metadata.
@@ -161,7 +161,8 @@ def test_variant_takes_one_int32_window_of_384_and_returns_float_logits(exported
     runner = interpreter.get_signature_runner()
     for name, details in runner.get_input_details().items():
         assert list(details["shape"]) == [1, SEQ_LEN], name
-        assert list(details["shape_signature"]) == [1, SEQ_LEN], name
+        # The batch is resizable (for batched evaluation); the Task Library sees the shape, [1, 384].
+        assert list(details["shape_signature"]) == [-1, SEQ_LEN], name
         assert details["dtype"] == np.int32, name
     for name, details in runner.get_output_details().items():
         assert list(details["shape"]) == [1, SEQ_LEN], name
@@ -301,9 +302,24 @@ def _per_window(runner: TfliteQaRunner, windows: dict[str, np.ndarray]) -> tuple
     return np.concatenate([s for s, _ in singles]), np.concatenate([e for _, e in singles])
 
 
+@pytest.fixture(scope="module")
+def frozen_batch_exported(standin_dir, vocab_path, tmp_path_factory) -> dict[str, str]:
+    """Every variant exported with the batch frozen at 1, as exports were before resizable batches."""
+    out_dir = tmp_path_factory.mktemp("frozen")
+    calibration = _rows(_windows(16, seed=1))
+    return {
+        name: tflite_export.export_tflite(
+            standin_dir, vocab_path, str(out_dir / f"model_{name}.tflite"), TfliteExportConfig(resizable_batch=False),
+            quantization, representative_windows=calibration,
+        ).path
+        for name, quantization in VARIANTS.items()
+    }
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_runner_batch_equals_per_window_when_the_batch_cannot_be_resized(exported, variant, eval_windows):
-    runner = TfliteQaRunner(exported[variant].path)
+def test_runner_batch_equals_per_window_when_the_batch_cannot_be_resized(frozen_batch_exported, variant,
+                                                                         eval_windows):
+    runner = TfliteQaRunner(frozen_batch_exported[variant])
     batched = runner.run(**eval_windows)
     # Attention reshapes froze the batch of 1 into the graph: the runner must notice and fall back.
     assert runner.batching_supported is False

@@ -4,7 +4,7 @@ Each method is a thin call into the core the TFX components use:
   create -> training.build_model + training.train (on the DataLoader's window TFRecords)
   evaluate -> evaluation.evaluate on the Keras model's logits
   export -> serving.export_saved_model, then tflite_export.export_tflite from that SavedModel
-  evaluate_tflite -> evaluation.evaluate on tflite_export.TfliteQaRunner's logits
+  evaluate_tflite -> evaluation.evaluate_tflite (tflite_export.TfliteQaRunner's logits, batched)
 so a model made here is the model the pipeline would make from the same spec and data.
 """
 
@@ -165,15 +165,15 @@ class QuestionAnswer:
 
     def evaluate_tflite(self, tflite_filepath: str, data: DataLoader, max_answer_length: int = 30,
                         null_score_diff_threshold: float = 0.0, verbose_logging: bool = False,
-                        output_dir: str | None = None) -> dict[str, float]:
-        """The same metrics for an exported TFLite file, run on `data`'s windows."""
-        runner = tflite_export.TfliteQaRunner(tflite_filepath)
-        longest = max((len(w.input_word_ids) for w in data.windows), default=0)
-        if longest > runner.seq_len:
-            raise ValueError(f"{tflite_filepath} takes {runner.seq_len} tokens, but data has windows of {longest}; "
-                             "load the data with the spec the model was exported for.")
+                        output_dir: str | None = None, num_threads: int | None = None) -> dict[str, float]:
+        """The same metrics for an exported TFLite file, run on `data`'s windows.
+
+        Windows run in batches on `num_threads` CPU threads (None: every CPU), not one
+        at a time as in Model Maker; the metrics are the same (benchmarks/evaluate_tflite.py).
+        """
         config = self._eval_config(data, max_answer_length, null_score_diff_threshold)
-        result = evaluation.evaluate(runner.run, data.examples, data.windows, config, pad_to=runner.seq_len)
+        result = evaluation.evaluate_tflite(tflite_filepath, data.examples, data.windows, config,
+                                            num_threads=num_threads)
         return _finish(result, data, output_dir)
 
     # --- Export -----------------------------------------------------------------------------------

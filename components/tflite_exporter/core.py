@@ -1,34 +1,381 @@
-"""The pure core of TFLiteExporter: convert, quantize, attach metadata, copy the vocab."""
+"""The pure core of TFLiteExporter: every quantization variant, exported, scored, timed, checked and blessed.
+
+For each variant (none, dynamic, float16, int8) of the trainer's SavedModel:
+
+  export    bertqa.tflite_export.export_tflite: convert, quantize (int8 calibrates on
+            windows of the training split), attach the Task Library metadata;
+  score     bertqa.evaluation.evaluate_tflite: the SQuAD metric on the eval split's raw
+            examples and windows, the function SquadEvaluator scores the SavedModel with;
+  time      bertqa.tflite_export.median_latency_seconds at 1 and 2 threads: one window
+            is one Task Library question;
+  check     the Task Library's BertQuestionAnswerer loads the file and answers (or why not);
+  bless     F1 drop against the float SavedModel at most the variant's limit.
+
+The output directory (the exported Model artifact) holds:
+
+  variants.json                    every variant's figures and verdict, and the overall verdict
+  candidates/<file>                the exported variants that are not pushed
+  Format-Serving/                  what Pusher copies, only when the push is blessed:
+    model.tflite                   the dynamic-range variant (the file apps load)
+    model_<variant>.tflite         each other blessed variant
+    vocab.txt, variants.json
+
+The push is blessed only when SquadEvaluator blessed the SavedModel and the dynamic
+variant is blessed: model.tflite is what clients load, so without it nothing ships.
+Files reach Format-Serving only after every variant has been scored, and nothing
+there is written before that, so a run that fails part-way leaves nothing pushable.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
+import time
+from collections.abc import Mapping, Sequence
 
-from bertqa import tflite_export
+import numpy as np
 
-DEFAULT_TFLITE_FILE = "model.tflite"
+from bertqa import evaluation, tflite_export
+from bertqa.raw_example import SquadExample
+from bertqa.windowing import Window
+
+VARIANTS = ("none", "dynamic", "float16", "int8")
+PUSHED_VARIANT = "dynamic"
+# What `make run` exports unless told otherwise. Scoring a variant means running every eval
+# window padded to 384 tokens through it: 2-10 minutes per variant for MiniLM on the bundled
+# sample on 2 CPUs (int8 also calibrates), against ~13 minutes for the whole run without
+# them (benchmarks/RESULTS.md). Only the pushed variant is needed to decide the push;
+# `--quantization all` exports and scores the others too.
+DEFAULT_VARIANTS = ("dynamic",)
+# Largest F1 loss (points, 0-100) against the float SavedModel that still blesses a variant.
+# float32 and float16 only round weights, so they should lose almost nothing; int8 also
+# quantizes activations and may lose more.
+DEFAULT_MAX_F1_DROP = {"none": 0.2, "dynamic": 1.0, "float16": 0.2, "int8": 2.0}
+FILE_NAMES = {"dynamic": "model.tflite", "none": "model_float32.tflite", "float16": "model_float16.tflite",
+              "int8": "model_int8.tflite"}
+VARIANTS_FILE = "variants.json"
+CANDIDATES_DIR = "candidates"
+VOCAB_FILE = "vocab.txt"
+LATENCY_THREADS = (1, 2)
+
+_log = logging.getLogger(__name__)
+
+
+def parse_variants(text: str | Sequence[str]) -> tuple[str, ...]:
+    """'dynamic,int8' or ['dynamic', 'int8'] -> ('dynamic', 'int8'); 'all' is every variant."""
+    names = text.split(",") if isinstance(text, str) else list(text)
+    names = [name.strip() for name in names if name.strip()]
+    return VARIANTS if names == ["all"] else tuple(names)
+
+
+def parse_max_f1_drop(items: Sequence[str]) -> dict[str, float]:
+    """['int8=3', 'float16=0.5'] -> {'int8': 3.0, 'float16': 0.5}, for command lines."""
+    limits = {}
+    for item in items:
+        name, separator, value = item.partition("=")
+        if not separator:
+            raise ValueError(f"Expected VARIANT=POINTS (e.g. int8=2.0), got {item!r}.")
+        try:
+            limits[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: {value!r} is not a number of F1 points.") from None
+    return limits
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportPlan:
-    quantization: str = "dynamic"
-    seq_len: int = 384
-    query_len: int = 64
+    """Which variants to export and how to judge them.
+
+    max_f1_drop: per-variant limits; variants not named keep DEFAULT_MAX_F1_DROP's.
+    representative_steps: training windows int8 calibration reads.
+    eval_threads: interpreter threads while scoring (None: every CPU).
+    latency_runs: timed runs per thread count; the median is recorded.
+    """
+
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    max_f1_drop: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    seq_len: int = tflite_export.TASK_LIBRARY_SEQ_LEN
+    query_len: int = tflite_export.TASK_LIBRARY_QUERY_LEN
     do_lower_case: bool = True
+    representative_steps: int = 100
+    eval_threads: int | None = None
+    eval_batch_size: int = evaluation.DEFAULT_TFLITE_BATCH_SIZE
+    latency_runs: int = 10
+    latency_threads: tuple[int, ...] = LATENCY_THREADS
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(f"Unknown or no variants {unknown or list(self.variants)}; choose from {VARIANTS}.")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"Variants are listed more than once: {list(self.variants)}.")
+        if PUSHED_VARIANT not in self.variants:
+            raise ValueError(f"The variants must include {PUSHED_VARIANT!r}: it is the model.tflite that is pushed.")
+        for name, limit in self.max_f1_drop.items():
+            if name not in VARIANTS:
+                raise ValueError(f"max_f1_drop names unknown variant {name!r}; choose from {VARIANTS}.")
+            if not limit >= 0:
+                raise ValueError(f"max_f1_drop[{name!r}] must be a number of points >= 0, got {limit}.")
+        if self.latency_runs < 1 or not self.latency_threads or min(self.latency_threads) < 1:
+            raise ValueError("latency_runs and every latency thread count must be at least 1.")
+        if self.eval_batch_size < 1 or self.representative_steps < 1:
+            raise ValueError("eval_batch_size and representative_steps must be at least 1.")
+
+    def limit(self, variant: str) -> float:
+        return float(self.max_f1_drop.get(variant, DEFAULT_MAX_F1_DROP[variant]))
+
+    def export_config(self) -> tflite_export.TfliteExportConfig:
+        return tflite_export.TfliteExportConfig(seq_len=self.seq_len, query_len=self.query_len,
+                                                do_lower_case=self.do_lower_case)
 
 
-def export(saved_model_dir: str, vocab_path: str, output_dir: str, plan: ExportPlan) -> tflite_export.ExportResult:
-    config = tflite_export.TfliteExportConfig(seq_len=plan.seq_len, query_len=plan.query_len,
-                                              do_lower_case=plan.do_lower_case)
+@dataclasses.dataclass(frozen=True)
+class EvalData:
+    """The eval split as SquadEvaluator reads it: raw examples (gold answers) and their windows."""
+
+    examples: Sequence[SquadExample]
+    windows: Sequence[Window]
+
+    def __post_init__(self) -> None:
+        if not self.examples or not self.windows:
+            raise ValueError("The eval split has no examples or no windows; there is nothing to score variants on.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metrics:
+    """Exact match and F1 on 0-100, whichever SQuAD version produced them."""
+
+    exact_match: float
+    f1: float
+
+    @classmethod
+    def from_squad(cls, metrics: Mapping[str, float]) -> Metrics:
+        # SQuAD 1.1's script says exact_match, 2.0's says exact.
+        exact = metrics["exact_match"] if "exact_match" in metrics else metrics["exact"]
+        return cls(exact_match=float(exact), f1=float(metrics["f1"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantReport:
+    variant: str
+    file: str  # relative to the output directory
+    size_bytes: int
+    latency_ms: Mapping[int, float]  # threads -> median milliseconds per question
+    exact_match: float
+    f1: float
+    f1_drop: float  # SavedModel F1 - this F1, in points; negative when the variant scores higher
+    max_f1_drop: float
+    task_library_ok: bool
+    task_library_problems: tuple[str, ...]
+    blessed: bool
+    reason: str
+    seconds: float = 0.0  # exporting, scoring and timing this variant took
+
+    def to_json(self) -> dict:
+        fields = dataclasses.asdict(self)
+        fields["latency_ms"] = {str(threads): ms for threads, ms in self.latency_ms.items()}
+        fields["task_library_problems"] = list(self.task_library_problems)
+        return fields
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    saved_model: Metrics | None  # None when nothing was exported
+    variants: tuple[VariantReport, ...]
+    blessed: bool
+    reason: str
+
+    def variant(self, name: str) -> VariantReport:
+        return next(v for v in self.variants if v.variant == name)
+
+    @property
+    def pushed_variants(self) -> tuple[str, ...]:
+        return tuple(v.variant for v in self.variants if v.blessed) if self.blessed else ()
+
+    def to_json(self) -> dict:
+        saved_model = dataclasses.asdict(self.saved_model) if self.saved_model else None
+        return {"saved_model": saved_model, "pushed_variant": PUSHED_VARIANT,
+                "blessed": self.blessed, "reason": self.reason, "pushed_variants": list(self.pushed_variants),
+                "variants": [v.to_json() for v in self.variants]}
+
+
+# --- Inputs ---------------------------------------------------------------------------------
+
+
+def load_eval_data(examples_pattern: str, windows_pattern: str) -> EvalData:
+    """The eval split from ExampleGen's raw examples and BertQATransform's windows (GZIP TFRecords)."""
+    return EvalData(evaluation.read_examples(examples_pattern), evaluation.read_windows(windows_pattern))
+
+
+def representative_windows(windows: Sequence[Window], count: int) -> list[dict[str, np.ndarray]]:
+    """`count` windows spread evenly over `windows` (not the first ones: those are a few articles only)."""
+    if not windows:
+        raise ValueError("There are no training windows to calibrate int8 quantization on.")
+    picks = np.unique(np.linspace(0, len(windows) - 1, num=min(count, len(windows))).astype(int))
+    return [{name: np.asarray(getattr(windows[i], name), np.int32) for name in tflite_export.INPUT_NAMES}
+            for i in picks]
+
+
+def read_reference(evaluation_dir: str, eval_config: evaluation.EvalConfig,
+                   ) -> tuple[Metrics, evaluation.EvalConfig]:
+    """The SavedModel's metrics from SquadEvaluator's metrics.json, and the config to score variants alike.
+
+    For SQuAD 2.0 SquadEvaluator scores at the null-score threshold it tuned; a variant must be
+    scored at that same threshold, or its F1 drop would compare an untuned F1 with a tuned one.
+    """
+    with open(os.path.join(evaluation_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    threshold = metrics.get("null_score_diff_threshold")
+    if threshold is not None and eval_config.version_2_with_negative:
+        eval_config = dataclasses.replace(eval_config, null_score_diff_threshold=float(threshold))
+    return Metrics.from_squad(metrics), eval_config
+
+
+def saved_model_metrics(saved_model_dir: str, data: EvalData, config: evaluation.EvalConfig) -> Metrics:
+    """The SavedModel's metrics, computed as SquadEvaluator computes them (for runs without its artifact)."""
+    return Metrics.from_squad(
+        evaluation.evaluate_saved_model(saved_model_dir, data.examples, data.windows, config).metrics)
+
+
+# --- One variant ----------------------------------------------------------------------------
+
+
+def export_variant(saved_model_dir: str, vocab_path: str, path: str, variant: str,
+                   config: tflite_export.TfliteExportConfig, representative: Sequence[Mapping[str, np.ndarray]] = (),
+                   representative_steps: int = 100) -> tflite_export.ExportResult:
+    """One variant as a .tflite with Task Library metadata (the Task Library check included)."""
+    quantization = tflite_export.QuantizationConfig.from_name(variant, representative_steps)
+    return tflite_export.export_tflite(saved_model_dir, vocab_path, path, config, quantization,
+                                       representative_windows=list(representative) if variant == "int8" else None)
+
+
+def median_latencies_ms(path: str, window: Window, threads: Sequence[int], runs: int) -> dict[int, float]:
+    inputs = {name: np.asarray(getattr(window, name), np.int32) for name in tflite_export.INPUT_NAMES}
+    return {n: 1000.0 * tflite_export.median_latency_seconds(path, inputs, num_threads=n, runs=runs)
+            for n in threads}
+
+
+def bless(f1_drop: float, limit: float) -> tuple[bool, str]:
+    if f1_drop <= limit:
+        return True, f"F1 drop {f1_drop:.2f} <= {limit:.2f} points"
+    return False, f"F1 drop {f1_drop:.2f} > {limit:.2f} points"
+
+
+def _score_variant(variant: str, path: str, output_dir: str, result: tflite_export.ExportResult, data: EvalData,
+                   reference: Metrics, eval_config: evaluation.EvalConfig, plan: ExportPlan) -> VariantReport:
+    metrics = Metrics.from_squad(evaluation.evaluate_tflite(
+        path, data.examples, data.windows, eval_config, num_threads=plan.eval_threads,
+        batch_size=plan.eval_batch_size).metrics)
+    latency = median_latencies_ms(path, data.windows[0], plan.latency_threads, plan.latency_runs)
+    f1_drop = reference.f1 - metrics.f1
+    blessed, reason = bless(f1_drop, plan.limit(variant))
+    return VariantReport(
+        variant=variant, file=os.path.relpath(path, output_dir), size_bytes=result.size_bytes, latency_ms=latency,
+        exact_match=metrics.exact_match, f1=metrics.f1, f1_drop=f1_drop, max_f1_drop=plan.limit(variant),
+        # export_tflite ran the Task Library on the file when it found nothing wrong beforehand;
+        # its warnings say why the Task Library cannot (or cannot faithfully) run it.
+        task_library_ok=not result.warnings, task_library_problems=tuple(result.warnings),
+        blessed=blessed, reason=reason)
+
+
+# --- All variants -----------------------------------------------------------------------------
+
+
+def export_variants(saved_model_dir: str, vocab_path: str, output_dir: str, serving_dir: str, plan: ExportPlan,
+                    data: EvalData, reference: Metrics, eval_config: evaluation.EvalConfig,
+                    representative: Sequence[Mapping[str, np.ndarray]] = (), upstream_blessed: bool = True,
+                    ) -> ExportReport:
+    """Exports, scores, times, checks and blesses every variant; publishes the blessed ones to `serving_dir`.
+
+    representative: training windows for int8 calibration (needed only when int8 is a variant).
+    upstream_blessed: SquadEvaluator's verdict on the SavedModel; without it nothing is published.
+    """
+    if "int8" in plan.variants and not representative:
+        raise ValueError("int8 is a variant but there are no representative (training) windows to calibrate it.")
+    config = plan.export_config()
     for problem in tflite_export.task_library_incompatibilities(config):
-        logging.warning("TFLite export: %s", problem)
-    os.makedirs(output_dir, exist_ok=True)
-    result = tflite_export.export_tflite(
-        saved_model_dir, vocab_path, os.path.join(output_dir, DEFAULT_TFLITE_FILE), config,
-        tflite_export.QuantizationConfig.from_name(plan.quantization))
+        _log.warning("TFLite export: %s", problem)
+    candidates = os.path.join(output_dir, CANDIDATES_DIR)
+    os.makedirs(candidates, exist_ok=True)
+    reports = []
+    for variant in plan.variants:
+        started = time.monotonic()
+        path = os.path.join(candidates, FILE_NAMES[variant])
+        result = export_variant(saved_model_dir, vocab_path, path, variant, config, representative,
+                                plan.representative_steps)
+        report = _score_variant(variant, path, output_dir, result, data, reference, eval_config, plan)
+        report = dataclasses.replace(report, seconds=time.monotonic() - started)
+        _log.info("TFLite %s: %d bytes, EM %.2f, F1 %.2f (drop %.2f), %s ms/question, Task Library %s, %s; %.0fs",
+                  variant, report.size_bytes, report.exact_match, report.f1, report.f1_drop, report.latency_ms,
+                  "ok" if report.task_library_ok else "NOT ok", report.reason, report.seconds)
+        reports.append(report)
+    blessed, reason = _overall_verdict(reports, upstream_blessed)
+    report = ExportReport(saved_model=reference, variants=tuple(reports), blessed=blessed, reason=reason)
+    if blessed:
+        report = _publish(report, output_dir, serving_dir, vocab_path)
+    write_variants_json(report.to_json(), output_dir)
+    return report
+
+
+def _overall_verdict(reports: Sequence[VariantReport], upstream_blessed: bool) -> tuple[bool, str]:
+    pushed = next(r for r in reports if r.variant == PUSHED_VARIANT)
+    if not upstream_blessed:
+        return False, "SquadEvaluator did not bless the SavedModel"
+    if not pushed.blessed:
+        return False, f"{PUSHED_VARIANT} (model.tflite) not blessed: {pushed.reason}"
+    others = [f"{r.variant}: {'blessed' if r.blessed else 'not blessed'} ({r.reason})"
+              for r in reports if r.variant != PUSHED_VARIANT]
+    return True, "; ".join([f"{PUSHED_VARIANT}: blessed ({pushed.reason})", *others])
+
+
+def _publish(report: ExportReport, output_dir: str, serving_dir: str, vocab_path: str) -> ExportReport:
+    """Moves each blessed variant into `serving_dir` with the vocab and variants.json; returns updated paths."""
+    os.makedirs(serving_dir, exist_ok=True)
+    moved = []
+    for variant in report.variants:
+        if variant.blessed:
+            target = os.path.join(serving_dir, FILE_NAMES[variant.variant])
+            os.replace(os.path.join(output_dir, variant.file), target)
+            variant = dataclasses.replace(variant, file=os.path.relpath(target, output_dir))
+        moved.append(variant)
+    report = dataclasses.replace(report, variants=tuple(moved))
     # The Task Library reads the vocab from the metadata; the loose copy is for other clients.
-    shutil.copyfile(vocab_path, os.path.join(output_dir, "vocab.txt"))
-    return result
+    shutil.copyfile(vocab_path, os.path.join(serving_dir, VOCAB_FILE))
+    write_variants_json(report.to_json(), serving_dir)
+    return report
+
+
+def write_variants_json(content: dict, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, VARIANTS_FILE), "w") as f:
+        json.dump(content, f, indent=2)
+
+
+def not_exported(output_dir: str, reason: str) -> ExportReport:
+    """Records that nothing was exported (the SavedModel was not blessed): variants.json says why."""
+    report = ExportReport(saved_model=None, variants=(), blessed=False, reason=reason)
+    write_variants_json(report.to_json(), output_dir)
+    return report
+
+
+# --- Reporting ------------------------------------------------------------------------------
+
+
+def markdown_table(report: ExportReport) -> str:
+    """The variants as a Markdown table (benchmarks, RESULTS.md)."""
+    threads = sorted({n for v in report.variants for n in v.latency_ms})
+    header = ["variant", "file size (MB)", *[f"latency/question, {n} thread{'s' * (n > 1)} (ms)" for n in threads],
+              "EM", "F1", "F1 drop", "limit", "Task Library ok", "blessed"]
+    saved = report.saved_model or Metrics(float("nan"), float("nan"))
+    rows = [["SavedModel (float32)", "", *[""] * len(threads), f"{saved.exact_match:.2f}", f"{saved.f1:.2f}",
+             "", "", "", ""]]
+    for v in report.variants:
+        task_library = "yes" if v.task_library_ok else "no: " + "; ".join(v.task_library_problems)
+        rows.append([v.variant, f"{v.size_bytes / 1e6:.1f}", *[f"{v.latency_ms[n]:.0f}" for n in threads],
+                     f"{v.exact_match:.2f}", f"{v.f1:.2f}", f"{v.f1_drop:+.2f}", f"{v.max_f1_drop:.1f}", task_library,
+                     "yes" if v.blessed else "no"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

@@ -1,0 +1,134 @@
+"""`bertqa evaluate` and `bertqa export`: one JSON object on stdout, the same metrics as Model Maker's evaluate.
+
+The model is Model Maker's (bertqa.model_maker) on the tiny_random spec, trained briefly
+on tests/fixtures/tiny_train.json and exported as a SavedModel and a float .tflite; the
+commands run in-process, with stdout captured at the file-descriptor level so that
+anything TensorFlow or TFLite writes there would show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from bertqa import cli, task_library
+from bertqa.model_maker import question_answer
+from bertqa.model_maker.config import ExportFormat
+from bertqa.model_maker.question_answer import DataLoader
+
+AGREEMENT = 0.5  # points
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fixtures_dir):
+    directory = tmp_path_factory.mktemp("model_maker")
+    previous, tempfile.tempdir = tempfile.tempdir, str(directory)  # Model Maker's working files stay here
+    try:
+        train = DataLoader.from_squad(str(fixtures_dir / "tiny_train.json"), "tiny_random", is_training=True)
+        dev = DataLoader.from_squad(str(fixtures_dir / "tiny_eval.json"), "tiny_random", is_training=False)
+        model = question_answer.create(train, model_spec="tiny_random", epochs=3)
+        model.export(str(directory), quantization_config=None, saved_model_filename="saved_model",
+                     export_format=[ExportFormat.TFLITE, ExportFormat.SAVED_MODEL])
+        metrics = model.evaluate(dev)
+    finally:
+        tempfile.tempdir = previous
+    return {"tflite": str(directory / "model.tflite"), "saved_model": str(directory / "saved_model"),
+            "model_maker": metrics}
+
+
+def _run(capfd, *argv) -> dict:
+    assert cli.main(list(argv)) == 0
+    out = capfd.readouterr().out
+    assert len(out.strip().splitlines()) == 1, out
+    return json.loads(out)
+
+
+def test_evaluate_prints_one_json_object_with_exact_match_and_f1(trained, fixtures_dir, capfd):
+    result = _run(capfd, "evaluate", "--model", trained["tflite"], "--data", str(fixtures_dir / "tiny_eval.json"))
+    assert set(result) == {"exact_match", "f1"}
+    assert all(isinstance(v, float) and 0.0 <= v <= 100.0 for v in result.values())
+
+
+def test_tflite_saved_model_and_model_maker_agree_within_half_a_point(trained, fixtures_dir, capfd):
+    data = str(fixtures_dir / "tiny_eval.json")
+    tflite = _run(capfd, "evaluate", "--model", trained["tflite"], "--data", data)
+    saved_model = _run(capfd, "evaluate", "--model", trained["saved_model"], "--data", data)
+    model_maker = trained["model_maker"]
+    assert model_maker["f1"] > 0.0, "the model answers nothing right; the comparison would be vacuous"
+    for key in ("exact_match", "f1"):
+        assert abs(tflite[key] - saved_model[key]) <= AGREEMENT, key
+        assert abs(tflite[key] - model_maker[key]) <= AGREEMENT, key
+        assert abs(saved_model[key] - model_maker[key]) <= AGREEMENT, key
+
+
+def test_threads_and_batch_size_do_not_change_the_metrics(trained, fixtures_dir, capfd):
+    data = str(fixtures_dir / "tiny_eval.json")
+    default = _run(capfd, "evaluate", "--model", trained["tflite"], "--data", data)
+    tuned = _run(capfd, "evaluate", "--model", trained["tflite"], "--data", data, "--threads", "1",
+                 "--batch-size", "3")
+    assert tuned == default
+
+
+def test_evaluate_accepts_the_pushed_directory_for_its_model_tflite(trained, fixtures_dir, capfd, tmp_path):
+    shutil.copy(trained["tflite"], tmp_path / "model.tflite")
+    data = str(fixtures_dir / "tiny_eval.json")
+    assert _run(capfd, "evaluate", "--model", str(tmp_path), "--data", data) == _run(
+        capfd, "evaluate", "--model", trained["tflite"], "--data", data)
+
+
+def test_evaluate_squad_v2_prints_the_official_v2_keys(trained, fixtures_dir, capfd):
+    result = _run(capfd, "evaluate", "--model", trained["tflite"], "--data", str(fixtures_dir / "tiny_eval.json"),
+                  "--version-2-with-negative")
+    assert {"exact", "f1", "total", "HasAns_f1", "best_f1"} <= set(result)
+
+
+@pytest.mark.parametrize("quantization", ["dynamic", "float16", "int8", "none"])
+def test_export_writes_a_model_the_task_library_runs(trained, fixtures_dir, capfd, tmp_path, quantization):
+    argv = ["export", "--model", trained["saved_model"], "--output-dir", str(tmp_path), "--quantization",
+            quantization, "--representative-steps", "8"]
+    if quantization == "int8":
+        argv += ["--data", str(fixtures_dir / "tiny_train.json")]
+    result = _run(capfd, *argv)
+    assert result["quantization"] == quantization
+    assert result["task_library_ok"] is True and result["task_library_problems"] == []
+    assert os.path.getsize(result["path"]) == result["size_bytes"]
+    assert os.path.basename(result["path"]) == ("model.tflite" if quantization == "dynamic"
+                                                else f"model_{'float32' if quantization == 'none' else quantization}"
+                                                     ".tflite")
+    assert (tmp_path / "vocab.txt").is_file()
+    context = "The tower was finished in 1889 in Paris ."
+    answers = task_library.answer_with_task_library(result["path"], context, "When?", top_k=3)
+    assert all(text in context for text, _ in answers)
+
+
+def test_exported_float_model_evaluates_like_the_saved_model(trained, fixtures_dir, capfd, tmp_path):
+    _run(capfd, "export", "--model", trained["saved_model"], "--output-dir", str(tmp_path), "--quantization", "none")
+    data = str(fixtures_dir / "tiny_eval.json")
+    exported = _run(capfd, "evaluate", "--model", str(tmp_path / "model_float32.tflite"), "--data", data)
+    saved_model = _run(capfd, "evaluate", "--model", trained["saved_model"], "--data", data)
+    assert abs(exported["f1"] - saved_model["f1"]) <= AGREEMENT
+
+
+def test_int8_export_without_training_data_is_refused(trained, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="--data train.json"):
+        cli.main(["export", "--model", trained["saved_model"], "--output-dir", str(tmp_path), "--quantization",
+                  "int8"])
+
+
+def test_a_path_that_is_no_model_is_refused(tmp_path, fixtures_dir):
+    with pytest.raises(SystemExit, match="neither a .tflite file nor a SavedModel"):
+        cli.main(["evaluate", "--model", str(tmp_path), "--data", str(fixtures_dir / "tiny_eval.json")])
+
+
+def test_a_malformed_data_file_stops_with_one_error_line(trained, tmp_path, capfd):
+    bad = tmp_path / "dev.json"
+    bad.write_text('{"version": "1.1", "data": [')
+    assert cli.main(["evaluate", "--model", trained["tflite"], "--data", str(bad)]) == 2
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    (error,) = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert "dev.json" in error and "invalid JSON" in error

@@ -1,0 +1,118 @@
+"""TFLiteExporter inside the real pipeline: every variant recorded in ML Metadata, only blessed ones pushed.
+
+LocalDagRunner on the tiny fixtures and the tiny_random spec, as tests/test_pipeline_e2e.py
+runs it, with all four variants. So that the verdicts do not depend on how a 2-layer model
+trained for two epochs happens to round, the SavedModel's F1 read from SquadEvaluator's
+artifact is raised by 50 points: every variant then drops about 50, which float16's
+default limit (0.2) refuses and the others' limits (100) accept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+
+import local_runner
+from components.tflite_exporter import core
+from pipeline import metadata
+
+pytestmark = pytest.mark.e2e
+
+TINY_ARGS = ["--train-pattern", "tiny_train.json", "--eval-pattern", "tiny_eval.json", "--spec", "tiny_random",
+             "--min-f1", "0", "--epochs", "2"]
+LIMITS = ["--max-f1-drop", "none=100", "--max-f1-drop", "dynamic=100", "--max-f1-drop", "int8=100"]
+RAISED = 50.0
+
+
+def _run(runs_dir, fixtures_dir, *extra):
+    args = ["--runs-dir", str(runs_dir), "--data-dir", str(fixtures_dir), *TINY_ARGS, *extra]
+    code = local_runner.main(args)
+    return code, local_runner.build_config(local_runner.parse_args(args))
+
+
+def _exporter_outputs(store):
+    def produced(type_name):
+        return [a for a in store.get_artifacts_by_type(type_name)
+                if metadata.producer_component(store, a.id) == "TFLiteExporter"]
+    return produced("Model"), produced("ModelBlessing")
+
+
+@pytest.fixture(scope="module")
+def all_variants_run(tmp_path_factory, fixtures_dir):
+    runs_dir = tmp_path_factory.mktemp("runs")
+    read = core.read_reference
+
+    def raised(directory, eval_config):
+        metrics, eval_config = read(directory, eval_config)
+        return core.Metrics(metrics.exact_match, metrics.f1 + RAISED), eval_config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(core, "read_reference", raised)
+        code, config = _run(runs_dir, fixtures_dir, "--quantization", "all", *LIMITS)
+    assert code == 0
+    return config, metadata.sqlite_store(local_runner.metadata_path(config))
+
+
+def test_every_variant_is_recorded_as_custom_properties_in_ml_metadata(all_variants_run):
+    _, store = all_variants_run
+    (exported,), _ = _exporter_outputs(store)
+    props = metadata.custom_properties(exported)
+    assert props["variants"] == "none,dynamic,float16,int8"
+    for variant in core.VARIANTS:
+        assert props[f"{variant}_size_bytes"] > 100_000
+        assert props[f"{variant}_latency_ms_1_thread"] > 0 and props[f"{variant}_latency_ms_2_threads"] > 0
+        assert 0.0 <= props[f"{variant}_exact_match"] <= props[f"{variant}_f1"] <= 100.0
+        assert props[f"{variant}_f1_drop"] == pytest.approx(props["saved_model_f1"] - props[f"{variant}_f1"])
+        assert props[f"{variant}_task_library_ok"] == 1
+    assert props["float16_blessed"] == 0 and props["dynamic_blessed"] == 1
+    # The reference is SquadEvaluator's own F1 for the SavedModel (raised by the test).
+    evaluation = metadata.custom_properties(metadata.latest_artifact(store, "ModelEvaluation"))
+    assert props["saved_model_f1"] == pytest.approx(evaluation["f1"] + RAISED)
+
+
+def test_pusher_ships_model_tflite_and_each_blessed_variant_only(all_variants_run):
+    config, store = all_variants_run
+    _, (blessing,) = _exporter_outputs(store)
+    assert metadata.custom_properties(blessing)["blessed"] == 1
+    (version,) = os.listdir(config.serving_dir)
+    pushed = sorted(os.listdir(os.path.join(config.serving_dir, version)))
+    assert pushed == ["model.tflite", "model_float32.tflite", "model_int8.tflite", "variants.json", "vocab.txt"]
+    recorded = json.loads(pathlib.Path(config.serving_dir, version, "variants.json").read_text())
+    assert recorded["pushed_variants"] == ["none", "dynamic", "int8"]
+
+
+def test_summary_prints_a_line_per_variant(all_variants_run):
+    config, _ = all_variants_run
+    lines = local_runner.summary(config).splitlines()
+    variant_lines = [line for line in lines if line.startswith("tflite ")]
+    assert [line.split(":")[0] for line in variant_lines] == [f"tflite {v}" for v in core.VARIANTS]
+    assert "not blessed" in variant_lines[2] and "Task Library ok" in variant_lines[0]
+
+
+def test_a_failing_exporter_leaves_nothing_blessed_or_pushed(tmp_path, fixtures_dir, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(core, "export_variants", fail)
+    with pytest.raises(Exception, match="conversion failed"):
+        _run(tmp_path / "runs", fixtures_dir, "--max-f1-drop", "dynamic=100")
+    store = metadata.sqlite_store(str(tmp_path / "runs" / "bertqa" / "metadata.sqlite"))
+    exported, blessings = _exporter_outputs(store)
+    assert not [b for b in blessings if metadata.custom_properties(b).get("blessed")]
+    assert not [a for a in store.get_artifacts_by_type("PushedModel")
+                if metadata.custom_properties(a).get("pushed")]
+    assert not (tmp_path / "runs" / "bertqa" / "serving").exists()
+
+
+def test_a_saved_model_the_evaluator_did_not_bless_is_neither_exported_nor_pushed(tmp_path, fixtures_dir):
+    code, config = _run(tmp_path / "runs", fixtures_dir, "--min-f1", "100")
+    assert code == 0
+    store = metadata.sqlite_store(local_runner.metadata_path(config))
+    (exported,), (blessing,) = _exporter_outputs(store)
+    assert metadata.custom_properties(exported)["exported"] == 0
+    assert metadata.custom_properties(blessing)["blessed"] == 0
+    assert not os.path.exists(config.serving_dir)
+    assert "pushed: nothing" in local_runner.summary(config)

@@ -60,13 +60,12 @@ def newest_model(runs_dir: str) -> str | None:
 
 def untrained_minilm_saved_model(directory: str) -> str:
     from bertqa import model_spec, serving, training
-    from bertqa.model_maker.data_loader import tokenizer_config_of, window_config_of
 
     spec = model_spec.get(model_spec.DEFAULT_SPEC)
-    tokenizer = tokenizer_config_of(spec)
+    tokenizer = spec.tokenizer_config()
     path = os.path.join(directory, "saved_model")
     serving.export_saved_model(training.build_model(spec), tokenizer.vocab_path, tokenizer.do_lower_case,
-                               window_config_of(spec), path)
+                               spec.window_config(), path)
     return path
 
 

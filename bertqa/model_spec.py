@@ -13,6 +13,8 @@ import os
 
 from bertqa import model_cache
 from bertqa.modeling import EncoderConfig
+from bertqa.tokenization import TokenizerConfig
+from bertqa.windowing import WindowConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,14 @@ class BertQaSpec:
     # A TF Hub module: a tfhub.dev handle, a local module directory, or any path
     # tensorflow_hub resolves (see bertqa.hub_encoder). Its vocab is assets/vocab.txt.
     hub_handle: str | None = None
+
+    def window_config(self) -> WindowConfig:
+        """How text is cut into windows for this spec (BertQATransform, the Model Maker API, the CLI)."""
+        return WindowConfig(seq_len=self.seq_len, query_len=self.query_len, doc_stride=self.doc_stride)
+
+    def tokenizer_config(self) -> TokenizerConfig:
+        """This spec's tokenizer: its (or its hub module's) vocab and lower-casing."""
+        return TokenizerConfig(self.resolved_vocab_path(), self.resolved_do_lower_case())
 
     def resolved_vocab_path(self) -> str:
         if self.vocab_path:

@@ -36,6 +36,13 @@ class TrainConfig:
     seed: int = 42
 
 
+def train_config(spec: BertQaSpec, batch_size: int, train_steps: int, **overrides) -> TrainConfig:
+    """The optimisation settings of a spec for a given batch size and number of steps."""
+    return TrainConfig(batch_size=batch_size, train_steps=train_steps, learning_rate=spec.learning_rate,
+                       warmup_fraction=spec.warmup_fraction, weight_decay=spec.weight_decay, seq_len=spec.seq_len,
+                       **overrides)
+
+
 def build_model(spec: BertQaSpec) -> keras.Model:
     """The span model for a spec, with pretrained encoder weights when the spec has a checkpoint."""
     if spec.hub_handle:

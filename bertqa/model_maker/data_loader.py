@@ -27,16 +27,6 @@ from bertqa.tokenization import TokenizerConfig, cached_tokenizer
 _log = logging.getLogger(__name__)
 
 
-def window_config_of(spec) -> windowing.WindowConfig:
-    """The window settings of a frozen BertQaSpec."""
-    return windowing.WindowConfig(seq_len=spec.seq_len, query_len=spec.query_len, doc_stride=spec.doc_stride)
-
-
-def tokenizer_config_of(spec) -> TokenizerConfig:
-    """The tokenizer of a frozen BertQaSpec: its (or its hub module's) vocab and lower-casing."""
-    return TokenizerConfig(spec.resolved_vocab_path(), spec.resolved_do_lower_case())
-
-
 class DataLoader:
     """Windows of one SQuAD file, made for one spec's tokenizer and window settings."""
 
@@ -75,8 +65,8 @@ class DataLoader:
         cache_dir: where the window TFRecords go; a new temporary directory when None.
         """
         spec = mm_spec.get(model_spec).to_spec()
-        window_config = window_config_of(spec)
-        tokenizer_config = tokenizer_config_of(spec)
+        window_config = spec.window_config()
+        tokenizer_config = spec.tokenizer_config()
         examples, report = squad_io.read_squad_file(
             filename, squad_io.SquadReadConfig(version_2_with_negative=version_2_with_negative))
         windows, window_report = windowing.make_windows(

@@ -24,7 +24,7 @@ import tf_keras as keras
 from bertqa import evaluation, postprocess, serving, tflite_export, training
 from bertqa.model_maker import model_spec as mm_spec
 from bertqa.model_maker.config import ExportFormat, QuantizationConfig, resolve_quantization
-from bertqa.model_maker.data_loader import DataLoader, tokenizer_config_of, window_config_of
+from bertqa.model_maker.data_loader import DataLoader
 from bertqa.model_maker.model_spec import BertQaSpec, MobileBertQaSpec, MobileBertQaSquadSpec  # noqa: F401
 from bertqa.modeling import INPUT_NAMES
 
@@ -110,10 +110,8 @@ class QuestionAnswer:
                          train_data.size, batch_size, train_data.size)
             batch_size = train_data.size
         steps_per_epoch = steps_per_epoch or math.ceil(train_data.size / batch_size)
-        config = training.TrainConfig(
-            batch_size=batch_size, train_steps=epochs * steps_per_epoch, learning_rate=self.spec.learning_rate,
-            warmup_fraction=self.spec.warmup_fraction, weight_decay=self.spec.weight_decay,
-            seq_len=self.spec.seq_len, shuffle_buffer=train_data.size if self.shuffle else 0)
+        config = training.train_config(self.spec, batch_size, epochs * steps_per_epoch,
+                                       shuffle_buffer=train_data.size if self.shuffle else 0)
         model = self.create_model()
         _log.info("Training %s: %d epochs x %d steps of batch %d", self.spec.name, epochs, steps_per_epoch,
                   batch_size)
@@ -122,10 +120,10 @@ class QuestionAnswer:
 
     def _check_data(self, data: DataLoader, what: str, exact_windows: bool) -> None:
         """Data tokenized or windowed otherwise than this model expects would be scored silently wrong."""
-        if data.tokenizer_config != tokenizer_config_of(self.spec):
+        if data.tokenizer_config != self.spec.tokenizer_config():
             raise ValueError(f"{what} was tokenized with {data.tokenizer_config}, but the model uses "
-                             f"{tokenizer_config_of(self.spec)}. Load it again with this model's spec.")
-        expected = window_config_of(self.spec)
+                             f"{self.spec.tokenizer_config()}. Load it again with this model's spec.")
+        expected = self.spec.window_config()
         if exact_windows and data.window_config != expected:
             raise ValueError(f"{what} was windowed with {data.window_config}, but the spec now says {expected}. "
                              "Load the data again with DataLoader.from_squad(..., model_spec) after changing the "
@@ -203,13 +201,13 @@ class QuestionAnswer:
                                                resolve_quantization(quantization_config)))
         if ExportFormat.VOCAB in formats:
             written.append(os.path.join(export_dir, vocab_filename))
-            tf.io.gfile.copy(tokenizer_config_of(self.spec).vocab_path, written[-1], overwrite=True)
+            tf.io.gfile.copy(self.spec.tokenizer_config().vocab_path, written[-1], overwrite=True)
         return written
 
     def _export_saved_model(self, path: str) -> None:
-        tokenizer = tokenizer_config_of(self.spec)
+        tokenizer = self.spec.tokenizer_config()
         serving.export_saved_model(self._require_model(), tokenizer.vocab_path, tokenizer.do_lower_case,
-                                   window_config_of(self.spec), path)
+                                   self.spec.window_config(), path)
 
     def _serving_saved_model(self) -> str:
         # Every TFLite variant converts from the same SavedModel; export it once per trained model.
@@ -224,10 +222,10 @@ class QuestionAnswer:
 
     def _export_tflite(self, path: str, quantization: QuantizationConfig | None) -> str:
         config = tflite_export.TfliteExportConfig(seq_len=self.spec.seq_len, query_len=self.spec.query_len,
-                                                  do_lower_case=tokenizer_config_of(self.spec).do_lower_case)
+                                                  do_lower_case=self.spec.tokenizer_config().do_lower_case)
         core_quantization = quantization.to_core() if quantization else tflite_export.QuantizationConfig.none()
         representative = quantization.representative_windows() if quantization else None
-        result = tflite_export.export_tflite(self._serving_saved_model(), tokenizer_config_of(self.spec).vocab_path,
+        result = tflite_export.export_tflite(self._serving_saved_model(), self.spec.tokenizer_config().vocab_path,
                                              path, config, core_quantization, representative)
         _log.info("Exported %s (%s, %d bytes)", result.path, core_quantization.name, result.size_bytes)
         return result.path

@@ -24,7 +24,7 @@ from tfx.dsl.components.base import base_beam_component, base_beam_executor, exe
 from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.types.standard_component_specs import EXAMPLES_KEY
 
-from bertqa import model_spec, windowing
+from bertqa import model_spec
 from components.bert_qa_transform import core
 
 TRANSFORMED_EXAMPLES_KEY = "transformed_examples"
@@ -43,9 +43,9 @@ class BertQATransformSpec(component_spec.ComponentSpec):
 
 
 def transform_config(spec: model_spec.BertQaSpec) -> core.TransformConfig:
-    return core.TransformConfig(
-        vocab_path=spec.resolved_vocab_path(), do_lower_case=spec.resolved_do_lower_case(),
-        window=windowing.WindowConfig(seq_len=spec.seq_len, query_len=spec.query_len, doc_stride=spec.doc_stride))
+    tokenizer = spec.tokenizer_config()
+    return core.TransformConfig(vocab_path=tokenizer.vocab_path, do_lower_case=tokenizer.do_lower_case,
+                                window=spec.window_config())
 
 
 class BertQATransformExecutor(base_beam_executor.BaseBeamExecutor):

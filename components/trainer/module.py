@@ -40,9 +40,7 @@ def run_fn(fn_args) -> None:
     logging.info("%d training windows, %.2f epochs, batch %d -> %d steps", num_windows, epochs, batch_size, steps)
 
     model = training.build_model(spec)
-    train_config = training.TrainConfig(
-        batch_size=batch_size, train_steps=steps, learning_rate=spec.learning_rate,
-        warmup_fraction=spec.warmup_fraction, weight_decay=spec.weight_decay, seq_len=spec.seq_len)
+    train_config = training.train_config(spec, batch_size, steps)
     history = training.train(model, train_files, train_config)
 
     serving.export_saved_model(model, tokenizer.vocab_path, tokenizer.do_lower_case, tokenizer.window,

@@ -21,9 +21,11 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e" $(TEST_ARGS)
 
-# Benchmarks measure ratios against a peer in the same run; figures and commands are in the README.
+# Benchmarks measure ratios against a peer in the same run; figures and commands are in the README
+# and benchmarks/RESULTS.md. evaluate_tflite.py scores the newest model under runs/ (train-free without one).
 bench: setup
 	$(PY) benchmarks/beam_modes.py --data-dir data/sample
+	$(PY) benchmarks/evaluate_tflite.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

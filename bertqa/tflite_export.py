@@ -132,6 +132,9 @@ class ExportResult:
     path: str
     size_bytes: int
     warnings: tuple[str, ...] = ()
+    # The warnings that say the Task Library cannot run the file, or runs it otherwise than the
+    # interpreter that measured it; the rest say the spec differs from the Task Library's limits.
+    task_library_failures: tuple[str, ...] = ()
 
 
 def task_library_incompatibilities(config: TfliteExportConfig) -> list[str]:
@@ -308,25 +311,71 @@ def _convert(concrete, loaded, quantization: QuantizationConfig, calibration) ->
     return bytes(converter.convert())
 
 
-def _fully_connected_weights(model) -> list:
-    """The weight tensor (input 1) of every FULLY_CONNECTED op of the main subgraph, in op order."""
+def _builtin_code(model, op) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def _fully_connected_ops(model) -> list:
+    """Every FULLY_CONNECTED op of the main subgraph, in op order."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    return [op for op in model.subgraphs[0].operators
+            if _builtin_code(model, op) == schema.BuiltinOperator.FULLY_CONNECTED]
+
+
+def _fully_connected_weights(model) -> list:
+    """The weight tensor (input 1) of every FULLY_CONNECTED op of the main subgraph, in op order."""
     graph = model.subgraphs[0]
-    return [graph.tensors[op.inputs[1]] for op in graph.operators
-            if codes[op.opcodeIndex] == schema.BuiltinOperator.FULLY_CONNECTED]
+    return [graph.tensors[op.inputs[1]] for op in _fully_connected_ops(model)]
+
+
+def _opcode_index(model, builtin: int) -> int:
+    """The index of `builtin` in the model's operator codes, added when the model has none."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    for index, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return index
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _constant(model, values: np.ndarray, name: str) -> int:
+    """A new float32 constant tensor in the main subgraph (with its own buffer); returns its index."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(np.ascontiguousarray(values, np.float32).tobytes(), np.uint8)
+    model.buffers.append(buffer)
+    tensor = schema.TensorT()
+    tensor.name, tensor.type, tensor.buffer = name.encode(), schema.TensorType.FLOAT32, len(model.buffers) - 1
+    tensor.shape = np.asarray(values.shape, np.int32)
+    graph = model.subgraphs[0]
+    graph.tensors.append(tensor)
+    return len(graph.tensors) - 1
 
 
 def per_channel_dense_weights(dynamic_model: bytes, float_model: bytes) -> bytes:
-    """The dynamic-range model with every int8 fully-connected weight re-quantized per output channel.
+    """The dynamic-range model with the precision of one int8 scale per output channel in every dense layer.
 
     TensorFlow 2.16's dynamic-range quantizer gives fully-connected weights a single
     scale per tensor, so each layer's largest weight sets the step for all of its
     rows. On the bundled sample's MiniLM that cost 5.1 F1 points against the float
-    model, and one scale per output channel (what the hybrid FULLY_CONNECTED kernel
-    and XNNPack also accept) brings it within a point (benchmarks/RESULTS.md). The
-    float weights come from a float conversion of the same function: it has the same
+    model; one scale per output channel brings it within a point (benchmarks/RESULTS.md).
+
+    The per-channel scales are not written as per-channel quantization parameters:
+    TensorFlow 2.16's interpreter runs those, but the TFLite runtime inside the Task
+    Library (tflite-support 0.4.4) reads only the first scale of a hybrid
+    FULLY_CONNECTED's weights and answered nonsense. So each row c of the weights W is
+    divided by its largest magnitude s_c before the per-tensor int8 quantization (every
+    row then uses the full int8 range: the same codes a per-channel scale would give),
+    the bias b becomes b / s_c, and a float MUL by s after the op restores
+    y = s * (W/s x + b/s) = W x + b. Every TFLite runtime runs that as it is.
+
+    The float weights come from a float conversion of the same function: it has the same
     FULLY_CONNECTED ops in the same order, which is checked, weight by weight, rather
     than assumed.
     """
@@ -335,22 +384,51 @@ def per_channel_dense_weights(dynamic_model: bytes, float_model: bytes) -> bytes
 
     quantized = flatbuffer_utils.convert_bytearray_to_object(bytearray(dynamic_model))
     reference = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_model))
-    all_weights, all_float_weights = _fully_connected_weights(quantized), _fully_connected_weights(reference)
-    if len(all_weights) != len(all_float_weights):
+    graph = quantized.subgraphs[0]
+    ops, float_weights_of = _fully_connected_ops(quantized), _fully_connected_weights(reference)
+    if len(ops) != len(float_weights_of):
         raise ValueError("The dynamic-range and float conversions have different FULLY_CONNECTED ops.")
-    for weights, float_weights in zip(all_weights, all_float_weights, strict=True):
+    mul_code = _opcode_index(quantized, schema.BuiltinOperator.MUL)
+    rescales = []  # (op, MUL op to run right after it)
+    for number, (op, float_weights) in enumerate(zip(ops, float_weights_of, strict=True)):
+        weights = graph.tensors[op.inputs[1]]
         if weights.type != schema.TensorType.INT8:
             continue  # too small to quantize (the converter keeps those float)
+        if op.builtinOptions is not None and op.builtinOptions.fusedActivationFunction != 0:
+            continue  # a fused activation would run before the rescale; keep the converter's weights
         values = np.frombuffer(bytes(reference.buffers[float_weights.buffer].data), np.float32)
         values = values.reshape(list(float_weights.shape))  # (out_channels, in_channels)
         _check_same_weights(weights, quantized.buffers[weights.buffer].data, values)
-        scales = np.abs(values).max(axis=1) / 127.0  # (out_channels,)
-        scales[scales == 0] = 1.0
-        codes = np.clip(np.round(values / scales[:, None]), -127, 127).astype(np.int8)
+        row_max = np.abs(values).max(axis=1)  # (out_channels,)
+        row_max[row_max == 0] = 1.0
+        codes = np.clip(np.round(values / row_max[:, None] * 127.0), -127, 127).astype(np.int8)
         quantized.buffers[weights.buffer].data = np.frombuffer(codes.tobytes(), np.uint8)
-        weights.quantization.scale = scales.astype(np.float32)
-        weights.quantization.zeroPoint = np.zeros(len(scales), np.int64)
-        weights.quantization.quantizedDimension = 0
+        weights.quantization.scale = np.array([1.0 / 127.0], np.float32)
+        weights.quantization.zeroPoint = np.zeros(1, np.int64)
+
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:  # the bias, divided by s in a tensor of its own
+            bias_tensor = graph.tensors[op.inputs[2]]
+            bias = np.frombuffer(bytes(quantized.buffers[bias_tensor.buffer].data), np.float32)
+            op.inputs[2] = _constant(quantized, bias / row_max, f"{bias_tensor.name.decode()}/per_channel")
+        output = op.outputs[0]
+        unscaled = schema.TensorT()
+        unscaled.name = graph.tensors[output].name + b"/unscaled"
+        unscaled.type = schema.TensorType.FLOAT32
+        unscaled.shape = graph.tensors[output].shape
+        unscaled.shapeSignature = graph.tensors[output].shapeSignature
+        unscaled.buffer = 0  # the empty buffer: computed at run time
+        graph.tensors.append(unscaled)
+        op.outputs[0] = len(graph.tensors) - 1
+        mul = schema.OperatorT()
+        mul.opcodeIndex = mul_code
+        mul.inputs = np.array([op.outputs[0], _constant(quantized, row_max, f"dense_{number}/channel_scale")],
+                              np.int32)
+        mul.outputs = np.array([output], np.int32)
+        mul.builtinOptionsType = schema.BuiltinOptions.MulOptions
+        mul.builtinOptions = schema.MulOptionsT()
+        rescales.append((op, mul))
+    for op, mul in rescales:
+        graph.operators.insert(next(i for i, o in enumerate(graph.operators) if o is op) + 1, mul)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(quantized))
 
 
@@ -496,16 +574,57 @@ def _local_vocab(vocab_path: str, scratch_dir: str) -> str:
     return local
 
 
-def _task_library_run_problems(model: bytes, scratch_dir: str) -> list[str]:
-    # Proves on the spot that the Task Library loads the file and answers, e.g. that
-    # every op of this quantization has a kernel its builtin op resolver knows. Only
-    # for models without known problems: feeding those could abort the process.
-    from bertqa.task_library import task_library_load_problems
+# A question whose WordPiece tokens are the same for our tokenizer and the Task Library's
+# (lower-case ASCII words), so both feed the model the same ids.
+_PROBE_QUESTION = "where did the team play the final game of the season"
+_PROBE_CONTEXT = ("the team played the final game of the season in denver on a cold night in february , "
+                  "and the coach said after the game that the players had worked hard all year long .")
+# How far the Task Library's logit of an answer may be from the interpreter's: different
+# runtimes may sum in another order; a kernel that reads the file otherwise is off by whole units.
+_LOGIT_TOLERANCE = 0.05
+
+
+def _task_library_run_problems(model: bytes, scratch_dir: str, vocab_path: str, config: TfliteExportConfig,
+                               ) -> list[str]:
+    """Why the Task Library cannot run the file, or runs it otherwise than TensorFlow Lite's interpreter.
+
+    Proves on the spot that the Task Library loads the file and answers (e.g. that every
+    op of this quantization has a kernel its builtin op resolver knows), and that the
+    span logits it answers with are the ones the interpreter computes: the metrics of the
+    file are measured with the interpreter, and the app runs the Task Library's own
+    TFLite runtime. Only for models without known problems: feeding those could abort
+    the process.
+    """
+    from bertqa.task_library import create_question_answerer, task_library_load_problems
+    from bertqa.tokenization import TokenizerConfig, cached_tokenizer
 
     local = os.path.join(scratch_dir, "task_library_check.tflite")
     with open(local, "wb") as f:
         f.write(model)
-    return task_library_load_problems(local)
+    problems = task_library_load_problems(local)
+    if problems:
+        return problems
+    tokenizer = cached_tokenizer(TokenizerConfig(vocab_path, config.do_lower_case))
+    question, context = tokenizer.tokenize([_PROBE_QUESTION, _PROBE_CONTEXT])
+    ids = [tokenizer.cls_id, *question.tolist(), tokenizer.sep_id, *context.tolist(), tokenizer.sep_id]
+    types = [0] * (len(question) + 2) + [1] * (len(context) + 1)
+    window = pad_window({"input_word_ids": np.array(ids), "input_mask": np.ones(len(ids)),
+                         "input_type_ids": np.array(types)}, config.seq_len)
+    outputs = _signature_runner(tf.lite.Interpreter(model_path=local))(**window)
+    starts, ends = outputs["start_logits"][0], outputs["end_logits"][0]
+    answers = create_question_answerer(local).answer(_PROBE_CONTEXT, _PROBE_QUESTION).answers
+    if not answers:
+        # An untrained model may put every top start after every top end; then there is nothing to
+        # compare, which says nothing about the runtime.
+        _log.info("The Task Library found no answer to the probe question; its logits were not compared.")
+        return []
+    gaps = [abs(a.pos.logit - float(starts[a.pos.start] + ends[a.pos.end])) for a in answers]
+    if max(gaps) > _LOGIT_TOLERANCE:
+        return [f"The Task Library's BertQuestionAnswerer runs the model otherwise than TensorFlow Lite's "
+                f"interpreter (its answer logits differ by up to {max(gaps):.3f} on a probe question): its "
+                "runtime reads some op of this file differently, so the metrics measured here would not hold "
+                "in an app."]
+    return []
 
 
 def export_tflite(
@@ -520,18 +639,23 @@ def export_tflite(
 
     The file is written even when the Task Library cannot run it faithfully (our own
     TfliteQaRunner can); `warnings` then says why. A model without known problems is
-    loaded and asked one question through the Task Library before returning.
+    loaded and asked a probe question through the Task Library before returning, and
+    the logits of its answers are compared with the interpreter's.
     """
     model = convert_saved_model(saved_model_dir, config, quantization, representative_windows)
-    warnings = task_library_incompatibilities(config) + task_library_io_problems(model)
+    incompatibilities = task_library_incompatibilities(config)
+    failures = task_library_io_problems(model)
     with tempfile.TemporaryDirectory() as scratch:
-        model = add_task_library_metadata(model, _local_vocab(vocab_path, scratch))
-        if not warnings:
-            warnings += _task_library_run_problems(model, scratch)
+        local_vocab = _local_vocab(vocab_path, scratch)
+        model = add_task_library_metadata(model, local_vocab)
+        if not incompatibilities and not failures:
+            failures += _task_library_run_problems(model, scratch, local_vocab, config)
     _write_bytes(model, output_path)
+    warnings = incompatibilities + failures
     for warning in warnings:
         _log.warning("%s: %s", output_path, warning)
-    return ExportResult(path=output_path, size_bytes=len(model), warnings=tuple(warnings))
+    return ExportResult(path=output_path, size_bytes=len(model), warnings=tuple(warnings),
+                        task_library_failures=tuple(failures))
 
 
 # --- Running the exported model on windows ---------------------------------------------------

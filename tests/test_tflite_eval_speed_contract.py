@@ -98,7 +98,7 @@ def test_a_model_whose_batch_is_frozen_falls_back_and_scores_the_same(saved_mode
     assert fast.metrics == _one_window_loop(path, examples, windows).metrics
 
 
-def test_evaluate_tflite_runs_the_interpreter_on_the_requested_threads(exported, eval_data, monkeypatch):
+def test_evaluate_tflite_runs_one_single_threaded_interpreter_per_requested_thread(exported, eval_data, monkeypatch):
     threads = []
     original = tflite_export.TfliteQaRunner.__init__
 
@@ -108,10 +108,13 @@ def test_evaluate_tflite_runs_the_interpreter_on_the_requested_threads(exported,
 
     monkeypatch.setattr(tflite_export.TfliteQaRunner, "__init__", spy)
     examples, windows = eval_data
+    assert len(windows) >= 3
     evaluation.evaluate_tflite(exported["none"], examples, windows, evaluation.EvalConfig(), num_threads=3,
                                show_progress=False)
+    assert threads == [1, 1, 1]
+    threads.clear()
     evaluation.evaluate_tflite(exported["none"], examples, windows, evaluation.EvalConfig(), show_progress=False)
-    assert threads == [3, evaluation.default_num_threads()]
+    assert threads == [1] * min(evaluation.default_num_threads(), len(windows))
 
 
 def test_evaluate_tflite_refuses_windows_longer_than_the_model_takes(exported, eval_data):

@@ -1,9 +1,11 @@
-"""Dynamic-range export: fully-connected int8 weights get one scale per output channel.
+"""Dynamic-range export: fully-connected int8 weights get the precision of one scale per output channel.
 
 The stand-in is a `logits` signature over a dense layer whose first output channel has
 weights 1000 times larger than the others', the shape of the problem in a trained BERT:
 with one scale per tensor that channel sets the step and the others round to almost
-nothing; with one scale per channel each keeps its precision.
+nothing; with one scale per channel each keeps its precision. The file carries that as
+per-tensor int8 codes of row-normalised weights and a float rescale after the op, which
+every TFLite runtime (the Task Library's included) reads the same way.
 """
 
 from __future__ import annotations
@@ -53,10 +55,27 @@ def _convert(path: str, per_channel: bool) -> bytes:
                                              QuantizationConfig("dynamic", per_channel_dense=per_channel))
 
 
-def _int8_dense_scales(model: bytes) -> list[int]:
+def _int8_dense_weights(model: bytes) -> list:
     graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
-    return [len(t.quantization.scale) for t in tflite_export._fully_connected_weights(graph)
-            if t.type == schema.TensorType.INT8]
+    return [(t, graph) for t in tflite_export._fully_connected_weights(graph) if t.type == schema.TensorType.INT8]
+
+
+def _rescale_after_each_dense(model: bytes) -> list[np.ndarray]:
+    """For every FULLY_CONNECTED op, the constant its output is multiplied by next (None without a MUL)."""
+    graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    ops = graph.subgraphs[0].operators
+    scales = []
+    for i, op in enumerate(ops):
+        if op in tflite_export._fully_connected_ops(graph):
+            following = ops[i + 1] if i + 1 < len(ops) else None
+            is_mul = following is not None and tflite_export._builtin_code(graph, following) == \
+                schema.BuiltinOperator.MUL and following.inputs[0] == op.outputs[0]
+            if is_mul:
+                constant = graph.subgraphs[0].tensors[following.inputs[1]]
+                scales.append(np.frombuffer(bytes(graph.buffers[constant.buffer].data), np.float32))
+            else:
+                scales.append(None)
+    return scales
 
 
 def _max_error(model: bytes, path: str) -> float:
@@ -69,10 +88,34 @@ def _max_error(model: bytes, path: str) -> float:
     return max(float(np.abs(got[k] - want[k].numpy()).max()) for k in tflite_export.OUTPUT_NAMES)
 
 
-def test_dynamic_export_scales_dense_weights_per_output_channel(skewed_dir):
-    assert _int8_dense_scales(_convert(skewed_dir, per_channel=True)) == [HIDDEN]
-    # What TensorFlow's converter does on its own: one scale for the whole tensor.
-    assert _int8_dense_scales(_convert(skewed_dir, per_channel=False)) == [1]
+def test_dynamic_export_gives_every_dense_row_the_full_int8_range_and_rescales_it(skewed_dir):
+    model = _convert(skewed_dir, per_channel=True)
+    ((weights, graph),) = _int8_dense_weights(model)
+    assert len(weights.quantization.scale) == 1  # per tensor: what every runtime reads
+    codes = np.frombuffer(bytes(graph.buffers[weights.buffer].data), np.int8).reshape(list(weights.shape))
+    assert (np.abs(codes.astype(int)).max(axis=1) == 127).all()  # each output channel uses the whole range
+    rescales = _rescale_after_each_dense(model)  # the int8 layer's, and None for the float head (too small)
+    assert [r is None for r in rescales] == [False, True]
+    rescale = rescales[0]
+    assert rescale.shape == (HIDDEN,)
+    assert rescale.max() / rescale.min() > 100  # the large channel keeps its own scale
+    # What TensorFlow's converter does on its own: one scale for the whole tensor, no rescale.
+    ((weights, graph),) = _int8_dense_weights(_convert(skewed_dir, per_channel=False))
+    codes = np.frombuffer(bytes(graph.buffers[weights.buffer].data), np.int8).reshape(list(weights.shape))
+    assert (np.abs(codes.astype(int)).max(axis=1) < 127).sum() == HIDDEN - 1
+    assert _rescale_after_each_dense(_convert(skewed_dir, per_channel=False)) == [None, None]
+
+
+def test_the_rescaled_model_computes_the_same_on_tflite_reference_kernels(skewed_dir):
+    model = _convert(skewed_dir, per_channel=True)
+    inputs = {"input_word_ids": np.arange(2 * SEQ_LEN, dtype=np.int32).reshape(2, SEQ_LEN) + 1000,
+              "input_mask": np.ones((2, SEQ_LEN), np.int32), "input_type_ids": np.zeros((2, SEQ_LEN), np.int32)}
+    outputs = [tf.lite.Interpreter(model_content=model, experimental_op_resolver_type=resolver)
+               .get_signature_runner()(**inputs)
+               for resolver in (tf.lite.experimental.OpResolverType.AUTO,
+                                tf.lite.experimental.OpResolverType.BUILTIN_REF)]
+    for name in tflite_export.OUTPUT_NAMES:
+        np.testing.assert_allclose(outputs[0][name], outputs[1][name], rtol=1e-3, atol=1e-3)
 
 
 def test_per_channel_scales_keep_the_small_channels_that_one_scale_rounds_away(skewed_dir):

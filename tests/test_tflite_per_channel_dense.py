@@ -135,3 +135,80 @@ def test_weights_of_another_model_are_refused(skewed_dir, tmp_path):
     float_model = tflite_export.convert_saved_model(other, config, QuantizationConfig.none())
     with pytest.raises(ValueError, match="not a quantization of their float counterpart"):
         tflite_export.per_channel_dense_weights(dynamic, float_model)
+
+
+# --- The Task Library check: a file its runtime reads otherwise is caught ------------------------------
+
+
+class _Answering(tf.Module):
+    """A [batch, 384] model whose dense layer has a skewed channel and which answers "denver" clearly.
+
+    The +10 on the "denver" token gives the Task Library a span to answer with; the rest of
+    each logit comes through the int8 dense layer, so a runtime that reads its weights
+    otherwise answers with other logits.
+    """
+
+    def __init__(self, denver_id: int, vocab_size: int):
+        super().__init__()
+        rng = np.random.default_rng(3)
+        self.denver_id = denver_id
+        self.embedding = tf.Variable(rng.normal(size=(vocab_size, HIDDEN)).astype(np.float32))
+        kernel = rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32)
+        kernel[:, 0] *= 1000.0
+        self.kernel = tf.Variable(kernel)
+        self.head = tf.Variable(rng.normal(size=(HIDDEN, 2)).astype(np.float32) / HIDDEN)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name) for name in tflite_export.INPUT_NAMES])
+    def logits(self, input_word_ids, input_mask, input_type_ids):
+        hidden = tf.gather(self.embedding, input_word_ids)
+        seq = tf.shape(input_word_ids)[1]
+        hidden = tf.reshape(tf.matmul(tf.reshape(hidden, [-1, HIDDEN]), self.kernel), [-1, seq, HIDDEN])
+        hidden = tf.concat([hidden[..., :1] * 1e-3, hidden[..., 1:]], axis=-1)
+        out = tf.einsum("bsh,hk->bsk", hidden, self.head)
+        bonus = 10.0 * tf.cast(tf.equal(input_word_ids, self.denver_id), tf.float32)
+        return {"start_logits": out[..., 0] + bonus, "end_logits": out[..., 1] + bonus}
+
+
+def _per_channel_parameters(per_tensor_model: bytes, float_model: bytes) -> bytes:
+    """Per-channel scales as quantization parameters: TF's interpreter runs them, the Task Library misreads them."""
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(per_tensor_model))
+    reference = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_model))
+    for weights, float_weights in zip(tflite_export._fully_connected_weights(model),
+                                      tflite_export._fully_connected_weights(reference), strict=True):
+        if weights.type != schema.TensorType.INT8:
+            continue
+        values = np.frombuffer(bytes(reference.buffers[float_weights.buffer].data), np.float32)
+        values = values.reshape(list(float_weights.shape))
+        scales = np.abs(values).max(axis=1) / 127.0
+        codes = np.clip(np.round(values / scales[:, None]), -127, 127).astype(np.int8)
+        model.buffers[weights.buffer].data = np.frombuffer(codes.tobytes(), np.uint8)
+        weights.quantization.scale = scales.astype(np.float32)
+        weights.quantization.zeroPoint = np.zeros(len(scales), np.int64)
+        weights.quantization.quantizedDimension = 0
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def test_the_task_library_check_refuses_a_file_its_runtime_reads_otherwise(tmp_path):
+    from bertqa import model_spec
+
+    vocab_path = model_spec.get("tiny_random").resolved_vocab_path()
+    with open(vocab_path, encoding="utf-8") as f:
+        vocab = [line.rstrip("\n") for line in f]
+    module = _Answering(vocab.index("denver"), len(vocab))
+    saved = str(tmp_path / "answering")
+    tf.saved_model.save(module, saved, signatures={tflite_export.LOGITS_SIGNATURE: module.logits})
+    config = TfliteExportConfig()  # the Task Library's [1, 384]
+    float_model = tflite_export.convert_saved_model(saved, config, QuantizationConfig.none())
+    per_tensor = tflite_export.convert_saved_model(saved, config,
+                                                   QuantizationConfig("dynamic", per_channel_dense=False))
+
+    def problems(model: bytes, name: str) -> list[str]:
+        scratch = tmp_path / name
+        scratch.mkdir()
+        return tflite_export._task_library_run_problems(
+            tflite_export.add_task_library_metadata(model, vocab_path), str(scratch), vocab_path, config)
+
+    assert problems(tflite_export.per_channel_dense_weights(per_tensor, float_model), "rescaled") == []
+    assert problems(float_model, "float") == []
+    (problem,) = problems(_per_channel_parameters(per_tensor, float_model), "misread")
+    assert "runs the model otherwise than TensorFlow Lite's interpreter" in problem

@@ -143,7 +143,7 @@ def test_weights_of_another_model_are_refused(skewed_dir, tmp_path):
 class _Answering(tf.Module):
     """A [batch, 384] model whose dense layer has a skewed channel and which answers "denver" clearly.
 
-    The +10 on the "denver" token gives the Task Library a span to answer with; the rest of
+    The +20 on the "denver" token gives the Task Library a span to answer with; the rest of
     each logit comes through the int8 dense layer, so a runtime that reads its weights
     otherwise answers with other logits.
     """
@@ -156,7 +156,8 @@ class _Answering(tf.Module):
         kernel = rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32)
         kernel[:, 0] *= 1000.0
         self.kernel = tf.Variable(kernel)
-        self.head = tf.Variable(rng.normal(size=(HIDDEN, 2)).astype(np.float32) / HIDDEN)
+        # Large enough that the dense layer moves each logit by several units.
+        self.head = tf.Variable(rng.normal(size=(HIDDEN, 2)).astype(np.float32) / 4.0)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name) for name in tflite_export.INPUT_NAMES])
     def logits(self, input_word_ids, input_mask, input_type_ids):
@@ -165,7 +166,7 @@ class _Answering(tf.Module):
         hidden = tf.reshape(tf.matmul(tf.reshape(hidden, [-1, HIDDEN]), self.kernel), [-1, seq, HIDDEN])
         hidden = tf.concat([hidden[..., :1] * 1e-3, hidden[..., 1:]], axis=-1)
         out = tf.einsum("bsh,hk->bsk", hidden, self.head)
-        bonus = 10.0 * tf.cast(tf.equal(input_word_ids, self.denver_id), tf.float32)
+        bonus = 20.0 * tf.cast(tf.equal(input_word_ids, self.denver_id), tf.float32)
         return {"start_logits": out[..., 0] + bonus, "end_logits": out[..., 1] + bonus}
 
 

@@ -624,7 +624,8 @@ def _task_library_run_problems(model: bytes, scratch_dir: str, vocab_path: str, 
         return []
     expected = [float(starts[a.pos.start] + ends[a.pos.end]) for a in answers]
     gaps = [abs(a.pos.logit - want) for a, want in zip(answers, expected, strict=True)]
-    if any(gap > _LOGIT_TOLERANCE + _LOGIT_RELATIVE_TOLERANCE * abs(want) for gap, want in zip(gaps, expected, strict=True)):
+    limits = [_LOGIT_TOLERANCE + _LOGIT_RELATIVE_TOLERANCE * abs(want) for want in expected]
+    if any(gap > limit for gap, limit in zip(gaps, limits, strict=True)):
         return [f"The Task Library's BertQuestionAnswerer runs the model otherwise than TensorFlow Lite's "
                 f"interpreter (its answer logits differ by up to {max(gaps):.3f} on a probe question): its "
                 "runtime reads some op of this file differently, so the metrics measured here would not hold "

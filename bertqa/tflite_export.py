@@ -599,6 +599,8 @@ def _task_library_run_problems(model: bytes, scratch_dir: str, vocab_path: str, 
     TFLite runtime. Only for models without known problems: feeding those could abort
     the process.
     """
+    from bertqa import windowing
+    from bertqa.raw_example import SquadExample
     from bertqa.task_library import create_question_answerer, task_library_load_problems
     from bertqa.tokenization import TokenizerConfig, cached_tokenizer
 
@@ -608,13 +610,13 @@ def _task_library_run_problems(model: bytes, scratch_dir: str, vocab_path: str, 
     problems = task_library_load_problems(local)
     if problems:
         return problems
-    tokenizer = cached_tokenizer(TokenizerConfig(vocab_path, config.do_lower_case))
-    question, context = tokenizer.tokenize([_PROBE_QUESTION, _PROBE_CONTEXT])
-    ids = [tokenizer.cls_id, *question.tolist(), tokenizer.sep_id, *context.tolist(), tokenizer.sep_id]
-    types = [0] * (len(question) + 2) + [1] * (len(context) + 1)
-    window = pad_window({"input_word_ids": np.array(ids), "input_mask": np.ones(len(ids)),
-                         "input_type_ids": np.array(types)}, config.seq_len)
-    outputs = _signature_runner(tf.lite.Interpreter(model_path=local))(**window)
+    # The probe windowed as the pipeline windows text; it fits one window, as it does for the Task Library.
+    probe = SquadExample(id="probe", title="probe", context=_PROBE_CONTEXT, question=_PROBE_QUESTION)
+    (window,), _ = windowing.make_windows(
+        [probe], cached_tokenizer(TokenizerConfig(vocab_path, config.do_lower_case)),
+        windowing.WindowConfig(seq_len=config.seq_len, query_len=config.query_len), is_training=False)
+    inputs = pad_window({name: np.asarray(getattr(window, name)) for name in INPUT_NAMES}, config.seq_len)
+    outputs = _signature_runner(tf.lite.Interpreter(model_path=local))(**inputs)
     starts, ends = outputs["start_logits"][0], outputs["end_logits"][0]
     answers = create_question_answerer(local).answer(_PROBE_CONTEXT, _PROBE_QUESTION).answers
     if not answers:

@@ -5,6 +5,9 @@
     bertqa evaluate --model <.tflite or SavedModel dir> --data dev.json [--threads N] [--batch-size N]
     bertqa export --model <SavedModel dir> --output-dir D --quantization dynamic|float16|int8|none [--data train.json]
     bertqa run [local_runner options]      # the local pipeline (same as `python local_runner.py`)
+    bertqa retrain --data-dir D [--span N]  # one scheduled retraining step (see bertqa.retrain)
+    bertqa lineage [VERSION | model.tflite] [--json]   # what a pushed model came from (ML Metadata)
+    bertqa kfp compile|run|schedule ...      # Kubeflow Pipelines (see bertqa.kfp_client)
 
 `evaluate` prints one JSON object, the official SQuAD metrics on 0-100 ({"exact_match", "f1"}
 for SQuAD 1.1 data); `export` prints one JSON object describing the file it wrote. Progress
@@ -167,6 +170,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the local pipeline (see `bertqa run --help`)")
+    commands.add_parser("retrain", help="retrain on the latest (or a given) span; a scheduler calls this")
+    commands.add_parser("lineage", help="which data, settings and baseline produced a pushed model")
+    commands.add_parser("kfp", help="compile, submit or schedule the pipeline on Kubeflow Pipelines")
     predict_parser = commands.add_parser("predict", help="answer a question about a context")
     predict_parser.add_argument("--model", required=True, help="a .tflite file or a SavedModel directory")
     predict_parser.add_argument("--context", required=True)
@@ -203,6 +209,19 @@ def main(argv=None) -> int:
         import local_runner
 
         return local_runner.main(argv[1:])
+    # Commands with parsers of their own, in their own modules.
+    if argv and argv[0] == "retrain":
+        from bertqa import retrain
+
+        return retrain.main(argv[1:])
+    if argv and argv[0] == "lineage":
+        from bertqa import lineage
+
+        return lineage.main(argv[1:])
+    if argv and argv[0] == "kfp":
+        from bertqa import kfp_client
+
+        return kfp_client.main(argv[1:])
     args = _build_parser().parse_args(argv)
     if args.command == "predict":
         return _predict_command(args)

@@ -67,6 +67,42 @@ def build_model(spec: BertQaSpec) -> keras.Model:
     return model
 
 
+def warm_start(model: keras.Model, saved_model_dir: str) -> str | None:
+    """Initialises `model` with every weight of an exported SavedModel (bertqa.serving's).
+
+    Weights are matched by variable name and shape, and only when every one of the
+    model's weights has exactly one match is anything copied. Returns None on success,
+    else why not (the model is then left as it was, for a cold start).
+    """
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the serving graph)
+
+    from bertqa.tflite_export import LOGITS_SIGNATURE
+
+    try:
+        source = tf.saved_model.load(saved_model_dir).signatures[LOGITS_SIGNATURE].variables
+    except (OSError, KeyError, ValueError, tf.errors.OpError) as error:
+        return f"{saved_model_dir} cannot be loaded as an exported model ({type(error).__name__}: {error})"
+    by_name: dict[str, list[tf.Variable]] = {}
+    for variable in source:
+        by_name.setdefault(variable.name, []).append(variable)
+    problems, pairs = [], []
+    for weight in model.weights:
+        matches = by_name.pop(weight.name, [])
+        if len(matches) != 1:
+            problems.append(f"{weight.name}: {len(matches)} variables of that name in the baseline")
+        elif matches[0].shape != weight.shape:
+            problems.append(f"{weight.name}: shape {matches[0].shape} in the baseline, {weight.shape} here")
+        else:
+            pairs.append((weight, matches[0]))
+    problems.extend(f"{name}: in the baseline only" for name in sorted(by_name))
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        return f"the baseline's weights do not match this model ({shown})"
+    for weight, variable in pairs:
+        weight.assign(variable)
+    return None
+
+
 def _parse_windows(serialized):
     spec = {name: tf.io.VarLenFeature(tf.int64) for name in _TOKEN_FEATURES}
     spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in _LABEL_FEATURES})

@@ -14,7 +14,7 @@ from tfx import v1 as tfx
 from bertqa import model_spec
 from components.bert_qa_transform.component import BertQATransform
 from components.squad_evaluator.component import SquadEvaluator
-from components.squad_example_gen.component import SquadExampleGen, separate_files, split_by_title
+from components.squad_example_gen.component import SquadExampleGen, separate_files, single_span, split_by_title
 from components.tflite_exporter import core as tflite_exporter_core
 from components.tflite_exporter.component import TFLiteExporter
 
@@ -29,15 +29,23 @@ class PipelineConfig:
     serving_dir: str
     spec: model_spec.BertQaSpec
     # Train and eval from separate files under data_root; with eval_pattern None, every file
-    # matching train_pattern is hash-split by article title instead.
+    # matching train_pattern is hash-split by article title instead. Patterns may carry
+    # {SPAN} (e.g. "span-{SPAN}/train.json"): the run reads the latest span, or `span`.
     train_pattern: str = "train.json"
     eval_pattern: str | None = "eval.json"
+    span: int | None = None
     version_2_with_negative: bool = False
     strict: bool = False
     epochs: float | None = None  # None: the spec's default_training_epochs
     batch_size: int | None = None
     train_steps: int | None = None  # overrides epochs when set
     min_f1: float = 40.0
+    # Retraining: the latest model pushed to serving_dir is the baseline that a new model
+    # must not fall behind by more than max_f1_regression F1 points on this run's eval split,
+    # and the warm start of training (unless cold_start).
+    compare_with_baseline: bool = True
+    max_f1_regression: float = 0.0
+    cold_start: bool = False
     # TFLite variants to export, score and bless ("dynamic" is always one: it is the pushed
     # model.tflite), and per-variant limits on the F1 drop against the SavedModel (points).
     tflite_variants: tuple[str, ...] = tflite_exporter_core.DEFAULT_VARIANTS
@@ -46,23 +54,27 @@ class PipelineConfig:
     beam_pipeline_args: tuple[str, ...] = ()
 
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+def input_config(config: PipelineConfig) -> tfx.proto.Input:
     if config.eval_pattern:
-        example_gen = SquadExampleGen(
-            input_base=config.data_root,
-            input_config=separate_files(config.train_pattern, config.eval_pattern),
-            version_2_with_negative=config.version_2_with_negative, strict=config.strict)
-    else:
-        example_gen = SquadExampleGen(
-            input_base=config.data_root,
-            input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=config.train_pattern)]),
-            output_config=split_by_title(),
-            version_2_with_negative=config.version_2_with_negative, strict=config.strict)
+        return separate_files(config.train_pattern, config.eval_pattern)
+    return tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=config.train_pattern)])
+
+
+def range_config(config: PipelineConfig):
+    return single_span(config.span) if config.span is not None else None
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    example_gen = SquadExampleGen(
+        input_base=config.data_root, input_config=input_config(config),
+        output_config=None if config.eval_pattern else split_by_title(), range_config=range_config(config),
+        version_2_with_negative=config.version_2_with_negative, strict=config.strict)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
 
+    baseline_dir = config.serving_dir if config.compare_with_baseline else ""
     transform = BertQATransform(examples=example_gen.outputs["examples"], spec=config.spec)
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
@@ -71,11 +83,13 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=config.train_steps or 0),
         eval_args=tfx.proto.EvalArgs(splits=["eval"], num_steps=0),
         custom_config={"model_spec": model_spec.to_json(config.spec), "epochs": config.epochs,
-                       "batch_size": config.batch_size})
+                       "batch_size": config.batch_size, "baseline_serving_dir": baseline_dir,
+                       "cold_start": config.cold_start})
     evaluator = SquadEvaluator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
         transformed_examples=transform.outputs["transformed_examples"], min_f1=config.min_f1,
-        version_2_with_negative=config.version_2_with_negative, batch_size=config.spec.predict_batch_size)
+        version_2_with_negative=config.version_2_with_negative, batch_size=config.spec.predict_batch_size,
+        baseline_serving_dir=baseline_dir, max_f1_regression=config.max_f1_regression)
     exporter = TFLiteExporter(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         transform_graph=transform.outputs["transform_graph"], examples=example_gen.outputs["examples"],

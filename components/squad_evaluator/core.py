@@ -6,14 +6,45 @@ import dataclasses
 import json
 import os
 
-from bertqa import evaluation, postprocess
+import tensorflow as tf
+
+from bertqa import evaluation, postprocess, pushed_models
 
 
 @dataclasses.dataclass(frozen=True)
 class BlessingConfig:
-    """A model is blessed when its F1 (0-100) reaches `min_f1`."""
+    """A model is blessed when its F1 (0-100) reaches `min_f1` and, when there is a baseline
+    (the model pushed last), is at most `max_f1_regression` points below the baseline's F1
+    on the same eval split."""
 
     min_f1: float = 40.0
+    max_f1_regression: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """The model to beat: the latest pushed version (bertqa.pushed_models)."""
+
+    version: str
+    model_id: int | None
+    saved_model_dir: str
+    identity: dict
+    span: int | None = None
+
+    @classmethod
+    def from_pushed(cls, pushed: pushed_models.PushedModel) -> Baseline:
+        return cls(version=pushed.version, model_id=pushed.model_id, saved_model_dir=pushed.saved_model_dir,
+                   identity=pushed.record.get("identity", {}), span=pushed.span)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineComparison:
+    baseline: Baseline
+    metrics: dict[str, float] | None  # None when it could not be scored
+    problem: str | None  # why it cannot be compared (the candidate is then not blessed)
+
+    def delta(self, candidate_f1: float) -> float | None:
+        return None if self.metrics is None else candidate_f1 - self.metrics["f1"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,13 +52,28 @@ class EvaluatorResult:
     metrics: dict[str, float]
     blessed: bool
     reason: str
+    comparison: BaselineComparison | None = None
 
 
-def bless(metrics: dict[str, float], config: BlessingConfig) -> tuple[bool, str]:
+def bless(metrics: dict[str, float], config: BlessingConfig,
+          comparison: BaselineComparison | None = None) -> tuple[bool, str]:
+    """The verdict and its reason. Without a baseline (a first run) min_f1 alone decides;
+    a baseline that cannot be compared fails closed."""
     f1 = metrics["f1"]
-    if f1 >= config.min_f1:
-        return True, f"f1 {f1:.2f} >= min_f1 {config.min_f1:.2f}"
-    return False, f"f1 {f1:.2f} < min_f1 {config.min_f1:.2f}"
+    if f1 < config.min_f1:
+        return False, f"f1 {f1:.2f} < min_f1 {config.min_f1:.2f}"
+    absolute = f"f1 {f1:.2f} >= min_f1 {config.min_f1:.2f}"
+    if comparison is None:
+        return True, f"{absolute}; no baseline (nothing pushed yet)"
+    named = f"baseline version {comparison.baseline.version} (model {comparison.baseline.model_id})"
+    if comparison.problem is not None:
+        return False, f"{absolute}, but {named} cannot be compared: {comparison.problem}"
+    delta = comparison.delta(f1)
+    if delta < -config.max_f1_regression:
+        return False, (f"{absolute}, but {delta:+.2f} F1 against {named} (f1 {comparison.metrics['f1']:.2f}), "
+                       f"worse than the tolerance of {config.max_f1_regression:.2f}")
+    return True, (f"{absolute}; {delta:+.2f} F1 against {named} (f1 {comparison.metrics['f1']:.2f}), "
+                  f"within the tolerance of {config.max_f1_regression:.2f}")
 
 
 def _with_tuned_null_threshold(examples, windows, starts, ends, eval_config, result) -> evaluation.EvalResult:
@@ -48,20 +94,62 @@ def _with_tuned_null_threshold(examples, windows, starts, ends, eval_config, res
     return evaluation.EvalResult(metrics=metrics, predictions=tuned.predictions)
 
 
-def evaluate_saved_model(saved_model_dir: str, examples_pattern: str, windows_pattern: str,
-                         eval_config: evaluation.EvalConfig, blessing: BlessingConfig,
-                         output_dir: str, tune_null_threshold: bool = True) -> EvaluatorResult:
-    examples = evaluation.read_examples(examples_pattern)
-    windows = evaluation.read_windows(windows_pattern)
+def _score_saved_model(saved_model_dir, examples, windows, eval_config, tune_null_threshold) -> evaluation.EvalResult:
     starts, ends = evaluation.predict_logits(evaluation.saved_model_logits_fn(saved_model_dir), windows,
                                              eval_config.batch_size)
     result = evaluation.score(examples, windows, starts, ends, eval_config)
     if eval_config.version_2_with_negative and tune_null_threshold:
         result = _with_tuned_null_threshold(examples, windows, starts, ends, eval_config, result)
-    blessed, reason = bless(result.metrics, blessing)
+    return result
+
+
+def compare_with_baseline(baseline: Baseline, candidate_identity: dict | None, examples, windows,
+                          eval_config: evaluation.EvalConfig, tune_null_threshold: bool) -> BaselineComparison:
+    """The baseline scored on the candidate's windows, or why it cannot be.
+
+    The same windows serve both models only when their identities (spec, vocabulary,
+    windowing) agree; otherwise the comparison would measure the tokenizer, not the model.
+    """
+    if candidate_identity is None:
+        return BaselineComparison(baseline, None, "the candidate has no identity record (training_summary.json)")
+    problem = pushed_models.comparability_problem(candidate_identity, baseline.identity)
+    if problem is None and not tf.io.gfile.exists(os.path.join(baseline.saved_model_dir, "saved_model.pb")):
+        problem = f"its SavedModel {baseline.saved_model_dir} is gone (was the pipeline root cleaned?)"
+    if problem is not None:
+        return BaselineComparison(baseline, None, problem)
+    result = _score_saved_model(baseline.saved_model_dir, examples, windows, eval_config, tune_null_threshold)
+    return BaselineComparison(baseline, result.metrics, None)
+
+
+def comparison_summary(comparison: BaselineComparison | None, candidate_f1: float) -> dict:
+    """The baseline's figures as flat keys (metrics.json, the blessing's custom properties)."""
+    if comparison is None:
+        return {}
+    summary = {"baseline_version": comparison.baseline.version, "baseline_model_id": comparison.baseline.model_id,
+               "baseline_span": comparison.baseline.span, "baseline_saved_model": comparison.baseline.saved_model_dir,
+               "baseline_problem": comparison.problem}
+    if comparison.metrics is not None:
+        summary.update({f"baseline_{key}": value for key, value in comparison.metrics.items()})
+        summary["f1_delta"] = comparison.delta(candidate_f1)
+    return {key: value for key, value in summary.items() if value is not None}
+
+
+def evaluate_saved_model(saved_model_dir: str, examples_pattern: str, windows_pattern: str,
+                         eval_config: evaluation.EvalConfig, blessing: BlessingConfig,
+                         output_dir: str, tune_null_threshold: bool = True, baseline: Baseline | None = None,
+                         candidate_identity: dict | None = None) -> EvaluatorResult:
+    examples = evaluation.read_examples(examples_pattern)
+    windows = evaluation.read_windows(windows_pattern)
+    result = _score_saved_model(saved_model_dir, examples, windows, eval_config, tune_null_threshold)
+    comparison = None
+    if baseline is not None:
+        comparison = compare_with_baseline(baseline, candidate_identity, examples, windows, eval_config,
+                                           tune_null_threshold)
+    blessed, reason = bless(result.metrics, blessing, comparison)
     os.makedirs(output_dir, exist_ok=True)
     postprocess.write_prediction_files(result.predictions, output_dir, eval_config.version_2_with_negative)
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
         json.dump({**result.metrics, "questions": len(examples), "windows": len(windows),
-                   "blessed": blessed, "reason": reason}, f, indent=2)
-    return EvaluatorResult(metrics=result.metrics, blessed=blessed, reason=reason)
+                   "blessed": blessed, "reason": reason,
+                   **comparison_summary(comparison, result.metrics["f1"])}, f, indent=2)
+    return EvaluatorResult(metrics=result.metrics, blessed=blessed, reason=reason, comparison=comparison)

@@ -1,28 +1,38 @@
 """TFX glue for SquadExampleGen.
 
 Artifacts in: none (reads SQuAD JSON files under `input_base`, matched by the input
-config's split patterns, which may carry {SPAN}/{VERSION} for rolling retraining).
+config's split patterns, which may carry {SPAN}/{VERSION} for rolling retraining; the
+latest span, or the one a static range config names).
 Artifacts out:
   examples: Examples, splits `train`/`eval` (from separate files, or a hash split on
     the article `title`, so paragraphs never leak across splits), one tf.Example per
     question with the raw-example fields of bertqa.raw_example.
   Data counts (questions in, kept, repaired, dropped by reason) are written to
-  `data_report.json` in the examples artifact and as its custom properties.
+  `data_report.json` in the examples artifact and as its custom properties; `span`,
+  `version` and `input_fingerprint` are custom properties too.
+
+Spans are resolved by TFX's file driver where the orchestrator runs it (LocalDagRunner,
+Vertex AI's preCacheCheck). Open-source Kubeflow Pipelines runs no driver, so the executor
+resolves them itself, with the same TFX function, when the driver has not.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 from typing import Any
 
 import apache_beam as beam
 from tfx import types
 from tfx.components.example_gen import component as example_gen_component
+from tfx.components.example_gen import driver as example_gen_driver
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.dsl.components.base import base_beam_component, executor_spec
-from tfx.proto import example_gen_pb2
+from tfx.dsl.io import fileio
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
@@ -45,6 +55,64 @@ def _split_files(exec_properties: dict[str, Any]) -> dict[str, list[str]]:
     return {split.name: core.list_input_files(os.path.join(base, split.pattern)) for split in input_config.splits}
 
 
+def _spans_present(input_base: str, pattern: str) -> list[int]:
+    """The span numbers that files matching a {SPAN} pattern carry, for messages."""
+    glob = pattern.replace("{SPAN}", "*").replace("{VERSION}", "*")
+    regex = re.escape(os.path.join(input_base, pattern)).replace(r"\{SPAN\}", r"(\d+)").replace(
+        r"\{VERSION\}", r"\d+")
+    spans = set()
+    for path in fileio.glob(os.path.join(input_base, glob)):
+        match = re.fullmatch(regex, path)
+        if match:
+            spans.add(int(match.group(1)))
+    return sorted(spans)
+
+
+def resolve_spans(input_base: str, input_config: example_gen_pb2.Input,
+                  range_config: range_config_pb2.RangeConfig | None = None):
+    """(input config with the span filled in, span, version, input fingerprint), as TFX's driver resolves them.
+
+    Uses TFX's own resolution, so a pipeline reads the same span whichever orchestrator
+    runs it; a span that no file has, or splits whose latest spans differ, stop the run
+    with one SquadDataError that says what is there, never a silent run on an older span.
+    """
+    resolved = copy.deepcopy(input_config)
+    try:
+        fingerprint, span, version = example_gen_utils.calculate_splits_fingerprint_span_and_version(
+            input_base, resolved.splits, range_config)
+    except ValueError as error:
+        wanted = ""
+        if range_config is not None and range_config.HasField("static_range"):
+            wanted = f"span {range_config.static_range.start_span_number} "
+        present = {split.name: _spans_present(input_base, split.pattern) for split in input_config.splits
+                   if "{SPAN}" in split.pattern}
+        listing = "; ".join(f"{name}: {', '.join(map(str, spans)) or 'none'}" for name, spans in present.items())
+        patterns = ", ".join(os.path.join(input_base, split.pattern) for split in input_config.splits)
+        raise squad_io.SquadDataError(
+            f"{patterns}: no {wanted}data for every split ({error}). Spans present: {listing or 'none'}. "
+            "Put each split's file of the new span in place (e.g. span-N/train.json and span-N/eval.json), "
+            "or name a span that exists with --span.") from error
+    return resolved, span, version, fingerprint
+
+
+def _resolve_spans_without_driver(exec_properties: dict[str, Any]) -> None:
+    """What TFX's file driver puts in exec_properties, for orchestrators that run no driver (open-source KFP)."""
+    if exec_properties.get(example_gen_utils.SPAN_PROPERTY_NAME) is not None:
+        return
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+    range_config = None
+    if exec_properties.get(standard_component_specs.RANGE_CONFIG_KEY):
+        range_config = range_config_pb2.RangeConfig()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.RANGE_CONFIG_KEY], range_config)
+    resolved, span, version, fingerprint = resolve_spans(
+        exec_properties[standard_component_specs.INPUT_BASE_KEY], input_config, range_config)
+    exec_properties[standard_component_specs.INPUT_CONFIG_KEY] = proto_utils.proto_to_json(resolved)
+    exec_properties[example_gen_utils.SPAN_PROPERTY_NAME] = span
+    exec_properties[example_gen_utils.VERSION_PROPERTY_NAME] = version
+    exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = fingerprint
+
+
 @beam.ptransform_fn
 def _SquadToExamples(pipeline, exec_properties: dict[str, Any], split_pattern: str):  # noqa: N802 (Beam naming)
     files = core.list_input_files(os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], split_pattern))
@@ -56,10 +124,12 @@ class SquadExampleGenExecutor(BaseExampleGenExecutor):
         return _SquadToExamples
 
     def Do(self, input_dict, output_dict, exec_properties):  # noqa: N802 (TFX API name)
+        _resolve_spans_without_driver(exec_properties)
         config = _read_config(exec_properties)
         reports = {name: core.validate_files(files, config) for name, files in _split_files(exec_properties).items()}
         super().Do(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
+        example_gen_driver.update_output_artifact(exec_properties, examples.mlmd_artifact)
         total = squad_io.merge_reports(list(reports.values()))
         with open(os.path.join(examples.uri, DATA_REPORT_FILE), "w") as f:
             json.dump({"total": total.to_dict(), "by_input_split": {k: v.to_dict() for k, v in reports.items()}},
@@ -113,6 +183,12 @@ def split_by_title(train_buckets: int = 9, eval_buckets: int = 1) -> example_gen
         splits=[example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=train_buckets),
                 example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=eval_buckets)],
         partition_feature_name="title"))
+
+
+def single_span(span: int) -> range_config_pb2.RangeConfig:
+    """A range config that reads exactly span `span` (TFX's ExampleGen reads one span at a time)."""
+    return range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+        start_span_number=span, end_span_number=span))
 
 
 def separate_files(train_pattern: str, eval_pattern: str) -> example_gen_pb2.Input:

@@ -16,7 +16,9 @@ Artifacts out:
     dynamic-range variant: inputs [1, seq_len] int32 with a resizable batch, named
     ids/mask/segment_ids in the metadata, outputs start_logits/end_logits, the vocab
     packed inside), model_<variant>.tflite for each other blessed variant, vocab.txt
-    and variants.json: what Pusher copies to the serving directory. Variants that are
+    variants.json and model_record.json (bertqa.pushed_models: the SavedModel it came from,
+    its span, metrics, baseline and warm start): what Pusher copies to the serving
+    directory, and where the next run finds its baseline. Variants that are
     not pushed stay under candidates/.
     Custom properties: exported (1/0), quantization (the pushed variant), size_bytes
     (of model.tflite), variants, pushed_variants, saved_model_exact_match,
@@ -37,12 +39,14 @@ import os
 from tfx import types
 from tfx.components.util import model_utils
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.utils import path_utils
 
 from bertqa import evaluation
 from components.bert_qa_transform.core import read_tokenizer_artifact
 from components.tflite_exporter import core
+from components.trainer.module import TRAINING_SUMMARY_FILE
 
 EVAL_SPLIT = "eval"
 TRAIN_SPLIT = "train"
@@ -114,6 +118,24 @@ def _record(exported, blessing, report: core.ExportReport) -> None:
         f.write(report.reason + "\n")
 
 
+def _read_json(path: str) -> dict:
+    if not fileio.exists(path):
+        return {}
+    with fileio.open(path) as f:
+        return json.load(f)
+
+
+def _model_record(model, input_dict, report: core.ExportReport, saved_model_dir: str) -> dict:
+    examples = artifact_utils.get_single_instance(input_dict["examples"])
+    example_props = {name: examples.get_custom_property(name) for name in ("span", "version", "input_fingerprint")
+                     if examples.has_custom_property(name)}
+    metrics = {}
+    if input_dict.get("evaluation"):
+        metrics = _read_json(os.path.join(artifact_utils.get_single_uri(input_dict["evaluation"]), "metrics.json"))
+    return core.model_record(model.id, saved_model_dir, _read_json(os.path.join(model.uri, TRAINING_SUMMARY_FILE)),
+                             {**example_props, "uri": examples.uri}, metrics, report)
+
+
 class TFLiteExporterExecutor(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties):  # noqa: N802 (TFX API name)
         exported = artifact_utils.get_single_instance(output_dict["exported_model"])
@@ -150,6 +172,9 @@ class TFLiteExporterExecutor(base_executor.BaseExecutor):
         for v in report.variants:
             for problem in v.task_library_problems:
                 logging.warning("TFLite %s and the Task Library: %s", v.variant, problem)
+        if report.blessed:
+            core.write_model_record(_model_record(model, input_dict, report, saved_model_dir),
+                                    path_utils.serving_model_dir(exported.uri))
         _record(exported, blessing, report)
 
 

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bertqa import evaluation, tflite_export
+from bertqa import evaluation, pushed_models, tflite_export
 from bertqa.raw_example import SquadExample
 from bertqa.windowing import Window
 
@@ -351,6 +351,40 @@ def _publish(report: ExportReport, output_dir: str, serving_dir: str, vocab_path
     shutil.copyfile(vocab_path, os.path.join(serving_dir, VOCAB_FILE))
     write_variants_json(report.to_json(), serving_dir)
     return report
+
+
+def model_record(model_id: int | None, saved_model_dir: str, training_summary: Mapping, examples: Mapping,
+                 evaluation_metrics: Mapping, report: ExportReport) -> dict:
+    """What a pushed version says about itself (bertqa.pushed_models.RECORD_FILE): where its
+    SavedModel is (the next run's baseline and warm start), its identity, its span and input
+    fingerprint, its metrics, the baseline it was compared with and the project version."""
+    baseline = {key[len("baseline_"):]: value for key, value in evaluation_metrics.items()
+                if key.startswith("baseline_")}
+    return {
+        "model_id": model_id,
+        "saved_model_dir": saved_model_dir,
+        "identity": training_summary.get("identity"),
+        "span": examples.get("span"),
+        "data_version": examples.get("version"),
+        "input_fingerprint": examples.get("input_fingerprint"),
+        "examples_uri": examples.get("uri"),
+        "metrics": {key: evaluation_metrics[key] for key in ("exact_match", "exact", "f1")
+                    if key in evaluation_metrics},
+        "baseline": baseline or None,
+        "f1_delta": evaluation_metrics.get("f1_delta"),
+        "warm_started_from": training_summary.get("warm_started_from"),
+        "training": {key: training_summary.get(key) for key in ("train_windows", "steps", "batch_size", "epochs",
+                                                                 "learning_rate", "final_loss")},
+        "variants": {v.variant: {"f1": v.f1, "f1_drop": v.f1_drop, "size_bytes": v.size_bytes}
+                     for v in report.variants if v.blessed},
+        "project": pushed_models.project_version(),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_model_record(record: Mapping, serving_dir: str) -> None:
+    with open(os.path.join(serving_dir, pushed_models.RECORD_FILE), "w") as f:
+        json.dump(record, f, indent=2)
 
 
 def write_variants_json(content: dict, directory: str) -> None:

@@ -52,6 +52,11 @@ class PipelineConfig:
     max_f1_drop: Mapping[str, float] = dataclasses.field(default_factory=dict)
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = ()
+    # Kubeflow pipeline parameters (tfx.dsl.experimental.RuntimeParameter, ptype str) that replace
+    # compile-time values, set per run: the Trainer's TrainArgs as JSON (instead of train_steps),
+    # and a RangeConfig as JSON, "" for the latest span (instead of span). See kubeflow_runner.py.
+    train_args_parameter: tfx.dsl.experimental.RuntimeParameter | None = None
+    range_config_parameter: tfx.dsl.experimental.RuntimeParameter | None = None
 
 
 def input_config(config: PipelineConfig) -> tfx.proto.Input:
@@ -61,6 +66,8 @@ def input_config(config: PipelineConfig) -> tfx.proto.Input:
 
 
 def range_config(config: PipelineConfig):
+    if config.range_config_parameter is not None:
+        return config.range_config_parameter
     return single_span(config.span) if config.span is not None else None
 
 
@@ -80,7 +87,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
-        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=config.train_steps or 0),
+        train_args=(config.train_args_parameter if config.train_args_parameter is not None
+                    else tfx.proto.TrainArgs(splits=["train"], num_steps=config.train_steps or 0)),
         eval_args=tfx.proto.EvalArgs(splits=["eval"], num_steps=0),
         custom_config={"model_spec": model_spec.to_json(config.spec), "epochs": config.epochs,
                        "batch_size": config.batch_size, "baseline_serving_dir": baseline_dir,

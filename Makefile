@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test test-fast bench lint lock clean
+.PHONY: setup run test test-fast bench lint lock clean image
 
 setup:
 	@scripts/setup.sh
@@ -37,3 +37,14 @@ lock:
 
 clean:
 	rm -rf runs
+
+# The image the Kubeflow tasks run in (Dockerfile: scripts/setup.sh with requirements.lock inside it),
+# with the first container engine that runs here: docker, else podman.
+IMAGE ?= bertqa-tfx:latest
+image:
+	@engine=""; for e in docker podman; do \
+	  if command -v $$e >/dev/null 2>&1 && $$e info >/dev/null 2>&1; then engine=$$e; break; fi; done; \
+	if [ -z "$$engine" ]; then \
+	  echo "make image: no container engine runs on this machine (docker or podman, with its daemon or service" \
+	       "running); build on one that has it: docker build -t $(IMAGE) ." >&2; exit 1; fi; \
+	echo "make image: $$engine build -t $(IMAGE) ."; $$engine build -t $(IMAGE) .

@@ -49,13 +49,16 @@ def _limit_arg(text: str) -> tuple[str, float]:
     return next(iter(limits.items()))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.path.join(HERE, "data", "sample"),
                         help="directory with the SQuAD JSON files (default: the bundled sample)")
     parser.add_argument("--train-pattern", default="train.json")
     parser.add_argument("--eval-pattern", default="eval.json",
                         help="'' to hash-split the train files by article title instead")
+    parser.add_argument("--span", type=int, default=None,
+                        help="with {SPAN} in the patterns (e.g. 'span-{SPAN}/train.json'): read this span "
+                             "(default: the latest span that every split has)")
     parser.add_argument("--version-2-with-negative", action="store_true", help="SQuAD 2.0 data")
     parser.add_argument("--strict", action="store_true", help="fail on misaligned answers instead of repairing")
     parser.add_argument("--spec", default=None, help="model spec name (default: minilm_offline)")
@@ -70,11 +73,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-f1-drop", action="append", default=[], metavar="VARIANT=POINTS", type=_limit_arg,
                         help="largest F1 drop against the SavedModel that still blesses a variant "
                              "(repeatable; defaults: none 0.2, dynamic 1.0, float16 0.2, int8 2.0)")
+    parser.add_argument("--max-f1-regression", type=float, default=0.0, metavar="POINTS",
+                        help="how many F1 points below the last pushed model (the baseline, scored on this run's "
+                             "eval split) a new model may be and still be pushed (default 0)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="judge on --min-f1 alone and train from the pretrained weights: ignore what was pushed")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="train from the pretrained weights instead of warm-starting from the last pushed model")
     parser.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
     parser.add_argument("--pipeline-name", default="bertqa")
     parser.add_argument("--beam-mode", default="in_process", choices=sorted(BEAM_MODES))
     parser.add_argument("--no-cache", action="store_true", help="re-run every component")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def build_config(args: argparse.Namespace):
@@ -94,12 +108,16 @@ def build_config(args: argparse.Namespace):
         spec=spec,
         train_pattern=args.train_pattern,
         eval_pattern=args.eval_pattern or None,
+        span=args.span,
         version_2_with_negative=args.version_2_with_negative,
         strict=args.strict,
         epochs=args.epochs,
         batch_size=args.batch_size,
         train_steps=args.train_steps,
         min_f1=args.min_f1,
+        compare_with_baseline=not args.no_baseline,
+        max_f1_regression=args.max_f1_regression,
+        cold_start=args.cold_start or args.no_baseline,
         tflite_variants=variants,
         max_f1_drop=dict(args.max_f1_drop),
         enable_cache=not args.no_cache,
@@ -110,11 +128,21 @@ def metadata_path(config) -> str:
     return os.path.join(os.path.dirname(config.pipeline_root), "metadata.sqlite")
 
 
+def check_input(config) -> int:
+    """The span this run reads (0 without {SPAN}); a missing or uneven span stops it here, with
+    one clear message, rather than in TFX's driver with a traceback."""
+    from components.squad_example_gen.component import resolve_spans
+    from pipeline.pipeline import input_config, range_config
+
+    return resolve_spans(config.data_root, input_config(config), range_config(config))[1]
+
+
 def run(config) -> None:
     from tfx import v1 as tfx
 
     from pipeline.pipeline import create_pipeline
 
+    check_input(config)
     os.makedirs(os.path.dirname(metadata_path(config)), exist_ok=True)
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(config))
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))
@@ -148,6 +176,12 @@ def summary(config) -> str:
             tuned = f", null threshold {threshold:.2f} tuned on it" if threshold is not None else ""
             lines.append(f"exact: {props.get('exact', float('nan')):.2f}  f1: {props.get('f1', float('nan')):.2f}  "
                          f"(SQuAD 2.0 definitions, 0-100, eval split{tuned})")
+    evaluator_blessings = [a for a in store.get_artifacts_by_type("ModelBlessing")
+                           if metadata.producer_component(store, a.id) == "SquadEvaluator"]
+    if evaluator_blessings:
+        props = metadata.custom_properties(max(evaluator_blessings, key=lambda a: a.id))
+        verdict = "blessed" if props.get("blessed") else "not blessed"
+        lines.append(f"SquadEvaluator: {verdict} ({props.get('reason', '')})")
     blessing = metadata.latest_artifact(store, "ModelBlessing")
     if blessing is not None:
         props = metadata.custom_properties(blessing)

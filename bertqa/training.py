@@ -79,7 +79,8 @@ def warm_start(model: keras.Model, saved_model_dir: str) -> str | None:
     from bertqa.tflite_export import LOGITS_SIGNATURE
 
     try:
-        source = tf.saved_model.load(saved_model_dir).signatures[LOGITS_SIGNATURE].variables
+        loaded = tf.saved_model.load(saved_model_dir)  # kept alive: the signature only references its variables
+        source = loaded.signatures[LOGITS_SIGNATURE].variables
     except (OSError, KeyError, ValueError, tf.errors.OpError) as error:
         return f"{saved_model_dir} cannot be loaded as an exported model ({type(error).__name__}: {error})"
     by_name: dict[str, list[tf.Variable]] = {}

@@ -57,3 +57,25 @@ def producer_component(store: mlmd.MetadataStore, artifact_id: int) -> str | Non
         if context.type == "node":
             return context.name.split(".")[-1]
     return None
+
+
+def producer_execution(store: mlmd.MetadataStore, artifact_id: int) -> metadata_store_pb2.Execution | None:
+    events = [e for e in store.get_events_by_artifact_ids([artifact_id]) if e.type in _OUTPUT_EVENTS]
+    if not events:
+        return None
+    (execution,) = store.get_executions_by_id([events[0].execution_id])
+    return execution
+
+
+def execution_inputs(store: mlmd.MetadataStore, execution_id: int) -> dict[str, list[metadata_store_pb2.Artifact]]:
+    """An execution's input artifacts by input key (e.g. 'examples', 'model')."""
+    ids_by_key: dict[str, list[int]] = collections.defaultdict(list)
+    for event in store.get_events_by_execution_ids([execution_id]):
+        if event.type in _INPUT_EVENTS and event.path.steps:
+            ids_by_key[event.path.steps[0].key].append(event.artifact_id)
+    return {key: store.get_artifacts_by_id(ids) for key, ids in ids_by_key.items()}
+
+
+def execution_properties(execution: metadata_store_pb2.Execution) -> dict:
+    """The execution properties TFX recorded (as custom properties of the execution)."""
+    return custom_properties(execution)

@@ -1,0 +1,186 @@
+"""`bertqa retrain`: one step of scheduled retraining, the command a cron line or timer calls.
+
+    bertqa retrain --data-dir /data/squad --runs-dir /srv/bertqa/runs       # the latest span
+    bertqa retrain --data-dir /data/squad --span 7 [--force] [--cold-start]
+
+New labelled data arrives as a new span: DATA_DIR/span-N/train.json and span-N/eval.json
+(the patterns are --train-pattern / --eval-pattern, with {SPAN}). One retrain:
+
+1. takes a lock on the runs directory, so a second retrain started meanwhile exits at
+   once (status 3) with a message naming the holder;
+2. resolves the span (the latest that every split has, or --span); a missing or uneven
+   span stops it with one message (status 2);
+3. does nothing when the latest pushed model was already trained on this span and its
+   files are unchanged (unless --force, which also re-runs every component);
+4. runs the local pipeline: warm start from the latest pushed model, SquadEvaluator
+   scores the new model and that baseline on this span's eval split and blesses it only
+   if it is not worse (--max-f1-regression), TFLiteExporter, Pusher;
+5. prints one summary line: span, candidate F1, baseline F1, delta, pushed or not and why.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime  # noqa: E402
+import fcntl  # noqa: E402
+import logging  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+LOCK_FILE = "retrain.lock"
+EXIT_BAD_INPUT = 2
+EXIT_LOCKED = 3
+DEFAULT_TRAIN_PATTERN = "span-{SPAN}/train.json"
+DEFAULT_EVAL_PATTERN = "span-{SPAN}/eval.json"
+
+
+class RetrainLocked(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def runs_lock(path: str):
+    """An exclusive, non-blocking lock on `path` (flock: released by the kernel if the holder dies).
+
+    The file keeps the holder's pid, host, start time and command line, for the message
+    the next caller gets.
+    """
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "an unknown process"
+            raise RetrainLocked(f"{path} is held by {holder}: another retrain is running on this runs "
+                                "directory. Wait for it to finish (this one did nothing).") from None
+        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started} "
+                      f"({' '.join(sys.argv)})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    span: int
+    pushed: bool
+    line: str
+
+
+def parse_args(argv=None):
+    import local_runner
+
+    parser = local_runner.build_parser(__doc__)
+    parser.set_defaults(train_pattern=DEFAULT_TRAIN_PATTERN, eval_pattern=DEFAULT_EVAL_PATTERN)
+    parser.add_argument("--force", action="store_true",
+                        help="retrain even if the latest pushed model was trained on this span (re-runs every "
+                             "component)")
+    args = parser.parse_args(argv)
+    if args.force:
+        args.no_cache = True
+    return args
+
+
+def already_trained(config, span: int):
+    """The latest pushed model, if it was trained on this very span with these very files."""
+    from bertqa import pushed_models
+    from components.squad_example_gen.component import resolve_spans
+    from pipeline.pipeline import input_config, range_config
+
+    latest = pushed_models.latest_pushed(config.serving_dir)
+    if latest is None or latest.span != span:
+        return None
+    fingerprint = resolve_spans(config.data_root, input_config(config),
+                                range_config(dataclasses.replace(config, span=span)))[3]
+    return latest if latest.record.get("input_fingerprint") == fingerprint else None
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def outcome_line(store, config, span: int, since_artifact_id: int, seconds: float) -> Outcome:
+    """The summary of the run whose artifacts have ids above `since_artifact_id`."""
+    from pipeline import metadata
+
+    def newest(type_name: str, producer: str | None = None):
+        found = [a for a in store.get_artifacts_by_type(type_name) if a.id > since_artifact_id
+                 and (producer is None or metadata.producer_component(store, a.id) == producer)]
+        return metadata.custom_properties(max(found, key=lambda a: a.id)) if found else {}
+
+    verdict = newest("ModelBlessing", "SquadEvaluator")
+    exporter = newest("ModelBlessing", "TFLiteExporter")
+    pushed = newest("PushedModel")
+    if not verdict:
+        return Outcome(span=span, pushed=False, line=(
+            f"retrain: span {span}  nothing new: every component came from the cache (an earlier run of this "
+            f"span with these settings); --force re-runs  ({seconds:.0f} s)"))
+    baseline = (f"baseline f1 {_fmt(verdict.get('baseline_f1'))} (version {verdict['baseline_version']}, "
+                f"span {verdict.get('baseline_span', '?')})" if "baseline_version" in verdict else "baseline none")
+    if pushed.get("pushed"):
+        result = f"pushed {pushed.get('pushed_destination')}"
+    elif not verdict.get("blessed"):
+        result = f"not pushed: {verdict.get('reason', 'not blessed')}"
+    else:
+        result = f"not pushed: {exporter.get('reason', 'the TFLite export was not blessed')}"
+    line = (f"retrain: span {span}  candidate f1 {_fmt(verdict.get('f1'))}  {baseline}  "
+            f"delta {_fmt(verdict.get('f1_delta'), '+.2f')}  {result}  ({seconds:.0f} s)")
+    return Outcome(span=span, pushed=bool(pushed.get("pushed")), line=line)
+
+
+def retrain(args) -> Outcome:
+    import local_runner
+    from pipeline import metadata
+
+    config = local_runner.build_config(args)
+    started = time.monotonic()
+    with runs_lock(os.path.join(os.path.dirname(config.pipeline_root), LOCK_FILE)):
+        span = local_runner.check_input(config)
+        if not args.force:
+            trained = already_trained(config, span)
+            if trained is not None:
+                return Outcome(span=span, pushed=False, line=(
+                    f"retrain: span {span}  already trained: pushed version {trained.version} "
+                    f"(f1 {_fmt(trained.f1)}) was trained on these files; nothing to do (--force retrains)"))
+        # Pin the span that was checked: data landing meanwhile waits for the next retrain.
+        config = dataclasses.replace(config, span=span)
+        path = local_runner.metadata_path(config)
+        since = 0
+        if os.path.exists(path):
+            since = max((a.id for a in metadata.sqlite_store(path).get_artifacts()), default=0)
+        local_runner.run(config)
+        return outcome_line(metadata.sqlite_store(path), config, span, since, time.monotonic() - started)
+
+
+def main(argv=None) -> int:
+    import local_runner
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        outcome = retrain(args)
+    except RetrainLocked as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_LOCKED
+    except Exception as error:  # noqa: BLE001 (reported below, or re-raised)
+        cause = local_runner.user_error(error)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(outcome.line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

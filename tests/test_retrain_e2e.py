@@ -1,0 +1,177 @@
+"""Scheduled retraining for real: three spans through `bertqa retrain` (LocalDagRunner, SQLite ML
+Metadata), warm start, the baseline gate, the lock and `bertqa lineage`, on synthetic spans a
+tiny model learns (tests/synthetic_spans.py)."""
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+
+from bertqa import cli, pushed_models, retrain
+from pipeline import metadata
+from synthetic_spans import write_span
+
+pytestmark = pytest.mark.e2e
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TINY = ["--spec", "tiny_random", "--min-f1", "0", "--train-steps", "150"]
+
+
+def _args(data_dir, runs_dir, *extra):
+    return ["--data-dir", str(data_dir), "--runs-dir", str(runs_dir), *TINY, *extra]
+
+
+def _tree_bytes(folder: pathlib.Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _store(runs_dir):
+    return metadata.sqlite_store(str(runs_dir / "bertqa" / "metadata.sqlite"))
+
+
+def _evaluator_blessings(runs_dir) -> list[dict]:
+    store = _store(runs_dir)
+    found = [a for a in store.get_artifacts_by_type("ModelBlessing")
+             if metadata.producer_component(store, a.id) == "SquadEvaluator"]
+    return [metadata.custom_properties(a) for a in sorted(found, key=lambda a: a.id)]
+
+
+def _trainer_executions(runs_dir) -> int:
+    store = _store(runs_dir)
+    (trainer_type,) = [t for t in store.get_execution_types() if t.name.endswith("Trainer")]
+    return len(store.get_executions_by_type(trainer_type.name))
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    """Span 1 (first push), span 2 (warm start, compared), span 3 (shuffled labels), each the latest span."""
+    root = tmp_path_factory.mktemp("retrain")
+    data_dir, runs_dir = root / "data", root / "runs"
+    serving = runs_dir / "bertqa" / "serving"
+    outcomes, pushed = {}, {}
+    for span, shuffled in ((1, False), (2, False), (3, True)):
+        write_span(data_dir, span, shuffle_labels=shuffled)
+        before = _tree_bytes(serving) if serving.exists() else {}
+        outcomes[span] = retrain.retrain(retrain.parse_args(_args(data_dir, runs_dir)))
+        pushed[span] = pushed_models.latest_pushed(str(serving))
+        if span == 3:
+            serving_before_span_3 = before
+    return types.SimpleNamespace(data_dir=data_dir, runs_dir=runs_dir, serving=serving, outcomes=outcomes,
+                                 pushed=pushed, blessings=_evaluator_blessings(runs_dir),
+                                 serving_before_span_3=serving_before_span_3)
+
+
+def test_first_span_is_pushed_and_judged_on_min_f1_alone(loop):
+    assert loop.outcomes[1].pushed and loop.outcomes[1].span == 1
+    first = loop.blessings[0]
+    assert first["blessed"] == 1 and "baseline_version" not in first
+    assert "no baseline" in first["reason"]
+    assert loop.pushed[1].span == 1 and loop.pushed[1].record["warm_started_from"] is None
+
+
+def test_second_span_is_warm_started_from_and_compared_with_the_first(loop):
+    first, second = loop.pushed[1], loop.pushed[2]
+    assert loop.outcomes[2].pushed and second.version != first.version and second.span == 2
+    assert second.record["warm_started_from"]["model_id"] == first.model_id
+    blessing = loop.blessings[1]
+    assert blessing["blessed"] == 1
+    assert blessing["baseline_model_id"] == first.model_id and blessing["baseline_version"] == first.version
+    assert blessing["f1_delta"] == pytest.approx(blessing["f1"] - blessing["baseline_f1"])
+    # The tiny model learned the task, so the comparison means something.
+    assert blessing["baseline_f1"] > 50
+
+
+def test_worse_third_span_is_not_pushed_and_serving_is_byte_for_byte_unchanged(loop):
+    outcome = loop.outcomes[3]
+    assert not outcome.pushed and "not pushed" in outcome.line
+    blessing = loop.blessings[2]
+    assert blessing["blessed"] == 0 and blessing["baseline_model_id"] == loop.pushed[2].model_id
+    assert blessing["f1_delta"] < 0 and "worse than the tolerance" in blessing["reason"]
+    assert _tree_bytes(loop.serving) == loop.serving_before_span_3
+    assert pushed_models.latest_pushed(str(loop.serving)).version == loop.pushed[2].version
+
+
+def test_rerunning_a_span_the_pushed_model_was_trained_on_starts_no_trainer(loop, capsys):
+    trainers = _trainer_executions(loop.runs_dir)
+    assert cli.main(["retrain", *_args(loop.data_dir, loop.runs_dir, "--span", "2")]) == 0
+    assert "already trained" in capsys.readouterr().out
+    assert _trainer_executions(loop.runs_dir) == trainers
+
+
+def test_lineage_json_maps_each_pushed_version_to_its_span(loop, capsys):
+    assert cli.main(["lineage", "--runs-dir", str(loop.runs_dir), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert {v["version"]: v["span"] for v in answer["versions"]} == {
+        loop.pushed[1].version: 1, loop.pushed[2].version: 2}
+    latest = answer["model"]
+    assert latest["version"] == loop.pushed[2].version
+    assert latest["warm_started_from"]["version"] == loop.pushed[1].version
+    assert latest["baseline"]["version"] == loop.pushed[1].version
+    assert latest["input_files"] == {"train": "span-2/train.json", "eval": "span-2/eval.json"}
+    assert "split:train" in latest["input_fingerprint"] and latest["spec"]["name"] == "tiny_random"
+    assert latest["variants"]["dynamic"]["blessed"] == 1
+    assert latest["project"]["package"]
+    # A .tflite path selects its version.
+    tflite = os.path.join(loop.pushed[1].path, "model.tflite")
+    assert cli.main(["lineage", "--runs-dir", str(loop.runs_dir), tflite]) == 0
+    assert f"pushed version {loop.pushed[1].version}" in capsys.readouterr().out
+
+
+def test_second_retrain_exits_at_once_while_one_runs_and_the_first_completes(loop, capsys):
+    lock = loop.runs_dir / "bertqa" / retrain.LOCK_FILE
+    first = subprocess.Popen(
+        [sys.executable, "-m", "bertqa.cli", "retrain", *_args(loop.data_dir, loop.runs_dir, "--span", "3", "--force")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while f"pid {first.pid} " not in (lock.read_text() if lock.exists() else ""):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first retrain never took the lock"
+            time.sleep(0.2)
+        started = time.monotonic()
+        code = cli.main(["retrain", *_args(loop.data_dir, loop.runs_dir)])
+        waited = time.monotonic() - started
+        error = capsys.readouterr().err
+        assert code == retrain.EXIT_LOCKED and waited < 5
+        assert str(lock) in error and f"pid {first.pid}" in error
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err[-3000:]
+    (line,) = [line for line in out.splitlines() if line.startswith("retrain:")]
+    # The forced re-run of the bad span is still not pushed, and its baseline is still span 2's model.
+    assert "not pushed" in line and f"version {loop.pushed[2].version}, span 2" in line
+    assert pushed_models.latest_pushed(str(loop.serving)).version == loop.pushed[2].version
+
+
+def test_missing_or_uneven_span_stops_with_one_message_and_runs_nothing(loop, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    shutil.copytree(loop.data_dir / "span-1", data_dir / "span-1")
+    (data_dir / "span-2").mkdir()
+    shutil.copy(loop.data_dir / "span-2" / "train.json", data_dir / "span-2" / "train.json")  # no eval.json
+    for extra in ((), ("--span", "9")):
+        assert cli.main(["retrain", *_args(data_dir, tmp_path / "runs", *extra)]) == retrain.EXIT_BAD_INPUT
+        (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert "span-{SPAN}/eval.json" in error and "Spans present: train: 1, 2; eval: 1" in error
+    assert not (tmp_path / "runs" / "bertqa" / "metadata.sqlite").exists()
+
+
+def test_empty_span_stops_with_one_message_and_pushes_nothing(loop, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    (data_dir / "span-1").mkdir(parents=True)
+    for split in ("train", "eval"):
+        (data_dir / "span-1" / f"{split}.json").write_text('{"version": "1.1", "data": []}')
+    assert cli.main(["retrain", *_args(data_dir, tmp_path / "runs")]) == retrain.EXIT_BAD_INPUT
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert "span-1" in error and "no questions" in error
+    assert not (tmp_path / "runs" / "bertqa" / "serving").exists()

@@ -13,10 +13,10 @@ import time
 import types
 
 import pytest
+from synthetic_spans import write_span
 
 from bertqa import cli, pushed_models, retrain
 from pipeline import metadata
-from synthetic_spans import write_span
 
 pytestmark = pytest.mark.e2e
 

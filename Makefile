@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test test-fast bench lint lock clean image
+.PHONY: setup run test test-fast bench lint lock clean image retrain-demo
 
 setup:
 	@scripts/setup.sh
@@ -17,6 +17,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q $(TEST_ARGS)
+
+# The retraining loop on the bundled sample (three spans, default model); see scripts/retrain_demo.py.
+retrain-demo: setup
+	$(PY) scripts/retrain_demo.py $(RUN_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e" $(TEST_ARGS)

@@ -1,12 +1,13 @@
 """Compiles the same pipeline for open-source Kubeflow Pipelines (v2) or Vertex AI Pipelines.
 
-    python kubeflow_runner.py --pipeline-root s3://bucket/bertqa --data-root s3://bucket/squad \
-        --serving-dir s3://bucket/serving --image REGISTRY/bertqa-tfx:0.1.0 --output bertqa_pipeline.yaml
+    python kubeflow_runner.py --pipeline-root gs://bucket/bertqa --data-root gs://bucket/squad \
+        --serving-dir gs://bucket/serving --image REGISTRY/bertqa-tfx:0.1.0 --output bertqa_pipeline.yaml
     python kubeflow_runner.py --target vertex --pipeline-root gs://bucket/bertqa ... --output bertqa_pipeline.json
 
 The image is built from the repo's Dockerfile (`make image`: the locked environment, the project,
 the default model files). TFX 1.16 has no KFP v1 runner; KubeflowV2DagRunner writes a KFP v2
-PipelineSpec.
+PipelineSpec. KFP's launcher takes gs://, s3:// or minio:// pipeline roots, and the tasks write
+through TensorFlow's file system: gs:// is the one both support with the locked packages.
 
 Targets:
   kfp     open-source Kubeflow Pipelines 2.x (the default): pipeline spec schema 2.1 (the only
@@ -33,7 +34,7 @@ What the TFX 1.16 v2 compiler (schema 2.1) accepts as a parameter, found by comp
   - a whole top-level execution property of a primitive type (str/int/float), or a proto
     property that the component types as `Union[proto, RuntimeParameter]` given as a str
     RuntimeParameter holding the proto's JSON: input_base, range_config (the span),
-    Trainer train_args / eval_args / custom_config, Pusher push_destination. Each becomes
+    Trainer train_args and custom_config, Pusher push_destination. Each becomes
     `componentInputParameter` and a root input; TFX writes no default for it, so this runner
     adds `defaultValue` to the root input (a YAML package has no runtimeConfig to carry it).
   - not: a RuntimeParameter inside a dict (Trainer custom_config={"epochs": RuntimeParameter})
@@ -196,13 +197,17 @@ def check_nodes_for_target(pipeline, target: str) -> None:
             "artifacts. Read the baseline from the push destination instead, or compile with --target vertex.")
 
 
-def adapt_spec_for_target(pipeline_spec: dict, parameters: dict, target: str) -> dict:
+def adapt_spec_for_target(pipeline_spec: dict, parameters: dict, target: str, pipeline_root: str = "") -> dict:
     """What the compiled spec needs for the target, done to the PipelineSpec dict in place.
 
-    Both: each pipeline parameter gets its default as the root input's `defaultValue`.
+    Both: each pipeline parameter gets its default as the root input's `defaultValue`, and the
+    pipeline root is the spec's `defaultPipelineRoot` (TFX puts it only into a PipelineJob's
+    runtimeConfig, which a YAML package has not; without it KFP would use its own default root).
     kfp: no `lifecycle` hooks (the backend ignores them), no resolver executor (refused),
     SquadExampleGen uncached (no driver fingerprints its input files before the cache lookup).
     """
+    if pipeline_root:
+        pipeline_spec["defaultPipelineRoot"] = pipeline_root
     root_inputs = pipeline_spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
     for name, parameter in parameters.items():
         if name in root_inputs:
@@ -238,7 +243,7 @@ def compile_pipeline(args: argparse.Namespace) -> str:
     # parameter_values: the defaults, in a PipelineJob JSON's runtimeConfig (a YAML package has none).
     job = runner.run(pipeline, parameter_values={name: p.default for name, p in parameters.items()},
                      write_out=False)
-    spec = adapt_spec_for_target(job["pipelineSpec"], parameters, args.target)
+    spec = adapt_spec_for_target(job["pipelineSpec"], parameters, args.target, args.pipeline_root)
     if spec["schemaVersion"] != SCHEMA_VERSION[args.target]:
         raise TargetError(f"compiled schema {spec['schemaVersion']}, expected {SCHEMA_VERSION[args.target]}")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("compile", help="write the pipeline package (kubeflow_runner.py options)", add_help=False)
     for name, help_text in (("run", "submit one run"), ("schedule", "create a recurring run")):
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(name, help=help_text, allow_abbrev=False)
         sub.add_argument("--host", default=os.environ.get("KF_PIPELINES_ENDPOINT"),
                          help="the KFP API endpoint, e.g. http://localhost:8888 (default: $KF_PIPELINES_ENDPOINT)")
         sub.add_argument("--experiment", default="bertqa")
@@ -55,7 +55,6 @@ def _parser() -> argparse.ArgumentParser:
                          help="a pipeline parameter for this run (data_root, train_args, range_config)")
         sub.add_argument("--span", type=int, default=None, help="read this span (sets the range_config parameter)")
         sub.add_argument("--run-name", default=None)
-        sub.add_argument("--pipeline-root", dest="run_pipeline_root", default=None, help=argparse.SUPPRESS)
         if name == "schedule":
             sub.add_argument("--cron", required=True, help="six fields, seconds first: '0 0 3 * * *'")
     return parser
@@ -147,13 +146,11 @@ def submit(args: argparse.Namespace, package: str) -> str:
     job_name = args.run_name or pipeline_name
     if cron is None:
         run = client.run_pipeline(experiment_id=experiment.experiment_id, job_name=job_name, params=params,
-                                  pipeline_id=pipeline_id, version_id=version_id,
-                                  pipeline_root=args.run_pipeline_root)
+                                  pipeline_id=pipeline_id, version_id=version_id)
         return f"run {run.run_id} of {pipeline_name} ({version_id}) in experiment {args.experiment} at {args.host}"
     recurring = client.create_recurring_run(
         experiment_id=experiment.experiment_id, job_name=job_name, cron_expression=cron, max_concurrency=1,
-        no_catchup=True, params=params, pipeline_id=pipeline_id, version_id=version_id,
-        pipeline_root=args.run_pipeline_root)
+        no_catchup=True, params=params, pipeline_id=pipeline_id, version_id=version_id)
     return (f"recurring run {recurring.recurring_run_id} of {pipeline_name} ({version_id}), cron '{cron}', "
             f"in experiment {args.experiment} at {args.host}")
 

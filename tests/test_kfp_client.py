@@ -14,6 +14,7 @@ import pytest
 from google.protobuf import json_format
 from tfx.proto import range_config_pb2
 
+import kubeflow_runner
 from bertqa import kfp_client
 
 BERTQA = str(pathlib.Path(sys.executable).parent / "bertqa")
@@ -58,3 +59,12 @@ def test_span_becomes_the_range_config_parameter_tfx_parses():
     with pytest.raises(kfp_client.KfpError, match="NAME=VALUE"):
         kfp_client.run_parameters(kfp_client._parser().parse_args(["run", "--param", "novalue"]))
     assert kfp_client.run_parameters(kfp_client._parser().parse_args(["run"])) == {}
+
+
+def test_run_options_and_compile_options_are_told_apart():
+    argv = ["run", "--host", "http://kfp:8888", "--experiment", "nightly", "--pipeline-root", "gs://b/root",
+            "--data-root", "gs://b/data", "--serving-dir", "gs://b/serving", "--train-steps", "9", "--span", "2"]
+    args, rest = kfp_client._parser().parse_known_args(argv)
+    assert (args.host, args.experiment, args.span) == ("http://kfp:8888", "nightly", 2)
+    compile_args = kubeflow_runner.parse_args(rest)
+    assert (compile_args.target, compile_args.pipeline_root, compile_args.train_steps) == ("kfp", "gs://b/root", 9)

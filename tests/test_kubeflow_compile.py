@@ -45,6 +45,7 @@ def _executors(spec):
 
 def test_kfp_target_is_schema_2_1_with_every_component(kfp_spec):
     assert kfp_spec["schemaVersion"] == "2.1.0"
+    assert kfp_spec["defaultPipelineRoot"] == "gs://bucket/root"  # else KFP would use its own (minio://)
     assert sorted(kfp_spec["root"]["dag"]["tasks"]) == sorted(COMPONENTS)
     assert sorted(kfp_spec["components"]) == sorted(COMPONENTS)
 

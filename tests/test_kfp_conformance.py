@@ -9,7 +9,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import re
 import time
 
 import kfp_conformance
@@ -63,22 +62,12 @@ def kfp_run(tmp_path_factory, fixtures_dir) -> Outcome:
     return Outcome(spec, run.results, tmp, failure)
 
 
-# Seen on the first conformance run: an executor that writes with open() into its output artifact's
-# uri, which it has not created. LocalDagRunner creates every output uri before the executor runs;
-# KFP's launcher creates only the uri's parent (and with a gs:// root, open() cannot write at all).
-MISSING_OUTPUT_DIR = re.compile(r"FileNotFoundError: \[Errno 2\] No such file or directory: '([^']+)'")
-
-
 def _through(outcome: Outcome, task: str) -> dict:
     """The results, when `task` ran; otherwise the failure that stopped the run before it."""
     if task in outcome.results:
         return outcome.results
     assert outcome.failure is not None, f"{task} did not run"
     name, message = outcome.failure
-    match = MISSING_OUTPUT_DIR.search(message)
-    if match and match.group(1).startswith(str(outcome.tmp / "root")):
-        pytest.xfail(f"{name} cannot run on KFP: its executor writes {match.group(1)} with open() into an "
-                     "output uri it did not create (KFP's launcher creates only the parent)")
     pytest.fail(f"task {name} failed, so {task} did not run:\n{message}")
 
 
@@ -168,17 +157,8 @@ def test_task_library_answers_with_the_pushed_model(pushed_tflite, fixtures_dir)
 def test_vertex_spec_runs_the_example_gen_driver_and_its_output_reaches_the_executor(
         kfp_run, tmp_path_factory, fixtures_dir):
     tmp = tmp_path_factory.mktemp("vertex")
-    try:
-        results = kfp_conformance.run_spec(_compile(tmp, fixtures_dir, "vertex"), tmp / "root", tmp / "work",
-                                           run_driver=True, tasks=["SquadExampleGen"])
-    except kfp_conformance.ConformanceError as error:
-        # Seen on the first run: with the driver's output (span and fingerprint; no version, which the
-        # driver leaves out when the pattern has no {VERSION}) the executor calls TFX's
-        # update_output_artifact, which reads exec_properties["version"].
-        if "update_output_artifact" in str(error) and "KeyError: 'version'" in str(error):
-            pytest.xfail("SquadExampleGen's executor fails after the driver ran: exec_properties has no "
-                         "'version' (the driver writes none without {VERSION}); KeyError in update_output_artifact")
-        raise
+    results = kfp_conformance.run_spec(_compile(tmp, fixtures_dir, "vertex"), tmp / "root", tmp / "work",
+                                       run_driver=True, tasks=["SquadExampleGen"])
     result = results["SquadExampleGen"]
     driver = result.driver_output["parameterValues"]
     assert driver["span"] == 0 and "split:train,num_files:1" in driver["input_fingerprint"]

@@ -34,6 +34,7 @@ from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.utils import path_utils
 
 from bertqa import evaluation, pushed_models
+from components.blessing import write_verdict_file
 from components.squad_evaluator import core
 from components.trainer.module import TRAINING_SUMMARY_FILE
 
@@ -99,8 +100,7 @@ class SquadEvaluatorExecutor(base_executor.BaseExecutor):
         blessing.set_string_custom_property("reason", result.reason)
         blessing.set_string_custom_property("current_model", model.uri)
         blessing.set_int_custom_property("current_model_id", model.id)
-        with open(os.path.join(blessing.uri, "BLESSED" if result.blessed else "NOT_BLESSED"), "w") as f:
-            f.write(result.reason + "\n")
+        write_verdict_file(blessing.uri, result.blessed, result.reason)
 
 
 def _identity(model_uri: str) -> dict | None:

@@ -129,6 +129,8 @@ class SquadExampleGenExecutor(BaseExampleGenExecutor):
         reports = {name: core.validate_files(files, config) for name, files in _split_files(exec_properties).items()}
         super().Do(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
+        # TFX's driver leaves `version` out when the patterns have no {VERSION}; its own helper reads it.
+        exec_properties.setdefault(example_gen_utils.VERSION_PROPERTY_NAME, None)
         example_gen_driver.update_output_artifact(exec_properties, examples.mlmd_artifact)
         total = squad_io.merge_reports(list(reports.values()))
         with open(os.path.join(examples.uri, DATA_REPORT_FILE), "w") as f:

@@ -45,6 +45,7 @@ from tfx.utils import path_utils
 
 from bertqa import evaluation
 from components.bert_qa_transform.core import read_tokenizer_artifact
+from components.blessing import write_verdict_file
 from components.tflite_exporter import core
 from components.trainer.module import TRAINING_SUMMARY_FILE
 
@@ -114,8 +115,7 @@ def _record(exported, blessing, report: core.ExportReport) -> None:
     # Last: until here, a failure leaves the blessing without `blessed`, which Pusher reads as not blessed.
     blessing.set_string_custom_property("reason", report.reason)
     blessing.set_int_custom_property("blessed", int(report.blessed))
-    with open(os.path.join(blessing.uri, "BLESSED" if report.blessed else "NOT_BLESSED"), "w") as f:
-        f.write(report.reason + "\n")
+    write_verdict_file(blessing.uri, report.blessed, report.reason)
 
 
 def _read_json(path: str) -> dict:

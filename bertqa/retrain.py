@@ -70,6 +70,11 @@ def runs_lock(path: str):
         os.close(fd)  # closing the descriptor releases the flock
 
 
+def lock_path(args) -> str:
+    """<runs dir>/<pipeline>/retrain.lock: beside the pipeline's ML Metadata store and serving directory."""
+    return os.path.join(os.path.abspath(args.runs_dir), args.pipeline_name, LOCK_FILE)
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     span: int
@@ -142,9 +147,10 @@ def retrain(args) -> Outcome:
     import local_runner
     from pipeline import metadata
 
-    config = local_runner.build_config(args)
     started = time.monotonic()
-    with runs_lock(os.path.join(os.path.dirname(config.pipeline_root), LOCK_FILE)):
+    # The lock first, before TensorFlow is imported: a second retrain learns at once that it must not run.
+    with runs_lock(lock_path(args)):
+        config = local_runner.build_config(args)
         span = local_runner.check_input(config)
         if not args.force:
             trained = already_trained(config, span)

@@ -2,7 +2,9 @@
 Metadata), warm start, the baseline gate, the lock and `bertqa lineage`, on synthetic spans a
 tiny model learns (tests/synthetic_spans.py)."""
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -50,23 +52,52 @@ def _trainer_executions(runs_dir) -> int:
     return len(store.get_executions_by_type(trainer_type.name))
 
 
+def _retrain_while_another_tries(data_dir, runs_dir):
+    """`bertqa retrain` in a subprocess, and a second one started in-process while the first holds the lock."""
+    lock = runs_dir / "bertqa" / retrain.LOCK_FILE
+    first = subprocess.Popen([sys.executable, "-m", "bertqa.cli", "retrain", *_args(data_dir, runs_dir)],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    try:
+        deadline = time.monotonic() + 600  # a safety net: it takes seconds
+        while f"pid {first.pid} " not in (lock.read_text() if lock.exists() else ""):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first retrain never took the lock"
+            time.sleep(0.2)
+        started = time.monotonic()
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            code = cli.main(["retrain", *_args(data_dir, runs_dir)])
+        second = types.SimpleNamespace(code=code, seconds=time.monotonic() - started, stderr=stderr.getvalue(),
+                                       lock=lock, holder_pid=first.pid)
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err[-3000:]
+    (line,) = [line for line in out.splitlines() if line.startswith("retrain:")]
+    return line, second
+
+
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
-    """Span 1 (first push), span 2 (warm start, compared), span 3 (shuffled labels), each the latest span."""
+    """Span 1 (first push), span 2 (warm start, compared), span 3 (shuffled labels, run in a subprocess
+    while a second retrain tries to start), each the latest span when its retrain starts."""
     root = tmp_path_factory.mktemp("retrain")
     data_dir, runs_dir = root / "data", root / "runs"
     serving = runs_dir / "bertqa" / "serving"
     outcomes, pushed = {}, {}
-    for span, shuffled in ((1, False), (2, False), (3, True)):
-        write_span(data_dir, span, shuffle_labels=shuffled)
-        before = _tree_bytes(serving) if serving.exists() else {}
+    for span in (1, 2):
+        write_span(data_dir, span)
         outcomes[span] = retrain.retrain(retrain.parse_args(_args(data_dir, runs_dir)))
         pushed[span] = pushed_models.latest_pushed(str(serving))
-        if span == 3:
-            serving_before_span_3 = before
+    serving_before_span_3 = _tree_bytes(serving)
+    write_span(data_dir, 3, shuffle_labels=True)
+    span_3_line, second_retrain = _retrain_while_another_tries(data_dir, runs_dir)
     return types.SimpleNamespace(data_dir=data_dir, runs_dir=runs_dir, serving=serving, outcomes=outcomes,
                                  pushed=pushed, blessings=_evaluator_blessings(runs_dir),
-                                 serving_before_span_3=serving_before_span_3)
+                                 serving_before_span_3=serving_before_span_3, span_3_line=span_3_line,
+                                 second_retrain=second_retrain)
 
 
 def test_first_span_is_pushed_and_judged_on_min_f1_alone(loop):
@@ -90,12 +121,13 @@ def test_second_span_is_warm_started_from_and_compared_with_the_first(loop):
 
 
 def test_worse_third_span_is_not_pushed_and_serving_is_byte_for_byte_unchanged(loop):
-    outcome = loop.outcomes[3]
-    assert not outcome.pushed and "not pushed" in outcome.line
+    assert loop.span_3_line.startswith("retrain: span 3 ") and "not pushed" in loop.span_3_line
+    assert f"(version {loop.pushed[2].version}, span 2)" in loop.span_3_line
     blessing = loop.blessings[2]
     assert blessing["blessed"] == 0 and blessing["baseline_model_id"] == loop.pushed[2].model_id
     assert blessing["f1_delta"] < 0 and "worse than the tolerance" in blessing["reason"]
     assert _tree_bytes(loop.serving) == loop.serving_before_span_3
+    # What the next run's Trainer (warm start) and SquadEvaluator (baseline) read: still span 2's model.
     assert pushed_models.latest_pushed(str(loop.serving)).version == loop.pushed[2].version
 
 
@@ -125,33 +157,13 @@ def test_lineage_json_maps_each_pushed_version_to_its_span(loop, capsys):
     assert f"pushed version {loop.pushed[1].version}" in capsys.readouterr().out
 
 
-def test_second_retrain_exits_at_once_while_one_runs_and_the_first_completes(loop, capsys):
-    lock = loop.runs_dir / "bertqa" / retrain.LOCK_FILE
-    first = subprocess.Popen(
-        [sys.executable, "-m", "bertqa.cli", "retrain", *_args(loop.data_dir, loop.runs_dir, "--span", "3", "--force")],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
-    try:
-        deadline = time.monotonic() + 120
-        while f"pid {first.pid} " not in (lock.read_text() if lock.exists() else ""):
-            assert first.poll() is None, first.communicate()
-            assert time.monotonic() < deadline, "the first retrain never took the lock"
-            time.sleep(0.2)
-        started = time.monotonic()
-        code = cli.main(["retrain", *_args(loop.data_dir, loop.runs_dir)])
-        waited = time.monotonic() - started
-        error = capsys.readouterr().err
-        assert code == retrain.EXIT_LOCKED and waited < 5
-        assert str(lock) in error and f"pid {first.pid}" in error
-        out, err = first.communicate(timeout=600)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    assert first.returncode == 0, err[-3000:]
-    (line,) = [line for line in out.splitlines() if line.startswith("retrain:")]
-    # The forced re-run of the bad span is still not pushed, and its baseline is still span 2's model.
-    assert "not pushed" in line and f"version {loop.pushed[2].version}, span 2" in line
-    assert pushed_models.latest_pushed(str(loop.serving)).version == loop.pushed[2].version
+def test_second_retrain_exits_at_once_naming_the_lock_while_one_runs(loop):
+    second = loop.second_retrain
+    assert second.code == retrain.EXIT_LOCKED and second.seconds < 5
+    (error,) = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert str(second.lock) in error and f"pid {second.holder_pid}" in error
+    # ... and the first one completed normally (its summary line is checked above).
+    assert loop.span_3_line
 
 
 def test_missing_or_uneven_span_stops_with_one_message_and_runs_nothing(loop, tmp_path, capsys):

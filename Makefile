@@ -15,8 +15,10 @@ setup:
 run: setup
 	$(PY) local_runner.py $(RUN_ARGS)
 
+# Two workers, one test module each at a time (module fixtures such as a pipeline run stay shared
+# within their module): the end-to-end runs spend much of their time in a single thread.
 test: setup
-	$(PY) -m pytest -q $(TEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadscope $(TEST_ARGS)
 
 # The retraining loop on the bundled sample (three spans, default model); see scripts/retrain_demo.py.
 retrain-demo: setup

@@ -288,7 +288,7 @@ def test_executor_records_every_variant_in_ml_metadata_properties_and_blesses_th
     assert os.listdir(blessing.uri) == ["BLESSED"]
     assert os.path.isfile(os.path.join(exported.uri, "variants.json"))
     assert sorted(os.listdir(os.path.join(exported.uri, "Format-Serving"))) == [
-        "model.tflite", "model_int8.tflite", "variants.json", "vocab.txt"]
+        "model.tflite", "model_int8.tflite", "model_record.json", "variants.json", "vocab.txt"]
 
 
 def test_executor_exports_nothing_and_blesses_nothing_for_an_unblessed_saved_model(executor_inputs):

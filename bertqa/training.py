@@ -23,6 +23,9 @@ _TOKEN_FEATURES = INPUT_NAMES
 _LABEL_FEATURES = ("start_position", "end_position")
 
 
+DEFAULT_SEED = 42
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     batch_size: int
@@ -33,7 +36,7 @@ class TrainConfig:
     seq_len: int = 384
     bucket_width: int = 64
     shuffle_buffer: int = 20000
-    seed: int = 42
+    seed: int = DEFAULT_SEED
 
 
 def train_config(spec: BertQaSpec, batch_size: int, train_steps: int, **overrides) -> TrainConfig:

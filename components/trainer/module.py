@@ -47,6 +47,9 @@ def run_fn(fn_args) -> None:
     steps = fn_args.train_steps or max(1, math.ceil(num_windows * epochs / batch_size))
     logging.info("%d training windows, %.2f epochs, batch %d -> %d steps", num_windows, epochs, batch_size, steps)
 
+    # Seeded before the model exists, so the same data and settings give the same initialisation
+    # (of the span head and any random encoder) and dropout masks, whatever ran before in the process.
+    tf.random.set_seed(training.DEFAULT_SEED)
     model = training.build_model(spec)
     identity = pushed_models.model_identity(json.loads(config["model_spec"]), tokenizer.vocab_path)
     warm_started_from, cold_start_reason = warm_start(model, identity, config)

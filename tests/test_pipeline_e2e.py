@@ -86,8 +86,9 @@ def test_task_library_answers_with_the_pushed_model(pushed_tflite, fixtures_dir)
     article = json.loads((fixtures_dir / "tiny_eval.json").read_text())["data"][0]
     context = article["paragraphs"][0]["context"]
     question = article["paragraphs"][0]["qas"][0]["question"]
+    # The random tiny model may rank no valid span (which answers is for the trained model of
+    # test_retrain_e2e.py to show); what it does return must come from the context.
     answers = task_library.answer_with_task_library(str(pushed_tflite), context, question, top_k=3)
-    assert answers, "the Task Library returned no answer"
     # The Task Library re-joins context words with single spaces.
     assert all(" ".join(text.split()) in " ".join(context.split()) for text, _ in answers)
 

@@ -17,7 +17,7 @@ import types
 import pytest
 from synthetic_spans import write_span
 
-from bertqa import cli, pushed_models, retrain
+from bertqa import cli, pushed_models, retrain, task_library
 from pipeline import metadata
 
 pytestmark = pytest.mark.e2e
@@ -187,3 +187,12 @@ def test_empty_span_stops_with_one_message_and_pushes_nothing(loop, tmp_path, ca
     (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert "span-1" in error and "no questions" in error
     assert not (tmp_path / "runs" / "bertqa" / "serving").exists()
+
+
+def test_task_library_answers_with_the_pushed_retrained_model(loop):
+    context = "The river ran past an old mill near the town. The code word is falcon. A train left at nine."
+    tflite = os.path.join(loop.pushed[2].path, "model.tflite")
+    answers = task_library.answer_with_task_library(tflite, context, "What is the code word?", top_k=1)
+    # The Task Library maps a token span back to whole whitespace-separated words of the
+    # context, so the predicted word comes with the period that follows it.
+    assert [text.rstrip(".") for text, _ in answers] == ["falcon"]

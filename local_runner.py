@@ -209,8 +209,14 @@ def _variant_lines(store) -> list[str]:
     for variant in filter(None, str(props.get("variants", "")).split(",")):
         v = {key[len(variant) + 1:]: value for key, value in props.items() if key.startswith(f"{variant}_")}
         task_library = "ok" if v.get("task_library_ok") else f"NOT ok ({v.get('task_library_problems', '')})"
+        in_task_library = (f"{v['task_library_ms_1_thread']:.0f} ms in the Task Library, "
+                           if "task_library_ms_1_thread" in v else "")
+        xnnpack = (f"XNNPACK {v['xnnpack_delegated_ops']}/{v['xnnpack_ops']} ops, "
+                   if "xnnpack_ops" in v and not v.get("dynamic_tensors") else
+                   "XNNPACK off (dynamic-sized tensors), " if v.get("dynamic_tensors") else "")
         lines.append(f"tflite {variant}: {v.get('size_bytes', 0) / 1e6:.1f} MB, "
                      f"{v.get('latency_ms_1_thread', float('nan')):.0f} ms/question (1 thread), "
+                     f"{in_task_library}{xnnpack}"
                      f"exact_match {v.get('exact_match', float('nan')):.2f} f1 {v.get('f1', float('nan')):.2f} "
                      f"(drop {v.get('f1_drop', float('nan')):+.2f}, limit {v.get('max_f1_drop', float('nan')):.1f}), "
                      f"Task Library {task_library}, {'blessed' if v.get('blessed') else 'not blessed'}")

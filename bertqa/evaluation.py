@@ -4,10 +4,10 @@ The same functions serve the pipeline's SquadEvaluator, the TFLite exporter's
 re-evaluation of each variant, the `bertqa evaluate` command and the Model
 Maker-style API.
 
-`evaluate_tflite` is the fast path for an exported .tflite: windows go through the
-interpreter in batches (exports have a resizable batch dimension, see
-bertqa.tflite_export), one interpreter per CPU, instead of one window per run on one
-interpreter as Model Maker's evaluate_tflite did. Windows are still padded to the
+`evaluate_tflite` is the fast path for an exported .tflite: one interpreter per CPU,
+each taking every n-th window (in batches when the file has a resizable batch; shipped
+files have a static one so that XNNPACK runs them, see bertqa.tflite_export), instead of
+one interpreter for all windows as Model Maker's evaluate_tflite did. Windows are still padded to the
 model's input length, so the file is scored exactly as the Task Library runs it.
 """
 

@@ -9,11 +9,65 @@ one-to-one (see checkpoint.py).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
+from collections.abc import Iterator
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+
+_ON_DEVICE_OPS = contextvars.ContextVar("bertqa_on_device_ops", default=False)
+
+
+@contextlib.contextmanager
+def on_device_ops() -> Iterator[None]:
+    """While tracing inside this block, LayerNorm and GELU are written with ops XNNPACK runs.
+
+    XNNPACK, the CPU backend of TFLite on phones, runs a model in partitions of the ops it
+    supports and hands the rest back to TFLite's reference-style builtin kernels. The
+    runtimes this project ships to (TF 2.16's interpreter, the Task Library's older one)
+    have no XNNPACK MEAN over the last axis, RSQRT or GELU, so a standard BERT falls into
+    about 60 partitions around every LayerNorm and GELU. The same weights traced here give
+    the same function (GELU in its tanh form, which differs from the exact one by < 1e-3)
+    in about 15 partitions, split only by the attention's activation-times-activation
+    matmuls. Training never runs under it: the trainer exports a TFLite signature traced
+    within it (bertqa.serving).
+    """
+    token = _ON_DEVICE_OPS.set(True)
+    try:
+        yield
+    finally:
+        _ON_DEVICE_OPS.reset(token)
+
+
+def gelu(x):
+    if _ON_DEVICE_OPS.get():
+        # The tanh approximation written as x * sigmoid(2z), which equals x * 0.5 * (1 + tanh z):
+        # LOGISTIC is an XNNPACK op, and the converter would fuse the tanh form into a GELU op.
+        return x * tf.sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
+    # Exact (erf) GELU: what BERT checkpoints were trained with.
+    return tf.nn.gelu(x, approximate=False)
+
+
+class LayerNorm(keras.layers.LayerNormalization):
+    """Keras' LayerNormalization over the last axis; under on_device_ops() with XNNPACK's ops."""
+
+    def call(self, inputs):
+        if not _ON_DEVICE_OPS.get() or list(self.axis) != [inputs.shape.rank - 1]:
+            return super().call(inputs)
+        width = inputs.shape[-1]
+        # Means as matrix products with a constant 1/width column (FULLY_CONNECTED), since
+        # XNNPACK's MEAN does not take the last axis of a 3-D tensor in these runtimes.
+        average = tf.constant(np.full((width, 1), 1.0 / width), dtype=inputs.dtype)
+        centered = inputs - tf.matmul(inputs, average)
+        deviation = tf.sqrt(tf.matmul(centered * centered, average) + self.epsilon)
+        # The maximum changes nothing (deviation >= sqrt(epsilon)); it keeps the converter from
+        # rewriting x / sqrt(v) into x * RSQRT(v), an op XNNPACK lacks here.
+        normed = centered / tf.maximum(deviation, 0.5 * math.sqrt(self.epsilon))
+        return normed * self.gamma + self.beta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +95,7 @@ def _dense(units: int, config: EncoderConfig, name: str, activation=None) -> ker
 
 
 def _layer_norm(config: EncoderConfig, name: str) -> keras.layers.LayerNormalization:
-    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name)
+    return LayerNorm(epsilon=config.layer_norm_eps, name=name)
 
 
 class SelfAttention(keras.layers.Layer):
@@ -80,9 +134,7 @@ class TransformerBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.attention = SelfAttention(config, name="attention")
         self.attention_norm = _layer_norm(config, "attention_norm")
-        # Exact (erf) GELU: what BERT checkpoints were trained with; TFLite has a GELU builtin.
-        self.intermediate = _dense(config.intermediate_size, config, "intermediate",
-                                   activation=lambda x: tf.nn.gelu(x, approximate=False))
+        self.intermediate = _dense(config.intermediate_size, config, "intermediate", activation=gelu)
         self.output_dense = _dense(config.hidden_size, config, "output_dense")
         self.output_norm = _layer_norm(config, "output_norm")
         self.dropout = keras.layers.Dropout(config.dropout_rate)

@@ -4,7 +4,10 @@ Signatures:
   serving_default: question [batch] string, context [batch] string
                    -> answer [batch] string, score [batch] float32 (start + end logit)
   logits:          input_word_ids, input_mask, input_type_ids [batch, seq] int32
-                   -> start_logits, end_logits [batch, seq] float32 (what evaluation and TFLite use)
+                   -> start_logits, end_logits [batch, seq] float32 (what evaluation uses)
+  tflite_logits:   the same function at exactly [1, seq_len], traced under
+                   bertqa.modeling.on_device_ops() (LayerNorm and GELU in ops XNNPACK runs):
+                   what the TFLite export converts, the Task Library's one window per question
 
 The tokenizer and the doc-stride windowing run inside the graph (bertqa.serving_windows,
 the same tensorflow_text tokenizer the training windows came from), so training and
@@ -16,8 +19,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from bertqa.modeling import on_device_ops
 from bertqa.serving_windows import ServingWindower
-from bertqa.tflite_export import LOGITS_SIGNATURE
+from bertqa.tflite_export import LOGITS_SIGNATURE, TFLITE_LOGITS_SIGNATURE
 from bertqa.windowing import WindowConfig
 
 _IDS_SPEC = tf.TensorSpec([None, None], tf.int32)
@@ -32,6 +36,12 @@ class QaServingModule(tf.Module):
 
     @tf.function(input_signature=[_IDS_SPEC, _IDS_SPEC, _IDS_SPEC])
     def logits(self, input_word_ids, input_mask, input_type_ids):
+        outputs = self.model({"input_word_ids": input_word_ids, "input_mask": input_mask,
+                              "input_type_ids": input_type_ids}, training=False)
+        return {"start_logits": outputs["start_logits"], "end_logits": outputs["end_logits"]}
+
+    @tf.function  # traced once, at [1, seq_len] and under on_device_ops(), by export_saved_model
+    def tflite_logits(self, input_word_ids, input_mask, input_type_ids):
         outputs = self.model({"input_word_ids": input_word_ids, "input_mask": input_mask,
                               "input_type_ids": input_type_ids}, training=False)
         return {"start_logits": outputs["start_logits"], "end_logits": outputs["end_logits"]}
@@ -70,9 +80,14 @@ class QaServingModule(tf.Module):
 def export_saved_model(model: keras.Model, vocab_path: str, do_lower_case: bool, window: WindowConfig,
                        export_dir: str, max_answer_length: int = 30) -> None:
     module = QaServingModule(model, ServingWindower(vocab_path, do_lower_case, window), max_answer_length)
+    one_window = [tf.TensorSpec([1, window.seq_len], tf.int32, name=name)
+                  for name in ("input_word_ids", "input_mask", "input_type_ids")]
+    with on_device_ops():
+        tflite_logits = module.tflite_logits.get_concrete_function(*one_window)
     tf.saved_model.save(module, export_dir, signatures={
         "serving_default": module.answer.get_concrete_function(),
         LOGITS_SIGNATURE: module.logits.get_concrete_function(),
+        TFLITE_LOGITS_SIGNATURE: tflite_logits,
     })
 
 

@@ -60,3 +60,36 @@ def task_library_load_problems(tflite_path: str) -> list[str]:
     except (ImportError, ValueError, RuntimeError) as error:
         return [f"The Task Library's BertQuestionAnswerer cannot run the model: {error}"]
     return []
+
+
+def median_answer_seconds(tflite_path: str, context: str, question: str, num_threads: int,
+                          runs: int = 10, warmup: int = 2) -> float:
+    """Median wall time of one BertQuestionAnswerer.answer() on `num_threads` threads.
+
+    What an app's user waits for: the Task Library's own tokenization, its one window
+    through its own TFLite runtime (with the XNNPACK delegate its runtime applies by
+    default) and its span search; the median of `runs` calls after `warmup` untimed ones.
+    Only for files the Task Library is known to run (see task_library_load_problems).
+    """
+    import statistics
+    import time
+
+    from tensorflow_lite_support.python.task.core.base_options import BaseOptions
+    from tensorflow_lite_support.python.task.text import bert_question_answerer
+
+    if runs < 1 or warmup < 0 or num_threads < 1:
+        raise ValueError(f"runs and num_threads must be at least 1 and warmup at least 0, got {runs}, "
+                         f"{num_threads} and {warmup}.")
+    if not os.path.isfile(tflite_path):
+        raise FileNotFoundError(f"TFLite model {tflite_path} does not exist.")
+    answerer = bert_question_answerer.BertQuestionAnswerer.create_from_options(
+        bert_question_answerer.BertQuestionAnswererOptions(
+            base_options=BaseOptions(file_name=tflite_path, num_threads=num_threads)))
+    for _ in range(warmup):
+        answerer.answer(context, question)
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        answerer.answer(context, question)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)

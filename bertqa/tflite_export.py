@@ -4,14 +4,16 @@ The trainer exports a SavedModel whose `logits` signature maps int32
 `input_word_ids` / `input_mask` / `input_type_ids` of shape [batch, seq] to float32
 `start_logits` / `end_logits`. This module
 
-1. re-traces that signature with [batch, seq_len] inputs whose sequence length is
-   fixed, because the TFLite Task Library's BertQuestionAnswerer fills exactly one
-   window of 384 tokens and would see a [1, 1] tensor if the model kept a dynamic
-   length. The batch stays dynamic (shape [1, seq_len], shape signature
-   [-1, seq_len]): the Task Library still sees [1, seq_len], and evaluation can
-   resize the interpreter to a batch of windows. With a batch of exactly 1 the
-   converter folds the static shapes into constant reshapes (e.g. the attention
-   mask's [1, 1, 1, seq]), and the model can then never run a batch;
+1. takes the SavedModel's `tflite_logits` signature (the same weights traced at exactly
+   [1, seq_len] with LayerNorm and GELU in ops XNNPACK runs, see
+   bertqa.modeling.on_device_ops), or, for SavedModels without one (TF Hub encoders),
+   re-traces `logits` at [1, seq_len]. The sequence length is fixed because the TFLite
+   Task Library's BertQuestionAnswerer fills exactly one window of 384 tokens and would
+   see a [1, 1] tensor if the model kept a dynamic length; the batch is fixed at 1
+   because a single dynamic-sized tensor turns XNNPACK, the CPU delegate phones use,
+   off for the whole model ("Attempting to use a delegate that only supports
+   static-sized tensors"). `resizable_batch=True` (tests, batched-evaluation trials)
+   keeps a [-1, seq_len] batch instead, at the cost of XNNPACK;
 2. converts it with one of four quantization schemes (none, dynamic range, float16,
    int8 with a representative dataset), keeping int32 id inputs and float32 logit
    outputs because those are the only types the Task Library reads and writes;
@@ -39,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 LOGITS_SIGNATURE = "logits"
+TFLITE_LOGITS_SIGNATURE = "tflite_logits"
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 OUTPUT_NAMES = ("start_logits", "end_logits")
 
@@ -109,14 +112,14 @@ class QuantizationConfig:
 class TfliteExportConfig:
     """The window shape the model is exported for and how the trainer tokenized text.
 
-    `resizable_batch` keeps the batch dimension dynamic (see the module docstring);
-    False freezes it at 1, as exports before fast batched evaluation did.
+    `resizable_batch` keeps the batch dimension dynamic, which turns XNNPACK off (see the
+    module docstring); the default freezes it at 1, as the Task Library runs it.
     """
 
     seq_len: int = TASK_LIBRARY_SEQ_LEN
     query_len: int = TASK_LIBRARY_QUERY_LEN
     do_lower_case: bool = True
-    resizable_batch: bool = True
+    resizable_batch: bool = False
 
     def __post_init__(self) -> None:
         if self.seq_len < 4:
@@ -172,7 +175,7 @@ def _load_saved_model(saved_model_dir: str):
     return tf.saved_model.load(saved_model_dir)
 
 
-def _fixed_shape_function(logits_fn, seq_len: int, resizable_batch: bool = True):
+def _fixed_shape_function(logits_fn, seq_len: int, resizable_batch: bool = False):
     """The `logits` signature re-traced for windows of exactly `seq_len` tokens, in batches or one at a time."""
     batch = None if resizable_batch else 1
     specs = [tf.TensorSpec([batch, seq_len], tf.int32, name=name) for name in INPUT_NAMES]
@@ -274,9 +277,10 @@ def convert_saved_model(
     quantization: QuantizationConfig,
     representative_windows: Iterable[Mapping[str, np.ndarray]] | None = None,
 ) -> bytes:
-    """The `logits` signature as a TFLite flatbuffer with [1, seq_len] int32 inputs, without metadata.
+    """The model as a TFLite flatbuffer with [1, seq_len] int32 inputs, without metadata.
 
-    The batch dimension is resizable unless `config.resizable_batch` is False.
+    Converts the `tflite_logits` signature when the SavedModel has one for this seq_len, else
+    `logits`; with `config.resizable_batch` always `logits`, with a [-1, seq_len] batch.
 
     `representative_windows` (int8 only) are tokenized windows, dicts of the three
     inputs, each at most seq_len long; they are zero-padded to seq_len.
@@ -288,6 +292,11 @@ def convert_saved_model(
         )
     loaded = _load_saved_model(saved_model_dir)
     logits_fn = _check_logits_signature(loaded, saved_model_dir)
+    on_device = loaded.signatures.get(TFLITE_LOGITS_SIGNATURE)
+    if on_device is not None and not config.resizable_batch and all(
+            spec.shape.as_list() == [1, config.seq_len]
+            for spec in on_device.structured_input_signature[1].values()):
+        logits_fn = on_device
     concrete = _fixed_shape_function(logits_fn, config.seq_len, config.resizable_batch)
     started = time.monotonic()
     model = _convert(concrete, loaded, quantization, calibration)
@@ -704,13 +713,14 @@ def median_latency_seconds(
 class TfliteQaRunner:
     """Runs an exported QA model on already-padded [batch, seq_len] int32 windows.
 
-    The model loads with batch 1 (the Task Library's shape). Batches are tried by
-    resizing the inputs to [batch, seq_len], which works for models exported with
-    `resizable_batch` (the default); a model whose graph froze the batch of 1 into
-    its shapes (older exports: the converter turns the attention mask's expand_dims
-    into a constant reshape) fails to resize, and then, for good, windows are run one
-    at a time. The first batched run is also checked against a single-window run, so
-    a resize that "works" but computes something else is caught rather than scored.
+    The model loads with batch 1 (the Task Library's shape). A model with a static batch
+    of 1 (the default export, so that XNNPACK runs it) runs windows one at a time. For
+    models exported with `resizable_batch`, batches are tried by resizing the inputs to
+    [batch, seq_len]; a model whose graph froze the batch of 1 into its shapes anyway (the
+    converter turns the attention mask's expand_dims into a constant reshape) fails to
+    resize, and then, for good, windows are run one at a time. The first batched run is
+    also checked against a single-window run, so a resize that "works" but computes
+    something else is caught rather than scored.
     `num_threads` is the interpreter's CPU threads (None: TFLite's default).
     """
 
@@ -719,7 +729,9 @@ class TfliteQaRunner:
         self._runner = _signature_runner(self._interpreter)
         shape = self._runner.get_input_details()["input_word_ids"]["shape"]
         self.seq_len = int(shape[-1])
-        self._batching: bool | None = None  # unknown until the first batch of more than one
+        signature = self._runner.get_input_details()["input_word_ids"]["shape_signature"]
+        # Unknown until the first batch of more than one, unless the batch is static.
+        self._batching: bool | None = False if int(signature[0]) == 1 else None
 
     @property
     def batching_supported(self) -> bool | None:
@@ -780,3 +792,67 @@ class TfliteQaRunner:
     ) -> bool:
         single = self._invoke({name: array[:1] for name, array in inputs.items()})
         return all(np.allclose(b[:1], s, rtol=1e-3, atol=1e-3) for b, s in zip(batched, single, strict=True))
+
+
+# --- What XNNPACK takes ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DelegateReport:
+    """How much of a .tflite the XNNPACK delegate (TFLite's CPU backend, as on phones) runs.
+
+    `nodes` counts the model's ops, `delegated` those inside XNNPACK partitions, and `outside`
+    the rest by op name (they run on TFLite's builtin kernels). A model with a dynamic-sized
+    tensor (`dynamic_tensors`, by name) gets no XNNPACK at all.
+    """
+
+    nodes: int
+    delegated: int
+    partitions: int
+    outside: tuple[tuple[str, int], ...]
+    dynamic_tensors: tuple[str, ...]
+
+    def summary(self) -> str:
+        if self.dynamic_tensors:
+            return f"XNNPACK off ({len(self.dynamic_tensors)} dynamic-sized tensors, e.g. {self.dynamic_tensors[0]})"
+        rest = ", ".join(f"{name} {count}" for name, count in self.outside) or "none"
+        return f"XNNPACK {self.delegated}/{self.nodes} ops in {self.partitions} partitions (outside: {rest})"
+
+    def to_json(self) -> dict:
+        return {"nodes": self.nodes, "delegated": self.delegated, "partitions": self.partitions,
+                "outside": dict(self.outside), "dynamic_tensors": list(self.dynamic_tensors)}
+
+
+def xnnpack_report(path: str) -> DelegateReport:
+    """Which ops of the file TensorFlow Lite's default XNNPACK delegate takes.
+
+    The interpreter applies XNNPACK when it allocates tensors and then lists one DELEGATE
+    node per partition beside the original nodes, without saying which original nodes a
+    partition swallowed. An original node ran outside XNNPACK exactly when its outputs are
+    neither a partition's outputs nor left unallocated (a tensor internal to a partition
+    gets no memory in TFLite's arena).
+    """
+    import collections
+
+    interpreter = tf.lite.Interpreter(model_path=path, num_threads=1)
+    dynamic = tuple(d["name"] for d in interpreter.get_tensor_details() if -1 in list(d["shape_signature"]))
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()  # noqa: SLF001 (the interpreter's only view of its nodes)
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    partition_outputs = {int(t) for op in partitions for t in op["outputs"]}
+
+    def allocated(tensor: int) -> bool:
+        try:
+            interpreter.get_tensor(tensor)
+        except ValueError:  # "Tensor data is null": internal to a partition
+            return False
+        return True
+
+    originals = [op for op in ops if op["op_name"] != "DELEGATE"]
+    outputs = {op["index"]: [int(t) for t in op["outputs"]] for op in originals}
+    outside = collections.Counter(
+        op["op_name"] for op in originals
+        if not partition_outputs.intersection(outputs[op["index"]]) and all(map(allocated, outputs[op["index"]])))
+    return DelegateReport(nodes=len(originals), delegated=len(originals) - sum(outside.values()),
+                          partitions=len(partitions), outside=tuple(sorted(outside.items())),
+                          dynamic_tensors=dynamic)

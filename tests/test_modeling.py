@@ -57,3 +57,31 @@ def test_padding_changes_neither_logits_of_real_tokens_nor_allows_answers_in_pad
     np.testing.assert_allclose(padded_start[:, :6], start, atol=1e-4)
     np.testing.assert_allclose(padded_end[:, :6], end, atol=1e-4)
     assert (padded_start[:, 6:] < -1000).all() and (padded_end[:, 6:] < -1000).all()
+
+
+def test_on_device_ops_compute_the_same_logits_as_training_ops():
+    # The TFLite signature is traced under on_device_ops() (LayerNorm through matrix products,
+    # GELU in its tanh form): it must be the trained function, not a different model.
+    from bertqa import modeling
+
+    checkpoint_dir = str(model_cache.ensure_default_model())
+    config = checkpoint.read_encoder_config(checkpoint_dir, dropout_rate=0.0, initializer_range=0.02)
+    model = modeling.build_span_model(BertEncoder(config, name="encoder"), 0.02)
+    checkpoint.load_encoder_weights(model.get_layer("encoder"), checkpoint_dir)
+    rng = np.random.default_rng(0)
+    inputs = {"input_word_ids": tf.constant(rng.integers(1000, 5000, (2, 48)), tf.int32),
+              "input_mask": tf.constant(np.r_[np.ones((1, 48)), np.c_[np.ones((1, 30)), np.zeros((1, 18))]], tf.int32),
+              "input_type_ids": tf.constant(np.c_[np.zeros((2, 16)), np.ones((2, 32))], tf.int32)}
+    expected = model(inputs, training=False)
+    with modeling.on_device_ops():
+        traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+            {name: tf.TensorSpec(t.shape, t.dtype) for name, t in inputs.items()})
+    on_device = traced(inputs)
+    op_types = {op.type for op in traced.graph.get_operations()}
+    assert "Rsqrt" not in op_types and "Erf" not in op_types  # the ops XNNPACK lacks are gone
+    for name in ("start_logits", "end_logits"):
+        np.testing.assert_allclose(on_device[name].numpy(), expected[name].numpy(), atol=2e-3)
+    # Outside the block the training graph is unchanged (exact GELU).
+    plain = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        {name: tf.TensorSpec(t.shape, t.dtype) for name, t in inputs.items()})
+    assert "Erf" in {op.type for op in plain.graph.get_operations()}

@@ -9,7 +9,7 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 import local_runner
-from bertqa import cli, task_library
+from bertqa import cli, task_library, tflite_export
 from pipeline import metadata
 
 pytestmark = pytest.mark.e2e
@@ -47,6 +47,14 @@ def pushed_tflite(first_run) -> pathlib.Path:
 def test_blessed_model_tflite_and_vocab_are_pushed(pushed_tflite):
     assert pushed_tflite.stat().st_size > 100_000
     assert (pushed_tflite.parent / "vocab.txt").is_file()
+
+
+def test_pushed_model_tflite_is_static_so_xnnpack_runs_it(pushed_tflite):
+    # One dynamic-sized tensor and TFLite keeps XNNPACK (the CPU delegate phones use) off the
+    # whole model; the report loads the pushed file with the interpreter's default XNNPACK.
+    report = tflite_export.xnnpack_report(str(pushed_tflite))
+    assert report.dynamic_tensors == (), report.summary()
+    assert report.partitions >= 1 and report.delegated > report.nodes // 2, report.summary()
 
 
 def test_blessing_and_metrics_are_recorded_in_ml_metadata(store):

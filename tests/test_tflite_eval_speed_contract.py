@@ -141,3 +141,21 @@ def test_model_maker_evaluate_tflite_goes_through_the_fast_path(monkeypatch, eva
     assert model.evaluate_tflite("m.tflite", data, max_answer_length=12, num_threads=2) == {"exact_match": 1.0,
                                                                                            "f1": 2.0}
     assert calls == [("m.tflite", 2, 12)]
+
+
+def test_shipped_export_is_static_and_xnnpack_takes_layernorm_and_gelu(saved_model, tmp_path, eval_data):
+    # The default export, as the pipeline ships it: every tensor static (else XNNPACK is off for
+    # the whole model), and the on-device signature leaves XNNPACK only the attention's
+    # activation-by-activation matmuls (and the embedding lookups) to hand back.
+    path = _export(saved_model, tmp_path, "float16", resizable_batch=False)
+    report = tflite_export.xnnpack_report(path)
+    assert report.dynamic_tensors == ()
+    outside = dict(report.outside)
+    assert not {"MEAN", "RSQRT", "GELU", "FULLY_CONNECTED"} & set(outside), report.summary()
+    assert report.delegated > 0.8 * report.nodes, report.summary()
+    # The on-device graph computes the training graph's logits (here against the `logits` signature's export).
+    windows = eval_data[1][:3]
+    on_device = tflite_export.TfliteQaRunner(_export(saved_model, tmp_path, "none", resizable_batch=False))
+    trained = tflite_export.TfliteQaRunner(_export(saved_model, tmp_path, "none"))
+    for got, want in zip(on_device.run(*_inputs(windows)), trained.run(*_inputs(windows)), strict=True):
+        np.testing.assert_allclose(got, want, atol=2e-3)

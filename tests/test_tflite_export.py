@@ -161,8 +161,8 @@ def test_variant_takes_one_int32_window_of_384_and_returns_float_logits(exported
     runner = interpreter.get_signature_runner()
     for name, details in runner.get_input_details().items():
         assert list(details["shape"]) == [1, SEQ_LEN], name
-        # The batch is resizable (for batched evaluation); the Task Library sees the shape, [1, 384].
-        assert list(details["shape_signature"]) == [-1, SEQ_LEN], name
+        # Static, batch included: one dynamic-sized tensor would keep XNNPACK off the whole model.
+        assert list(details["shape_signature"]) == [1, SEQ_LEN], name
         assert details["dtype"] == np.int32, name
     for name, details in runner.get_output_details().items():
         assert list(details["shape"]) == [1, SEQ_LEN], name
@@ -304,7 +304,7 @@ def _per_window(runner: TfliteQaRunner, windows: dict[str, np.ndarray]) -> tuple
 
 @pytest.fixture(scope="module")
 def frozen_batch_exported(standin_dir, vocab_path, tmp_path_factory) -> dict[str, str]:
-    """Every variant exported with the batch frozen at 1, as exports were before resizable batches."""
+    """Every variant exported with the batch frozen at 1, as files are shipped."""
     out_dir = tmp_path_factory.mktemp("frozen")
     calibration = _rows(_windows(16, seed=1))
     return {
@@ -321,7 +321,7 @@ def test_runner_batch_equals_per_window_when_the_batch_cannot_be_resized(frozen_
                                                                          eval_windows):
     runner = TfliteQaRunner(frozen_batch_exported[variant])
     batched = runner.run(**eval_windows)
-    # Attention reshapes froze the batch of 1 into the graph: the runner must notice and fall back.
+    # The static batch of 1 (and the attention reshapes it froze into the graph): one window at a time.
     assert runner.batching_supported is False
     for got, want in zip(batched, _per_window(runner, eval_windows), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -334,7 +334,7 @@ def dense_standin_dir(tmp_path_factory) -> str:
 
 
 def _export_dense(dense_standin_dir: str, vocab_path: str, path: str, variant: str) -> str:
-    config, quantization = TfliteExportConfig(), VARIANTS[variant]
+    config, quantization = TfliteExportConfig(resizable_batch=True), VARIANTS[variant]
     calibration = _rows(_windows(8, seed=3))
     return tflite_export.export_tflite(
         dense_standin_dir, vocab_path, path, config, quantization, representative_windows=calibration

@@ -14,3 +14,7 @@ def assert_every_variant_has_its_figures(props: dict) -> None:
         assert 0.0 <= props[f"{variant}_exact_match"] <= props[f"{variant}_f1"] <= 100.0
         assert props[f"{variant}_f1_drop"] == pytest.approx(props["saved_model_f1"] - props[f"{variant}_f1"])
         assert props[f"{variant}_task_library_ok"] == 1
+        # Timed in the Task Library itself, and every tensor static so that XNNPACK runs the file.
+        assert props[f"{variant}_task_library_ms_1_thread"] > 0 and props[f"{variant}_task_library_ms_2_threads"] > 0
+        assert props[f"{variant}_dynamic_tensors"] == 0
+        assert 0 < props[f"{variant}_xnnpack_delegated_ops"] <= props[f"{variant}_xnnpack_ops"]

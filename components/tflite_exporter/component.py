@@ -13,7 +13,7 @@ Artifacts in:
 Artifacts out:
   exported_model: Model. variants.json at its root (every variant's figures and
     verdict); Format-Serving/ holds, only when the push is blessed, model.tflite (the
-    dynamic-range variant: inputs [1, seq_len] int32 with a resizable batch, named
+    dynamic-range variant: inputs [1, seq_len] int32, every tensor static-sized, named
     ids/mask/segment_ids in the metadata, outputs start_logits/end_logits, the vocab
     packed inside), model_<variant>.tflite for each other blessed variant, vocab.txt
     variants.json and model_record.json (bertqa.pushed_models: the SavedModel it came from,
@@ -23,8 +23,10 @@ Artifacts out:
     Custom properties: exported (1/0), quantization (the pushed variant), size_bytes
     (of model.tflite), variants, pushed_variants, saved_model_exact_match,
     saved_model_f1, and per variant <variant>_{size_bytes, latency_ms_1_thread,
-    latency_ms_2_threads, exact_match, f1, f1_drop, max_f1_drop, task_library_ok,
-    task_library_problems, blessed, reason}.
+    latency_ms_2_threads (TF's interpreter), task_library_ms_1_thread,
+    task_library_ms_2_threads (one Task Library answer), xnnpack_ops, xnnpack_delegated_ops,
+    xnnpack_outside (op names), dynamic_tensors, exact_match, f1, f1_drop, max_f1_drop,
+    task_library_ok, task_library_problems, blessed, reason}.
   blessing: ModelBlessing for Pusher: `blessed` 1 only when SquadEvaluator blessed the
     SavedModel and the dynamic variant's F1 drop is within its limit; `reason`, and
     blessed_<variant> per variant; a BLESSED or NOT_BLESSED file, as TFX's Evaluator writes.
@@ -102,6 +104,15 @@ def _record(exported, blessing, report: core.ExportReport) -> None:
         exported.set_int_custom_property(f"{v.variant}_size_bytes", v.size_bytes)
         for threads, ms in v.latency_ms.items():
             exported.set_float_custom_property(f"{v.variant}_latency_ms_{threads}_thread{'s' * (threads > 1)}", ms)
+        for threads, ms in v.task_library_latency_ms.items():
+            exported.set_float_custom_property(
+                f"{v.variant}_task_library_ms_{threads}_thread{'s' * (threads > 1)}", ms)
+        if v.xnnpack:
+            exported.set_int_custom_property(f"{v.variant}_xnnpack_ops", v.xnnpack["nodes"])
+            exported.set_int_custom_property(f"{v.variant}_xnnpack_delegated_ops", v.xnnpack["delegated"])
+            exported.set_string_custom_property(f"{v.variant}_xnnpack_outside", ",".join(
+                f"{name}:{count}" for name, count in v.xnnpack["outside"].items()))
+            exported.set_int_custom_property(f"{v.variant}_dynamic_tensors", len(v.xnnpack["dynamic_tensors"]))
         for name in ("exact_match", "f1", "f1_drop", "max_f1_drop"):
             exported.set_float_custom_property(f"{v.variant}_{name}", float(getattr(v, name)))
         exported.set_int_custom_property(f"{v.variant}_task_library_ok", int(v.task_library_ok))

@@ -7,7 +7,10 @@ For each variant (none, dynamic, float16, int8) of the trainer's SavedModel:
   score     bertqa.evaluation.evaluate_tflite: the SQuAD metric on the eval split's raw
             examples and windows, the function SquadEvaluator scores the SavedModel with;
   time      bertqa.tflite_export.median_latency_seconds at 1 and 2 threads: one window
-            is one Task Library question;
+            is one Task Library question; and bertqa.task_library.median_answer_seconds,
+            one answer in the Task Library itself (its runtime, tokenizer and span search);
+  inspect   bertqa.tflite_export.xnnpack_report: how many ops XNNPACK takes, which it
+            leaves out, and any dynamic-sized tensor (which would turn it off);
   check     the Task Library's BertQuestionAnswerer loads the file and answers a probe
             question with the logits the interpreter computes (or why not);
   bless     F1 drop against the float SavedModel at most the variant's limit, and the
@@ -40,7 +43,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bertqa import evaluation, pushed_models, tflite_export
+from bertqa import evaluation, pushed_models, task_library, tflite_export
 from bertqa.raw_example import SquadExample
 from bertqa.windowing import Window
 
@@ -175,10 +178,15 @@ class VariantReport:
     blessed: bool
     reason: str
     seconds: float = 0.0  # exporting, scoring and timing this variant took
+    # threads -> median milliseconds of one Task Library answer() (tokenization and span search
+    # included); empty when the Task Library cannot run the file.
+    task_library_latency_ms: Mapping[int, float] = dataclasses.field(default_factory=dict)
+    xnnpack: Mapping = dataclasses.field(default_factory=dict)  # tflite_export.DelegateReport.to_json()
 
     def to_json(self) -> dict:
         fields = dataclasses.asdict(self)
         fields["latency_ms"] = {str(threads): ms for threads, ms in self.latency_ms.items()}
+        fields["task_library_latency_ms"] = {str(threads): ms for threads, ms in self.task_library_latency_ms.items()}
         fields["task_library_problems"] = list(self.task_library_problems)
         return fields
 
@@ -272,6 +280,11 @@ def _score_variant(variant: str, path: str, output_dir: str, result: tflite_expo
         path, data.examples, data.windows, eval_config, num_threads=plan.eval_threads,
         batch_size=plan.eval_batch_size).metrics)
     latency = median_latencies_ms(path, data.windows[0], plan.latency_threads, plan.latency_runs)
+    task_library_latency = {}
+    if not result.warnings:  # the Task Library ran the file in export_tflite: it can be timed
+        example = data.examples[0]
+        task_library_latency = {n: 1000.0 * task_library.median_answer_seconds(
+            path, example.context, example.question, n, runs=plan.latency_runs) for n in plan.latency_threads}
     f1_drop = reference.f1 - metrics.f1
     blessed, reason = bless(f1_drop, plan.limit(variant))
     if result.task_library_failures:
@@ -283,7 +296,8 @@ def _score_variant(variant: str, path: str, output_dir: str, result: tflite_expo
         # export_tflite ran the Task Library on the file when it found nothing wrong beforehand;
         # its warnings say why the Task Library cannot (or cannot faithfully) run it.
         task_library_ok=not result.warnings, task_library_problems=tuple(result.warnings),
-        blessed=blessed, reason=reason)
+        blessed=blessed, reason=reason, task_library_latency_ms=task_library_latency,
+        xnnpack=tflite_export.xnnpack_report(path).to_json())
 
 
 # --- All variants -----------------------------------------------------------------------------
@@ -313,8 +327,10 @@ def export_variants(saved_model_dir: str, vocab_path: str, output_dir: str, serv
                                 plan.representative_steps)
         report = _score_variant(variant, path, output_dir, result, data, reference, eval_config, plan)
         report = dataclasses.replace(report, seconds=time.monotonic() - started)
-        _log.info("TFLite %s: %d bytes, EM %.2f, F1 %.2f (drop %.2f), %s ms/question, Task Library %s, %s; %.0fs",
+        _log.info("TFLite %s: %d bytes, EM %.2f, F1 %.2f (drop %.2f), %s ms/question (Task Library %s ms), "
+                  "XNNPACK %s/%s ops, Task Library %s, %s; %.0fs",
                   variant, report.size_bytes, report.exact_match, report.f1, report.f1_drop, report.latency_ms,
+                  report.task_library_latency_ms, report.xnnpack.get("delegated"), report.xnnpack.get("nodes"),
                   "ok" if report.task_library_ok else "NOT ok", report.reason, report.seconds)
         reports.append(report)
     blessed, reason = _overall_verdict(reports, upstream_blessed)

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test test-fast bench lint lock clean image retrain-demo
+.PHONY: setup run test test-fast bench bench-peer lint lock clean image retrain-demo
 
 setup:
 	@scripts/setup.sh
@@ -28,10 +28,18 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not e2e" $(TEST_ARGS)
 
 # Benchmarks measure ratios against a peer in the same run; figures and commands are in the README
-# and benchmarks/RESULTS.md. evaluate_tflite.py scores the newest model under runs/ (train-free without one).
+# and benchmarks/RESULTS.md. evaluate_tflite.py scores the newest model under runs/ (train-free without one);
+# peer_benchmark.py needs a trained model (make run) and sets up benchmarks/.peer-venv (ONNX Runtime,
+# PyTorch; outside the project's lock) through benchmarks/peer/setup.sh.
 bench: setup
 	$(PY) benchmarks/beam_modes.py --data-dir data/sample
 	$(PY) benchmarks/evaluate_tflite.py
+	bash benchmarks/peer/setup.sh
+	$(PY) benchmarks/peer_benchmark.py
+
+bench-peer: setup
+	bash benchmarks/peer/setup.sh
+	$(PY) benchmarks/peer_benchmark.py $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

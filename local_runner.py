@@ -211,9 +211,11 @@ def _variant_lines(store) -> list[str]:
         task_library = "ok" if v.get("task_library_ok") else f"NOT ok ({v.get('task_library_problems', '')})"
         in_task_library = (f"{v['task_library_ms_1_thread']:.0f} ms in the Task Library, "
                            if "task_library_ms_1_thread" in v else "")
-        xnnpack = (f"XNNPACK {v['xnnpack_delegated_ops']}/{v['xnnpack_ops']} ops, "
-                   if "xnnpack_ops" in v and not v.get("dynamic_tensors") else
-                   "XNNPACK off (dynamic-sized tensors), " if v.get("dynamic_tensors") else "")
+        xnnpack = ""
+        if v.get("dynamic_tensors"):
+            xnnpack = "XNNPACK off (dynamic-sized tensors), "
+        elif "xnnpack_ops" in v:
+            xnnpack = f"XNNPACK {v['xnnpack_delegated_ops']}/{v['xnnpack_ops']} ops, "
         lines.append(f"tflite {variant}: {v.get('size_bytes', 0) / 1e6:.1f} MB, "
                      f"{v.get('latency_ms_1_thread', float('nan')):.0f} ms/question (1 thread), "
                      f"{in_task_library}{xnnpack}"

@@ -13,7 +13,7 @@ The run, one step after the other on the same machine (nothing else should be ru
    at 1 and 2 threads: the median of --runs runs of one [1, 384] window after --warmup runs;
 3. writes the same trained weights in the Hugging Face BERT layout and runs
    benchmarks/peer/onnx_peer.py in benchmarks/.peer-venv (set up by benchmarks/peer/setup.sh,
-   outside the project's lock): ONNX Runtime fp32 and dynamic int8, and PyTorch eager;
+   outside the project's lock): ONNX Runtime fp32 and dynamic int8 (per-tensor and per-channel), and PyTorch eager;
 4. scores every system on the eval split with the project's post-processing and SQuAD metric,
    so a speed-up never hides an accuracy loss.
 
@@ -33,7 +33,6 @@ import glob  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -128,17 +127,6 @@ def write_hf_weights(saved_model_dir: str, spec_name: str, directory: str) -> No
 
 
 # --- timing ----------------------------------------------------------------------------------
-
-def median_ms(run, runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000.0
-
 
 def task_library_ms(path: str, context: str, question: str, threads: int, runs: int, warmup: int) -> float:
     from bertqa import task_library

@@ -29,11 +29,11 @@ def on_device_ops() -> Iterator[None]:
     XNNPACK, the CPU backend of TFLite on phones, runs a model in partitions of the ops it
     supports and hands the rest back to TFLite's reference-style builtin kernels. The
     runtimes this project ships to (TF 2.16's interpreter, the Task Library's older one)
-    have no XNNPACK MEAN over the last axis, RSQRT or GELU, so a standard BERT falls into
-    about 60 partitions around every LayerNorm and GELU. The same weights traced here give
-    the same function (GELU in its tanh form, which differs from the exact one by < 1e-3)
-    in about 15 partitions, split only by the attention's activation-times-activation
-    matmuls. Training never runs under it: the trainer exports a TFLite signature traced
+    have no XNNPACK MEAN over the last axis, RSQRT or GELU, so a standard BERT is cut into
+    partitions around every LayerNorm and GELU. The same weights traced here give the same
+    function (GELU in its tanh form, which differs from the exact one by < 1e-3) in about
+    15 partitions, split only by the attention's activation-times-activation matmuls
+    (benchmarks/RESULTS.md). Training never runs under it: the trainer exports a TFLite signature traced
     within it (bertqa.serving).
     """
     token = _ON_DEVICE_OPS.set(True)

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test test-fast bench bench-peer lint lock clean image retrain-demo
+.PHONY: setup run test test-fast bench bench-peer lint lock clean image retrain-demo tensorboard
 
 setup:
 	@scripts/setup.sh
@@ -17,12 +17,18 @@ run: setup
 
 # Two workers, one test module each at a time (module fixtures such as a pipeline run stay shared
 # within their module): the end-to-end runs spend much of their time in a single thread.
+# scripts/setup_browser.sh: Debian's Chromium for the run-report browser test (when missing).
 test: setup
+	@scripts/setup_browser.sh
 	$(PY) -m pytest -q -n 2 --dist loadscope $(TEST_ARGS)
 
 # The retraining loop on the bundled sample (three spans, default model); see scripts/retrain_demo.py.
 retrain-demo: setup
 	$(PY) scripts/retrain_demo.py $(RUN_ARGS)
+
+# TensorBoard on the Trainer's logs of every local run (loss, learning rate, windows/s).
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir runs/bertqa/artifacts/Trainer/model_run --bind_all --port 6006
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e" $(TEST_ARGS)

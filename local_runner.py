@@ -193,6 +193,9 @@ def summary(config) -> str:
         lines.append(f"pushed: {os.path.join(destination, 'model.tflite')}")
     else:
         lines.append("pushed: nothing (model not blessed)")
+    report = metadata.latest_artifact(store, "bertqa_artifacts.RunReport")
+    if report is not None and metadata.custom_properties(report).get("report"):
+        lines.append(f"report: {metadata.custom_properties(report)['report']}")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ setup(
     description="BERT extractive question answering as a TFX pipeline, with TFLite export for the Task Library",
     python_requires=">=3.9,<3.11",
     packages=find_packages(include=["bertqa", "bertqa.*", "components", "components.*", "pipeline", "pipeline.*"]),
-    py_modules=["local_runner", "kubeflow_runner"],
+    py_modules=["local_runner", "kubeflow_runner", "bertqa_artifacts"],
     # Exact versions live in requirements.lock (resolved with uv); these are the direct needs.
     install_requires=[
         "tfx[kfp]==1.16.0",

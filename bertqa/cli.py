@@ -173,6 +173,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.add_parser("retrain", help="retrain on the latest (or a given) span; a scheduler calls this")
     commands.add_parser("lineage", help="which data, settings and baseline produced a pushed model")
     commands.add_parser("kfp", help="compile, submit or schedule the pipeline on Kubeflow Pipelines")
+    commands.add_parser("report", help="regenerate a run's HTML report from ML Metadata (bertqa report RUN_DIR)")
     predict_parser = commands.add_parser("predict", help="answer a question about a context")
     predict_parser.add_argument("--model", required=True, help="a .tflite file or a SavedModel directory")
     predict_parser.add_argument("--context", required=True)
@@ -222,6 +223,10 @@ def main(argv=None) -> int:
         from bertqa import kfp_client
 
         return kfp_client.main(argv[1:])
+    if argv and argv[0] == "report":
+        from bertqa import report_cli
+
+        return report_cli.main(argv[1:])
     args = _build_parser().parse_args(argv)
     if args.command == "predict":
         return _predict_command(args)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import sys
 import time
 
 import tensorflow as tf
@@ -164,10 +166,13 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
+def learning_rate_schedule(config: TrainConfig) -> WarmupLinearDecay:
+    return WarmupLinearDecay(config.learning_rate, int(config.train_steps * config.warmup_fraction),
+                             config.train_steps)
+
+
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    schedule = WarmupLinearDecay(config.learning_rate, int(config.train_steps * config.warmup_fraction),
-                                 config.train_steps)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay,
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate_schedule(config), weight_decay=config.weight_decay,
                                        beta_1=0.9, beta_2=0.999, epsilon=1e-6)
     # BERT does not decay LayerNorm parameters or biases.
     optimizer.exclude_from_weight_decay(var_names=["norm", "bias"])
@@ -181,32 +186,79 @@ def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
                   loss_weights={"start_logits": 0.5, "end_logits": 0.5})
 
 
-class ProgressLogger(keras.callbacks.Callback):
-    """Logs loss, throughput and time left every `every` steps: training here takes minutes, not seconds."""
+# TensorBoard scalar names (bertqa.run_report reads them back for the training curve).
+LOSS_TAG, LEARNING_RATE_TAG, THROUGHPUT_TAG = "loss", "learning_rate", "windows_per_second"
+TENSORBOARD_SUBDIR = "train"  # as keras.callbacks.TensorBoard lays out its logs
 
-    def __init__(self, total_steps: int, batch_size: int, every: int = 20):
+
+class TrainingMonitor(keras.callbacks.Callback):
+    """Loss, learning rate and throughput of each `every`-step interval: to TensorBoard under
+    `log_dir`/train (when given), to a progress bar on an interactive terminal, else to log lines.
+
+    keras.callbacks.TensorBoard is not used: training is one epoch of N steps, its batch-level
+    logs carry Keras's running mean of the epoch (not the interval's loss) and neither the
+    scheduled learning rate nor windows/s. Keras reports that running mean here too, so the
+    interval's loss is recovered from differences of the running sum (mean * steps).
+    """
+
+    def __init__(self, total_steps: int, batch_size: int, schedule=None, log_dir: str | None = None,
+                 every: int = 20, show_bar: bool | None = None):
         super().__init__()
         self.total_steps, self.batch_size, self.every = total_steps, batch_size, every
+        self.schedule, self.log_dir, self.show_bar = schedule, log_dir, show_bar
 
     def on_train_begin(self, logs=None):
-        self._started = time.monotonic()
+        from tqdm.auto import tqdm
+
+        self._started = self._interval_started = time.monotonic()
+        self._loss_sum = self._interval_loss_sum = 0.0
+        self._interval_steps = 0
+        self._writer = (tf.summary.create_file_writer(os.path.join(self.log_dir, TENSORBOARD_SUBDIR))
+                        if self.log_dir else None)
+        # disable=None: tqdm draws only when stderr is a terminal (not under cron, CI or Kubeflow).
+        self._bar = tqdm(total=self.total_steps, desc="training", unit="step", leave=False, file=sys.stderr,
+                         disable=None if self.show_bar is None else not self.show_bar)
 
     def on_train_batch_end(self, batch, logs=None):
         step = batch + 1
+        running_sum = float((logs or {}).get("loss", float("nan"))) * step
+        self._interval_loss_sum += running_sum - self._loss_sum
+        self._loss_sum = running_sum
+        self._interval_steps += 1
+        self._bar.update(1)
         if step % self.every and step != self.total_steps:
             return
-        elapsed = time.monotonic() - self._started
-        rate = step * self.batch_size / elapsed
-        logging.info("step %d/%d  loss %.3f  %.1f windows/s  %.0f s elapsed, ~%.0f s left", step,
-                     self.total_steps, (logs or {}).get("loss", float("nan")), rate, elapsed,
-                     (self.total_steps - step) * self.batch_size / rate)
+        now = time.monotonic()
+        loss = self._interval_loss_sum / self._interval_steps
+        rate = self._interval_steps * self.batch_size / max(now - self._interval_started, 1e-9)
+        learning_rate = float(self.schedule(step - 1)) if self.schedule is not None else float("nan")
+        if self._writer is not None:
+            with self._writer.as_default(step=step):
+                tf.summary.scalar(LOSS_TAG, loss)
+                tf.summary.scalar(LEARNING_RATE_TAG, learning_rate)
+                tf.summary.scalar(THROUGHPUT_TAG, rate)
+        if self._bar.disable:
+            elapsed = now - self._started
+            overall = step * self.batch_size / elapsed
+            logging.info("step %d/%d  loss %.3f  %.1f windows/s  %.0f s elapsed, ~%.0f s left", step,
+                         self.total_steps, loss, rate, elapsed, (self.total_steps - step) * self.batch_size / overall)
+        else:
+            self._bar.set_postfix(loss=f"{loss:.3f}", windows_per_s=f"{rate:.1f}", refresh=False)
+        self._interval_loss_sum, self._interval_steps, self._interval_started = 0.0, 0, now
+
+    def on_train_end(self, logs=None):
+        self._bar.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
-def train(model: keras.Model, train_files, config: TrainConfig, callbacks=()) -> keras.callbacks.History:
+def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
+          log_dir: str | None = None) -> keras.callbacks.History:
+    """Fits `model` for config.train_steps; with `log_dir`, TensorBoard logs go to log_dir/train."""
     dataset = bucketed_window_dataset(train_files, config.batch_size, config.seq_len, config.bucket_width,
                                       shuffle_buffer=config.shuffle_buffer, repeat=True, seed=config.seed)
     compile_for_training(model, config)
     logging.info("training for %d steps of batch %d", config.train_steps, config.batch_size)
-    progress = ProgressLogger(config.train_steps, config.batch_size)
+    progress = TrainingMonitor(config.train_steps, config.batch_size, learning_rate_schedule(config), log_dir)
     return model.fit(dataset, steps_per_epoch=config.train_steps, epochs=1, callbacks=[progress, *callbacks],
                      verbose=0)

@@ -13,6 +13,7 @@ from tfx import v1 as tfx
 
 from bertqa import model_spec
 from components.bert_qa_transform.component import BertQATransform
+from components.run_reporter.component import RunReporter
 from components.squad_evaluator.component import SquadEvaluator
 from components.squad_example_gen.component import SquadExampleGen, separate_files, single_span, split_by_title
 from components.tflite_exporter import core as tflite_exporter_core
@@ -71,6 +72,15 @@ def range_config(config: PipelineConfig):
     return single_span(config.span) if config.span is not None else None
 
 
+def report_settings(config: PipelineConfig) -> dict:
+    """What the run report shows under provenance: the spec and the settings that judge a model."""
+    return {"spec": config.spec.name, "min_f1": config.min_f1, "max_f1_regression": config.max_f1_regression,
+            "compare_with_baseline": config.compare_with_baseline, "cold_start": config.cold_start,
+            "tflite_variants": list(config.tflite_variants), "max_f1_drop": dict(config.max_f1_drop),
+            "epochs": config.epochs, "batch_size": config.batch_size, "train_steps": config.train_steps,
+            "train_pattern": config.train_pattern, "eval_pattern": config.eval_pattern}
+
+
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
     example_gen = SquadExampleGen(
         input_base=config.data_root, input_config=input_config(config),
@@ -110,12 +120,19 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         model=exporter.outputs["exported_model"], model_blessing=exporter.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)))
+    reporter = RunReporter(
+        examples=example_gen.outputs["examples"], transformed_examples=transform.outputs["transformed_examples"],
+        model=trainer.outputs["model"], model_run=trainer.outputs["model_run"],
+        evaluation=evaluator.outputs["evaluation"], evaluator_blessing=evaluator.outputs["blessing"],
+        exported_model=exporter.outputs["exported_model"], export_blessing=exporter.outputs["blessing"],
+        pushed_model=pusher.outputs["pushed_model"], settings=report_settings(config),
+        version_2_with_negative=config.version_2_with_negative)
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                    evaluator, exporter, pusher],
+                    evaluator, exporter, pusher, reporter],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_pipeline_args))

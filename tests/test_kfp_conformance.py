@@ -25,7 +25,7 @@ TINY_ARGS = ["--train-pattern", "tiny_train.json", "--eval-pattern", "tiny_eval.
 # Every variant, each allowed any F1 drop, so that all four are exported, scored and pushed.
 VARIANTS = ["--quantization", "all", *[arg for v in exporter_core.VARIANTS for arg in ("--max-f1-drop", f"{v}=100")]]
 TASKS = ["SquadExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "BertQATransform", "Trainer",
-         "SquadEvaluator", "TFLiteExporter", "Pusher"]
+         "SquadEvaluator", "TFLiteExporter", "Pusher", "RunReporter"]
 
 
 def _compile(tmp, fixtures_dir, target):
@@ -78,7 +78,7 @@ def _metadata(outcome, task, key):
 
 @pytest.mark.e2e
 def test_every_task_of_the_spec_ran_in_dependency_order(kfp_run):
-    results = _through(kfp_run, "Pusher")
+    results = _through(kfp_run, "RunReporter")
     assert sorted(results) == sorted(TASKS)
     order = list(results)
     for name, result in results.items():
@@ -199,3 +199,13 @@ def test_runner_reads_parameters_as_the_schema_says():
     no_default = _spec({"t": {"inputs": {"parameters": {"p": {"componentInputParameter": "x"}}}}})
     with pytest.raises(kfp_conformance.ConformanceError, match="no value and no default"):
         kfp_conformance.parameter_inputs(no_default, "t", {})
+
+
+@pytest.mark.e2e
+def test_run_report_is_written_into_its_uri_and_beside_the_pushed_model(kfp_run, pushed_tflite):
+    report = _through(kfp_run, "RunReporter")["RunReporter"].output_artifact("report")
+    page = pathlib.Path(report["uri"], "report.html")
+    assert report["metadata"]["report"] == str(page)
+    assert 'id="variant-table"' in page.read_text() and 'id="training-curve"' in page.read_text()
+    assert (pushed_tflite.parent / "report.html").read_text() == page.read_text()
+    assert report["metadata"]["questions"] == 23

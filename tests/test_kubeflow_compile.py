@@ -8,7 +8,7 @@ import yaml
 import kubeflow_runner
 
 COMPONENTS = ["SquadExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "BertQATransform", "Trainer",
-              "SquadEvaluator", "TFLiteExporter", "Pusher"]
+              "SquadEvaluator", "TFLiteExporter", "Pusher", "RunReporter"]
 PARAMETERS = {"data_root", "train_args", "range_config"}
 RUN_EXECUTOR = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 DRIVER = ["python", "-m", "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver"]

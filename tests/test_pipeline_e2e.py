@@ -123,6 +123,73 @@ def test_second_run_reuses_every_component_from_the_cache(first_run, fixtures_di
     assert all(e.last_known_state == metadata_store_pb2.Execution.CACHED for e in second)
 
 
+def test_trainer_writes_tensorboard_logs_with_the_loss_series(first_run):
+    from bertqa import run_report
+
+    config = first_run[0]
+    model_run = next(pathlib.Path(config.pipeline_root, "Trainer", "model_run").iterdir())
+    assert list((model_run / "train").glob("events.out.tfevents.*"))
+    curve = run_report.read_training_curve(str(model_run))
+    summary = json.loads(next(pathlib.Path(config.pipeline_root, "Trainer", "model").iterdir())
+                         .joinpath("training_summary.json").read_text())
+    assert curve and curve[-1].step == summary["steps"]
+    assert all(point.loss > 0 and point.learning_rate >= 0 and point.windows_per_second > 0 for point in curve)
+
+
+@pytest.fixture(scope="module")
+def report_path(store) -> pathlib.Path:
+    report = metadata.latest_artifact(store, "bertqa_artifacts.RunReport")
+    assert report is not None, "RunReporter recorded no RunReport"
+    return pathlib.Path(metadata.custom_properties(report)["report"])
+
+
+def _non_blank_fraction(png: bytes) -> float:
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("L")
+    dark = sum(1 for value in image.getdata() if value < 200)
+    return dark / (image.width * image.height)
+
+
+def test_run_report_shows_metrics_variants_and_plots_in_chromium(report_path, store, tmp_path):
+    import browser
+
+    evaluation = metadata.custom_properties(metadata.latest_artifact(store, "ModelEvaluation"))
+
+    def look(page):
+        return {"headline": page.inner_text("#headline"),
+                "variants": page.inner_text("#variant-table"),
+                "slices": page.inner_text("#slice-tables"),
+                "images": {image_id: (page.evaluate(f"document.getElementById('{image_id}').naturalWidth"),
+                                      page.locator(f"#{image_id}").screenshot())
+                           for image_id in ("training-curve", "variant-plot", "slice-plot")}}
+
+    seen = browser.render(str(report_path), str(tmp_path / "report.png"), look)
+    assert f"F1 {evaluation['f1']:.2f}" in seen["headline"]
+    assert f"EM {evaluation['exact_match']:.2f}" in seen["headline"]
+    assert "dynamic" in seen["variants"] and "By question word" in seen["slices"]
+    for image_id, (natural_width, png) in seen["images"].items():
+        assert natural_width > 100, image_id  # the inline PNG decoded
+        assert _non_blank_fraction(png) > 0.01, image_id
+    assert (tmp_path / "report.png").stat().st_size > 50_000
+
+
+def test_report_sits_beside_the_pushed_model_and_the_report_command_rebuilds_it(
+        first_run, report_path, pushed_tflite, tmp_path, capsys):
+    config = first_run[0]
+    assert (pushed_tflite.parent / "report.html").read_text() == report_path.read_text()
+    run_dir = os.path.dirname(local_runner.metadata_path(config))
+    assert cli.main(["report", run_dir, "--output-dir", str(tmp_path)]) == 0
+    assert str(tmp_path / "report.html") in capsys.readouterr().out
+    assert ((tmp_path / "sliced_metrics.json").read_text()
+            == (report_path.parent / "sliced_metrics.json").read_text())
+    sliced = json.loads((tmp_path / "sliced_metrics.json").read_text())
+    assert sliced["overall"]["count"] == 23
+    assert sum(row["count"] for row in sliced["slices"]["question word"]) == 23
+
+
 def _assert_nothing_blessed_or_pushed(runs_dir):
     metadata_file = runs_dir / "bertqa" / "metadata.sqlite"
     if metadata_file.exists():

@@ -196,3 +196,19 @@ def test_task_library_answers_with_the_pushed_retrained_model(loop):
     # The Task Library maps a token span back to whole whitespace-separated words of the
     # context, so the predicted word comes with the period that follows it.
     assert [text.rstrip(".") for text, _ in answers] == ["falcon"]
+
+
+def test_run_reports_compare_with_the_baseline_overall_and_per_slice(loop):
+    store = _store(loop.runs_dir)
+    reports = sorted(store.get_artifacts_by_type("bertqa_artifacts.RunReport"), key=lambda a: a.id)
+    pages = [pathlib.Path(metadata.custom_properties(a)["report"]).read_text() for a in reports]
+    span_2, span_3 = pages[1], pages[2]
+    # Span 2's report went out with its model; span 3's (not pushed) stayed in the run.
+    assert (loop.serving / loop.pushed[2].version / "report.html").read_text() == span_2
+    assert f"pushed version {loop.pushed[1].version}" in span_2 and 'id="baseline-table"' in span_2
+    assert "not blessed" in span_3 and f"pushed version {loop.pushed[2].version}" in span_3
+    assert "nothing pushed" in span_3 and "<th>baseline F1</th>" in span_3
+    sliced = json.loads(pathlib.Path(metadata.custom_properties(reports[2])["report"]).parent
+                        .joinpath("sliced_metrics.json").read_text())
+    assert sliced["overall"]["baseline_f1"] == pytest.approx(loop.blessings[2]["baseline_f1"])
+    assert all(row["baseline_f1"] is not None for row in sliced["slices"]["article"])

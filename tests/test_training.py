@@ -48,3 +48,37 @@ def test_learning_rate_warms_up_linearly_then_decays_to_zero():
     schedule = training.WarmupLinearDecay(peak=1e-4, warmup_steps=10, total_steps=110)
     values = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
     np.testing.assert_allclose(values, [0.0, 5e-5, 1e-4, 5e-5, 0.0], atol=1e-9)
+
+
+def _monitor_run(tmp_path, running_means, every, show_bar=False):
+    schedule = training.WarmupLinearDecay(peak=1e-3, warmup_steps=2, total_steps=len(running_means))
+    monitor = training.TrainingMonitor(len(running_means), batch_size=4, schedule=schedule,
+                                       log_dir=str(tmp_path), every=every, show_bar=show_bar)
+    monitor.on_train_begin()
+    for batch, mean in enumerate(running_means):
+        monitor.on_train_batch_end(batch, {"loss": mean})
+    monitor.on_train_end()
+    return schedule
+
+
+def test_training_monitor_logs_each_interval_loss_not_keras_running_mean(tmp_path):
+    from bertqa import run_report
+
+    # Batch losses 4, 2, 6, 0, 3: Keras reports their running means 4, 3, 4, 3, 3.
+    schedule = _monitor_run(tmp_path, [4.0, 3.0, 4.0, 3.0, 3.0], every=2)
+    curve = run_report.read_training_curve(str(tmp_path))
+    assert [p.step for p in curve] == [2, 4, 5]
+    np.testing.assert_allclose([p.loss for p in curve], [3.0, 3.0, 3.0], rtol=1e-6)
+    np.testing.assert_allclose([p.learning_rate for p in curve], [float(schedule(s - 1)) for s in (2, 4, 5)],
+                               rtol=1e-6)
+    assert all(p.windows_per_second > 0 for p in curve)
+
+
+def test_training_monitor_draws_a_bar_on_a_terminal_and_logs_lines_otherwise(tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
+    _monitor_run(tmp_path / "bar", [1.0] * 4, every=2, show_bar=True)
+    assert "training" in capsys.readouterr().err
+    assert not [r for r in caplog.records if "windows/s" in r.getMessage()]
+    _monitor_run(tmp_path / "lines", [1.0] * 4, every=2, show_bar=False)
+    assert "training:" not in capsys.readouterr().err
+    assert [r.getMessage().split()[1] for r in caplog.records if "windows/s" in r.getMessage()] == ["2/4", "4/4"]

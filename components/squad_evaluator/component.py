@@ -8,7 +8,8 @@ Artifacts out:
   evaluation: ModelEvaluation with metrics.json (official SQuAD keys, 0-100 scale; for SQuAD
     2.0 with tune_null_threshold, the predictions and metrics at the null-score threshold
     that maximises F1 on the eval split, with the untuned figures as untuned_*),
-    predictions.json and nbest_predictions.json (and null_odds.json for SQuAD 2.0);
+    predictions.json and nbest_predictions.json (and null_odds.json for SQuAD 2.0;
+    baseline_predictions.json, the baseline's answers, when one was scored);
     the metrics are also custom properties of the artifact.
   blessing: ModelBlessing, custom property `blessed` 1/0 (what Pusher checks), and a
     BLESSED or NOT_BLESSED file, as TFX's own Evaluator writes. With a baseline (the latest

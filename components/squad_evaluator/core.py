@@ -10,6 +10,10 @@ import tensorflow as tf
 
 from bertqa import evaluation, postprocess, pushed_models
 
+# The baseline's {id: answer} on the same eval split, beside predictions.json (the run report's
+# per-slice comparison reads it).
+BASELINE_PREDICTIONS_FILE = "baseline_predictions.json"
+
 
 @dataclasses.dataclass(frozen=True)
 class BlessingConfig:
@@ -42,6 +46,7 @@ class BaselineComparison:
     baseline: Baseline
     metrics: dict[str, float] | None  # None when it could not be scored
     problem: str | None  # why it cannot be compared (the candidate is then not blessed)
+    answers: dict[str, str] | None = None  # the baseline's answer per question id (for sliced comparisons)
 
     def delta(self, candidate_f1: float) -> float | None:
         return None if self.metrics is None else candidate_f1 - self.metrics["f1"]
@@ -118,7 +123,7 @@ def compare_with_baseline(baseline: Baseline, candidate_identity: dict | None, e
     if problem is not None:
         return BaselineComparison(baseline, None, problem)
     result = _score_saved_model(baseline.saved_model_dir, examples, windows, eval_config, tune_null_threshold)
-    return BaselineComparison(baseline, result.metrics, None)
+    return BaselineComparison(baseline, result.metrics, None, dict(result.predictions.answers))
 
 
 def comparison_summary(comparison: BaselineComparison | None, candidate_f1: float) -> dict:
@@ -148,6 +153,9 @@ def evaluate_saved_model(saved_model_dir: str, examples_pattern: str, windows_pa
     blessed, reason = bless(result.metrics, blessing, comparison)
     os.makedirs(output_dir, exist_ok=True)
     postprocess.write_prediction_files(result.predictions, output_dir, eval_config.version_2_with_negative)
+    if comparison is not None and comparison.answers is not None:
+        with open(os.path.join(output_dir, BASELINE_PREDICTIONS_FILE), "w") as f:
+            json.dump(comparison.answers, f, indent=2)
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
         json.dump({**result.metrics, "questions": len(examples), "windows": len(windows),
                    "blessed": blessed, "reason": reason,

@@ -4,7 +4,8 @@ Artifacts in (through Trainer): examples = BertQATransform's transformed_example
 (window records; `train` split for training), transform_graph = the tokenizer artifact.
 Artifacts out: model, a SavedModel (see bertqa.serving for its two signatures), at
 fn_args.serving_model_dir, and `training_summary.json` at the model artifact's root
-(windows, steps, loss, the model's identity, and `warm_started_from`).
+(windows, steps, loss, the model's identity, and `warm_started_from`); model_run, TensorBoard
+logs under train/ (loss, learning_rate and windows_per_second every 20 steps).
 
 custom_config keys: model_spec (JSON of a BertQaSpec), epochs, batch_size; baseline_serving_dir
 (the push destination: the latest model pushed there is the warm start) and cold_start;
@@ -59,7 +60,8 @@ def run_fn(fn_args) -> None:
     else:
         logging.info("cold start: %s", cold_start_reason)
     train_config = training.train_config(spec, batch_size, steps)
-    history = training.train(model, train_files, train_config)
+    # TensorBoard logs in the ModelRun artifact, as TFX's own Trainer examples write them.
+    history = training.train(model, train_files, train_config, log_dir=fn_args.model_run_dir)
 
     serving.export_saved_model(model, tokenizer.vocab_path, tokenizer.do_lower_case, tokenizer.window,
                                fn_args.serving_model_dir)

@@ -74,8 +74,8 @@ def test_pusher_ships_model_tflite_and_each_blessed_variant_only(all_variants_ru
     assert metadata.custom_properties(blessing)["blessed"] == 1
     (version,) = os.listdir(config.serving_dir)
     pushed = sorted(os.listdir(os.path.join(config.serving_dir, version)))
-    assert pushed == ["model.tflite", "model_float32.tflite", "model_int8.tflite", "model_record.json", "variants.json",
-                      "vocab.txt"]
+    assert pushed == ["model.tflite", "model_float32.tflite", "model_int8.tflite", "model_record.json", "report.html",
+                      "variants.json", "vocab.txt"]
     recorded = json.loads(pathlib.Path(config.serving_dir, version, "variants.json").read_text())
     assert recorded["pushed_variants"] == ["none", "dynamic", "int8"]
 

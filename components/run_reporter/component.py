@@ -33,14 +33,9 @@ from components.run_reporter import core
 
 
 def _properties(artifact) -> dict:
-    """An artifact's custom properties as plain values."""
-    values = {}
-    for name in artifact.mlmd_artifact.custom_properties:
-        value = artifact.mlmd_artifact.custom_properties[name]
-        kind = value.WhichOneof("value")
-        if kind in ("int_value", "double_value", "string_value"):
-            values[name] = getattr(value, kind)
-    return values
+    """An artifact's custom properties as plain values (through TFX's accessor, which also reads
+    the struct values KFP's launcher may pass metadata as)."""
+    return {name: artifact.get_custom_property(name) for name in artifact.mlmd_artifact.custom_properties}
 
 
 class RunReporterSpec(component_spec.ComponentSpec):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import html
 import io
 import json
@@ -267,7 +268,7 @@ class RunReport:
     version_2: bool = False
     title: str = "bertqa run report"
 
-    @property
+    @functools.cached_property  # read by the page, the JSON and the TFMA writer: computed once
     def slices(self) -> dict[str, list[SliceRow]]:
         return slice_metrics(self.scores)
 

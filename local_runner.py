@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import errno  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
@@ -65,6 +66,11 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None, help="overrides --epochs")
+    parser.add_argument("--checkpoint-every-minutes", type=float, default=5.0, metavar="MINUTES",
+                        help="the Trainer saves a resume checkpoint this often (a killed run resumes from the "
+                             "latest one when started again; default 5)")
+    parser.add_argument("--checkpoint-every-steps", type=int, default=None, metavar="STEPS",
+                        help="... and every STEPS steps too")
     parser.add_argument("--min-f1", type=float, default=40.0, help="F1 (0-100) a model needs to be blessed")
     parser.add_argument("--quantization", default=None, metavar="VARIANTS", type=_variants_arg,
                         help="TFLite variants to export, score and bless, comma-separated from none, dynamic, "
@@ -114,6 +120,8 @@ def build_config(args: argparse.Namespace):
         epochs=args.epochs,
         batch_size=args.batch_size,
         train_steps=args.train_steps,
+        checkpoint_every_steps=args.checkpoint_every_steps,
+        checkpoint_every_minutes=args.checkpoint_every_minutes,
         min_f1=args.min_f1,
         compare_with_baseline=not args.no_baseline,
         max_f1_regression=args.max_f1_regression,
@@ -138,14 +146,29 @@ def check_input(config) -> int:
 
 
 def run(config) -> None:
+    """Runs the pipeline. The caller holds the runs directory's lock (bertqa.run_lock)."""
     from tfx import v1 as tfx
 
+    from pipeline import metadata
     from pipeline.pipeline import create_pipeline
 
     check_input(config)
     os.makedirs(os.path.dirname(metadata_path(config)), exist_ok=True)
+    if os.path.exists(metadata_path(config)):
+        interrupted = metadata.mark_interrupted_executions(metadata_path(config))
+        if interrupted:
+            logging.info("executions %s of an earlier run never completed (the run was killed); marked CANCELED",
+                         interrupted)
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(config))
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))
+
+
+# errno values that mean the runs directory, not the data or the model, stopped the run.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+_STORAGE_MESSAGES = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
+                     "Read-only file system": errno.EROFS,
+                     # SQLite's words, from the ML Metadata store in the runs directory.
+                     "database or disk is full": errno.ENOSPC}
 
 
 def user_error(error: BaseException) -> BaseException | None:
@@ -156,6 +179,25 @@ def user_error(error: BaseException) -> BaseException | None:
     while error is not None:
         if isinstance(error, (SquadDataError, CheckpointError)):
             return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def storage_error(error: BaseException, runs_dir: str) -> str | None:
+    """One message when a full, read-only or unwritable disk stopped the run, else None.
+
+    The error arrives wrapped by Beam or TFX, and TensorFlow's file system reports it as its
+    own error type with the OS's words in the message, so both the chain of causes and the
+    messages are searched.
+    """
+    from bertqa.run_lock import writable_dir_problem
+
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+            return writable_dir_problem(runs_dir, error)
+        for words, number in _STORAGE_MESSAGES.items():
+            if words in str(error):
+                return writable_dir_problem(runs_dir, OSError(number, words))
         error = error.__cause__ or error.__context__
     return None
 
@@ -230,18 +272,33 @@ def _variant_lines(store) -> list[str]:
     return lines
 
 
+EXIT_BAD_INPUT = 2
+EXIT_LOCKED = 3
+
+
 def main(argv=None) -> int:
+    from bertqa import run_lock
+
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = build_config(args)
     try:
-        run(config)
+        # The lock first, before TensorFlow is imported: a second run learns at once that it must not start.
+        with run_lock.runs_lock(run_lock.lock_path(args.runs_dir, args.pipeline_name)):
+            config = build_config(args)
+            run(config)
+    except run_lock.RunsLocked as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_LOCKED
+    except run_lock.RunsDirError as error:
+        print(f"error: {error.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as error:  # noqa: BLE001 (reported below, or re-raised)
         cause = user_error(error)
-        if cause is None:
+        message = str(cause) if cause is not None else storage_error(error, os.path.abspath(args.runs_dir))
+        if message is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
-        return 2
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(summary(dataclasses.replace(config)))
     return 0
 

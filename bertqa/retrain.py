@@ -6,8 +6,9 @@
 New labelled data arrives as a new span: DATA_DIR/span-N/train.json and span-N/eval.json
 (the patterns are --train-pattern / --eval-pattern, with {SPAN}). One retrain:
 
-1. takes a lock on the runs directory, so a second retrain started meanwhile exits at
-   once (status 3) with a message naming the holder;
+1. takes the runs directory's lock (bertqa.run_lock, shared with `bertqa run` and `make run`),
+   so a second retrain or run started meanwhile exits at once (status 3) with a message
+   naming the holder;
 2. resolves the span (the latest that every split has, or --span); a missing or uneven
    span stops it with one message (status 2);
 3. does nothing when the latest pushed model was already trained on this span and its
@@ -25,54 +26,17 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
-import datetime  # noqa: E402
-import fcntl  # noqa: E402
 import logging  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-LOCK_FILE = "retrain.lock"
+from bertqa.run_lock import RunsDirError, RunsLocked, lock_path, runs_lock  # noqa: E402
+
 EXIT_BAD_INPUT = 2
 EXIT_LOCKED = 3
 DEFAULT_TRAIN_PATTERN = "span-{SPAN}/train.json"
 DEFAULT_EVAL_PATTERN = "span-{SPAN}/eval.json"
-
-
-class RetrainLocked(RuntimeError):
-    pass
-
-
-@contextlib.contextmanager
-def runs_lock(path: str):
-    """An exclusive, non-blocking lock on `path` (flock: released by the kernel if the holder dies).
-
-    The file keeps the holder's pid, host, start time and command line, for the message
-    the next caller gets.
-    """
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "an unknown process"
-            raise RetrainLocked(f"{path} is held by {holder}: another retrain is running on this runs "
-                                "directory. Wait for it to finish (this one did nothing).") from None
-        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started} "
-                      f"({' '.join(sys.argv)})\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
-
-
-def lock_path(args) -> str:
-    """<runs dir>/<pipeline>/retrain.lock: beside the pipeline's ML Metadata store and serving directory."""
-    return os.path.join(os.path.abspath(args.runs_dir), args.pipeline_name, LOCK_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +113,7 @@ def retrain(args) -> Outcome:
 
     started = time.monotonic()
     # The lock first, before TensorFlow is imported: a second retrain learns at once that it must not run.
-    with runs_lock(lock_path(args)):
+    with runs_lock(lock_path(args.runs_dir, args.pipeline_name)):
         config = local_runner.build_config(args)
         span = local_runner.check_input(config)
         if not args.force:
@@ -175,14 +139,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         outcome = retrain(args)
-    except RetrainLocked as error:
+    except RunsLocked as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_LOCKED
+    except RunsDirError as error:
+        print(f"error: {error.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as error:  # noqa: BLE001 (reported below, or re-raised)
         cause = local_runner.user_error(error)
-        if cause is None:
+        message = (str(cause) if cause is not None
+                   else local_runner.storage_error(error, os.path.abspath(args.runs_dir)))
+        if message is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(outcome.line)
     return 0

@@ -79,3 +79,30 @@ def execution_inputs(store: mlmd.MetadataStore, execution_id: int) -> dict[str, 
 def execution_properties(execution: metadata_store_pb2.Execution) -> dict:
     """The execution properties TFX recorded (as custom properties of the execution)."""
     return custom_properties(execution)
+
+
+INTERRUPTED_PROPERTY = "bertqa_interrupted"
+_UNFINISHED_STATES = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
+
+
+def mark_interrupted_executions(path: str) -> list[int]:
+    """Marks every execution left NEW or RUNNING in the store at `path` as CANCELED; returns their ids.
+
+    Call it only while holding the runs directory's lock (bertqa.run_lock): then no process
+    is running any execution of this store, so an unfinished one belongs to a run that was
+    killed (TFX's LocalDagRunner leaves it RUNNING forever). Marking it says so in ML
+    Metadata, and TFX's cache, which reuses only COMPLETE or CACHED executions, ignores it
+    either way.
+    """
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
+    store = mlmd.MetadataStore(config)
+    unfinished = [e for e in store.get_executions() if e.last_known_state in _UNFINISHED_STATES]
+    for execution in unfinished:
+        execution.last_known_state = metadata_store_pb2.Execution.CANCELED
+        execution.custom_properties[INTERRUPTED_PROPERTY].string_value = (
+            "its process ended before it completed; marked by the next run")
+    if unfinished:
+        store.put_executions(unfinished)
+    return [e.id for e in unfinished]

@@ -17,7 +17,7 @@ import types
 import pytest
 from synthetic_spans import write_span
 
-from bertqa import cli, pushed_models, retrain, task_library
+from bertqa import cli, pushed_models, retrain, run_lock, task_library
 from pipeline import metadata
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,7 @@ def _trainer_executions(runs_dir) -> int:
 
 def _retrain_while_another_tries(data_dir, runs_dir):
     """`bertqa retrain` in a subprocess, and a second one started in-process while the first holds the lock."""
-    lock = runs_dir / "bertqa" / retrain.LOCK_FILE
+    lock = runs_dir / "bertqa" / run_lock.LOCK_FILE
     first = subprocess.Popen([sys.executable, "-m", "bertqa.cli", "retrain", *_args(data_dir, runs_dir)],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})

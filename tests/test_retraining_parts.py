@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from bertqa import model_spec, pushed_models, retrain, serving, training
+from bertqa import model_spec, pushed_models, run_lock, serving, training
 from components.squad_evaluator import core as evaluator
 
 BASELINE = evaluator.Baseline(version="100", model_id=7, saved_model_dir="/nowhere", identity={"name": "x"}, span=1)
@@ -109,10 +109,19 @@ def test_warm_start_refuses_another_architecture_and_changes_nothing(exported_ti
 
 
 def test_the_runs_lock_admits_one_holder_and_names_it(tmp_path):
-    path = str(tmp_path / "runs" / retrain.LOCK_FILE)
-    with retrain.runs_lock(path), pytest.raises(retrain.RetrainLocked,
-                                                match=rf"{path} is held by pid {os.getpid()} on "), \
-            retrain.runs_lock(path):
+    path = run_lock.lock_path(str(tmp_path / "runs"), "bertqa")
+    with run_lock.runs_lock(path), pytest.raises(run_lock.RunsLocked,
+                                                 match=rf"{path} is held by pid {os.getpid()} on "), \
+            run_lock.runs_lock(path):
         pass
-    with retrain.runs_lock(path):  # released when the holder is done
+    with run_lock.runs_lock(path):  # released when the holder is done
         pass
+
+
+def test_the_runs_lock_names_a_runs_directory_it_cannot_create(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the runs directory should be")
+    with pytest.raises(run_lock.RunsDirError) as raised, run_lock.runs_lock(
+            run_lock.lock_path(str(blocker), "bertqa")):
+        pass
+    assert str(blocker) in raised.value.strerror and "--runs-dir" in raised.value.strerror

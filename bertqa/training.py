@@ -202,10 +202,11 @@ class TrainingMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, total_steps: int, batch_size: int, schedule=None, log_dir: str | None = None,
-                 every: int = 20, show_bar: bool | None = None):
+                 every: int = 20, show_bar: bool | None = None, first_step: int = 0):
         super().__init__()
         self.total_steps, self.batch_size, self.every = total_steps, batch_size, every
         self.schedule, self.log_dir, self.show_bar = schedule, log_dir, show_bar
+        self.first_step = first_step  # > 0 when training resumes from a checkpoint
 
     def on_train_begin(self, logs=None):
         from tqdm.auto import tqdm
@@ -216,12 +217,13 @@ class TrainingMonitor(keras.callbacks.Callback):
         self._writer = (tf.summary.create_file_writer(os.path.join(self.log_dir, TENSORBOARD_SUBDIR))
                         if self.log_dir else None)
         # disable=None: tqdm draws only when stderr is a terminal (not under cron, CI or Kubeflow).
-        self._bar = tqdm(total=self.total_steps, desc="training", unit="step", leave=False, file=sys.stderr,
-                         disable=None if self.show_bar is None else not self.show_bar)
+        self._bar = tqdm(total=self.total_steps, initial=self.first_step, desc="training", unit="step",
+                         leave=False, file=sys.stderr, disable=None if self.show_bar is None else not self.show_bar)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = batch + 1
-        running_sum = float((logs or {}).get("loss", float("nan"))) * step
+        step = self.first_step + batch + 1
+        # Keras's running mean covers the batches of this fit() call only.
+        running_sum = float((logs or {}).get("loss", float("nan"))) * (batch + 1)
         self._interval_loss_sum += running_sum - self._loss_sum
         self._loss_sum = running_sum
         self._interval_steps += 1
@@ -239,7 +241,7 @@ class TrainingMonitor(keras.callbacks.Callback):
                 tf.summary.scalar(THROUGHPUT_TAG, rate)
         if self._bar.disable:
             elapsed = now - self._started
-            overall = step * self.batch_size / elapsed
+            overall = (step - self.first_step) * self.batch_size / elapsed
             logging.info("step %d/%d  loss %.3f  %.1f windows/s  %.0f s elapsed, ~%.0f s left", step,
                          self.total_steps, loss, rate, elapsed, (self.total_steps - step) * self.batch_size / overall)
         else:
@@ -252,13 +254,71 @@ class TrainingMonitor(keras.callbacks.Callback):
             self._writer.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckpointPolicy:
+    """Where and how often training saves what it needs to resume (weights, optimizer state, step).
+
+    `directory` must outlive the process that trains: a run killed mid-training is resumed
+    by the next one from the latest checkpoint there. A checkpoint is written every
+    `every_steps` steps (when set) and whenever `every_seconds` have passed since the last.
+    """
+
+    directory: str
+    every_steps: int | None = None
+    every_seconds: float = 300.0
+
+
+class _PeriodicCheckpoint(keras.callbacks.Callback):
+    def __init__(self, manager: tf.train.CheckpointManager, policy: CheckpointPolicy, first_step: int):
+        super().__init__()
+        self.manager, self.policy, self.first_step = manager, policy, first_step
+
+    def on_train_begin(self, logs=None):
+        self._last = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.first_step + batch + 1
+        due_by_steps = self.policy.every_steps and step % self.policy.every_steps == 0
+        if due_by_steps or time.monotonic() - self._last >= self.policy.every_seconds:
+            self.manager.save(checkpoint_number=step)
+            self._last = time.monotonic()
+
+
 def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
-          log_dir: str | None = None) -> keras.callbacks.History:
-    """Fits `model` for config.train_steps; with `log_dir`, TensorBoard logs go to log_dir/train."""
+          log_dir: str | None = None, checkpoints: CheckpointPolicy | None = None) -> keras.callbacks.History:
+    """Fits `model` for config.train_steps; with `log_dir`, TensorBoard logs go to log_dir/train.
+
+    With `checkpoints`, training first restores the latest checkpoint in its directory (if
+    any) and runs only the steps that remain, on the batches an uninterrupted run would see
+    next: the data order is seeded, so skipping the batches already trained on resumes it.
+    The History then carries `resumed_from_step` (0 for a fresh start).
+    """
     dataset = bucketed_window_dataset(train_files, config.batch_size, config.seq_len, config.bucket_width,
                                       shuffle_buffer=config.shuffle_buffer, repeat=True, seed=config.seed)
     compile_for_training(model, config)
-    logging.info("training for %d steps of batch %d", config.train_steps, config.batch_size)
-    progress = TrainingMonitor(config.train_steps, config.batch_size, learning_rate_schedule(config), log_dir)
-    return model.fit(dataset, steps_per_epoch=config.train_steps, epochs=1, callbacks=[progress, *callbacks],
-                     verbose=0)
+    first_step, extra = 0, []
+    if checkpoints is not None:
+        # The optimizer's slots exist only after its first update; build them now so that a
+        # restore fills them rather than being deferred to variables created later.
+        model.optimizer.build(model.trainable_variables)
+        state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        manager = tf.train.CheckpointManager(state, checkpoints.directory, max_to_keep=1)
+        if manager.latest_checkpoint:
+            state.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            first_step = int(model.optimizer.iterations.numpy())
+            logging.info("resuming from %s at step %d of %d", manager.latest_checkpoint, first_step,
+                         config.train_steps)
+            dataset = dataset.skip(first_step)
+        extra.append(_PeriodicCheckpoint(manager, checkpoints, first_step))
+    remaining = config.train_steps - first_step
+    logging.info("training for %d steps of batch %d", remaining, config.batch_size)
+    progress = TrainingMonitor(config.train_steps, config.batch_size, learning_rate_schedule(config), log_dir,
+                               first_step=first_step)
+    if remaining <= 0:  # killed after the last checkpoint of a finished loop, before the export
+        history = keras.callbacks.History()
+        history.history = {"loss": [float("nan")]}
+    else:
+        history = model.fit(dataset, steps_per_epoch=remaining, epochs=1,
+                            callbacks=[progress, *extra, *callbacks], verbose=0)
+    history.resumed_from_step = first_step
+    return history

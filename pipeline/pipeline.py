@@ -13,6 +13,7 @@ from tfx import v1 as tfx
 
 from bertqa import model_spec
 from components.bert_qa_transform.component import BertQATransform
+from components.pusher.component import Pusher
 from components.run_reporter.component import RunReporter
 from components.squad_evaluator.component import SquadEvaluator
 from components.squad_example_gen.component import SquadExampleGen, separate_files, single_span, split_by_title
@@ -40,6 +41,9 @@ class PipelineConfig:
     epochs: float | None = None  # None: the spec's default_training_epochs
     batch_size: int | None = None
     train_steps: int | None = None  # overrides epochs when set
+    # How often the Trainer saves what it needs to resume after a kill (see components/trainer/module.py).
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_minutes: float = 5.0
     min_f1: float = 40.0
     # Retraining: the latest model pushed to serving_dir is the baseline that a new model
     # must not fall behind by more than max_f1_regression F1 points on this run's eval split,
@@ -102,7 +106,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         eval_args=tfx.proto.EvalArgs(splits=["eval"], num_steps=0),
         custom_config={"model_spec": model_spec.to_json(config.spec), "epochs": config.epochs,
                        "batch_size": config.batch_size, "baseline_serving_dir": baseline_dir,
-                       "cold_start": config.cold_start})
+                       "cold_start": config.cold_start, "checkpoint_every_steps": config.checkpoint_every_steps,
+                       "checkpoint_every_minutes": config.checkpoint_every_minutes})
     evaluator = SquadEvaluator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
         transformed_examples=transform.outputs["transformed_examples"], min_f1=config.min_f1,
@@ -115,8 +120,9 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         variants=config.tflite_variants, max_f1_drop=config.max_f1_drop,
         version_2_with_negative=config.version_2_with_negative)
     # The exporter's own blessing: SquadEvaluator's verdict on the SavedModel and the pushed
-    # variant's F1 drop; its Format-Serving holds only blessed variants, so Pusher ships only those.
-    pusher = tfx.components.Pusher(
+    # variant's F1 drop; its Format-Serving holds only blessed variants, so Pusher ships only those,
+    # and each version appears whole (components/pusher).
+    pusher = Pusher(
         model=exporter.outputs["exported_model"], model_blessing=exporter.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)))

@@ -82,3 +82,69 @@ def test_training_monitor_draws_a_bar_on_a_terminal_and_logs_lines_otherwise(tmp
     _monitor_run(tmp_path / "lines", [1.0] * 4, every=2, show_bar=False)
     assert "training:" not in capsys.readouterr().err
     assert [r.getMessage().split()[1] for r in caplog.records if "windows/s" in r.getMessage()] == ["2/4", "4/4"]
+
+
+class _KilledAt(RuntimeError):
+    pass
+
+
+class _KillAtStep(training.keras.callbacks.Callback):
+    """Stops training by an exception after `step` steps, as a SIGKILL stops a process (nothing after runs)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.step:
+            raise _KilledAt(self.step)
+
+
+@pytest.fixture()
+def many_windows(tmp_path):
+    path = str(tmp_path / "many.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for i in range(40):
+            length = 12 + i % 40
+            writer.write(window_to_tf_example(_window(length, start=i % 10 + 1)).SerializeToString())
+    return path
+
+
+def _tiny_model(initial_weights=None):
+    from bertqa import model_spec
+
+    # No dropout: with the same batches, an interrupted and an uninterrupted run compute the same updates.
+    model = training.build_model(model_spec.get("tiny_random", dropout_rate=0.0))
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
+    return model
+
+
+def test_data_order_is_seeded_so_skipping_batches_resumes_it(many_windows):
+    def batches(skip=0):
+        dataset = training.bucketed_window_dataset(many_windows, 4, 384, shuffle_buffer=100, repeat=True, seed=7)
+        return [b[0]["input_word_ids"].numpy().tolist() for b in dataset.skip(skip).take(12 - skip)]
+
+    full = batches()
+    assert batches(skip=5) == full[5:]
+
+
+def test_killed_training_resumes_from_its_last_checkpoint_and_ends_where_an_uninterrupted_one_does(
+        many_windows, tmp_path):
+    config = training.TrainConfig(batch_size=4, train_steps=9, learning_rate=1e-3, shuffle_buffer=100)
+    initial = _tiny_model().get_weights()
+    uninterrupted = _tiny_model(initial)
+    training.train(uninterrupted, [many_windows], config)
+
+    policy = training.CheckpointPolicy(directory=str(tmp_path / "ckpt"), every_steps=3, every_seconds=1e9)
+    killed = _tiny_model(initial)
+    with pytest.raises(_KilledAt):
+        training.train(killed, [many_windows], config, callbacks=[_KillAtStep(5)], checkpoints=policy)
+    assert tf.train.latest_checkpoint(policy.directory).endswith("-3")
+
+    resumed = _tiny_model()  # as in a new process: other initial weights, then the checkpoint's
+    history = training.train(resumed, [many_windows], config, checkpoints=policy)
+    assert history.resumed_from_step == 3
+    assert int(resumed.optimizer.iterations.numpy()) == config.train_steps
+    for mine, theirs in zip(resumed.weights, uninterrupted.weights, strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6, err_msg=mine.name)

@@ -9,7 +9,15 @@ logs under train/ (loss, learning_rate and windows_per_second every 20 steps).
 
 custom_config keys: model_spec (JSON of a BertQaSpec), epochs, batch_size; baseline_serving_dir
 (the push destination: the latest model pushed there is the warm start) and cold_start;
-Trainer's train_args.num_steps, when set, overrides the step count from epochs.
+checkpoint_every_steps / checkpoint_every_minutes (how often training saves what it needs to
+resume); Trainer's train_args.num_steps, when set, overrides the step count from epochs.
+
+Resume after a kill: a killed Trainer execution never completes, so the next run starts a new
+one with new output directories. The checkpoints therefore live outside them, in
+`<pipeline root>/Trainer/checkpoints/<key>/`, where `key` hashes everything that decides the
+training (input artifacts, custom_config, steps, the warm-start version): the next execution
+with the same key restores the latest checkpoint and trains only the remaining steps. The
+directory is removed once the SavedModel is written.
 
 Warm start reads the push destination rather than TFX's `fn_args.base_model`: base_model
 needs a resolver node, which open-source Kubeflow Pipelines does not run, and the latest push
@@ -18,6 +26,7 @@ is the model SquadEvaluator compares against, so both see the same baseline on e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -53,7 +62,19 @@ def run_fn(fn_args) -> None:
     tf.random.set_seed(training.DEFAULT_SEED)
     model = training.build_model(spec)
     identity = pushed_models.model_identity(json.loads(config["model_spec"]), tokenizer.vocab_path)
-    warm_started_from, cold_start_reason = warm_start(model, identity, config)
+    checkpoints = checkpoint_policy(fn_args, config, steps)
+    resume_file = os.path.join(checkpoints.directory, RESUME_FILE)
+    if tf.io.gfile.exists(resume_file):
+        # A killed execution of this very training left checkpoints: its weights replace any warm
+        # start, and where its own weights came from is what it recorded when it started.
+        with tf.io.gfile.GFile(resume_file) as f:
+            started = json.load(f)
+        warm_started_from, cold_start_reason = started["warm_started_from"], started["cold_start_reason"]
+    else:
+        warm_started_from, cold_start_reason = warm_start(model, identity, config)
+        tf.io.gfile.makedirs(checkpoints.directory)
+        with tf.io.gfile.GFile(resume_file, "w") as f:
+            json.dump({"warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason}, f)
     if warm_started_from:
         logging.info("warm start from pushed version %s (model %s)", warm_started_from["version"],
                      warm_started_from["model_id"])
@@ -61,17 +82,45 @@ def run_fn(fn_args) -> None:
         logging.info("cold start: %s", cold_start_reason)
     train_config = training.train_config(spec, batch_size, steps)
     # TensorBoard logs in the ModelRun artifact, as TFX's own Trainer examples write them.
-    history = training.train(model, train_files, train_config, log_dir=fn_args.model_run_dir)
+    history = training.train(model, train_files, train_config, log_dir=fn_args.model_run_dir,
+                             checkpoints=checkpoints)
 
     serving.export_saved_model(model, tokenizer.vocab_path, tokenizer.do_lower_case, tokenizer.window,
                                fn_args.serving_model_dir)
     summary = {"train_windows": num_windows, "steps": steps, "batch_size": batch_size, "epochs": epochs,
                "learning_rate": train_config.learning_rate, "final_loss": float(history.history["loss"][-1]),
+               "steps_trained": int(model.optimizer.iterations.numpy()),
+               "resumed_from_step": history.resumed_from_step,
                "identity": identity, "warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason}
     # At the model artifact's root, where SquadEvaluator, TFLiteExporter and `bertqa lineage` find it.
     with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir.rstrip("/")),
                                         TRAINING_SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2)
+    # The model is whole: nothing is left to resume.
+    tf.io.gfile.rmtree(checkpoints.directory)
+
+
+RESUME_FILE = "resume.json"
+CHECKPOINTS_SUBDIR = "checkpoints"
+
+
+def checkpoint_policy(fn_args, config: dict, steps: int) -> training.CheckpointPolicy:
+    """The resume checkpoints of this training: a directory keyed by everything that decides it."""
+    serving_dir = config.get("baseline_serving_dir")
+    latest = pushed_models.latest_pushed(serving_dir) if serving_dir and not config.get("cold_start") else None
+    key_fields = {"train_files": sorted(fn_args.train_files), "transform_output": fn_args.transform_output,
+                  "custom_config": {k: v for k, v in sorted(config.items())
+                                    if not k.startswith("checkpoint_every")},
+                  "steps": steps, "warm_start_version": latest.version if latest else None}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # model_run_dir is <pipeline root>/Trainer/model_run/<execution id>: two levels up is the
+    # Trainer's own directory, which every execution of it shares.
+    trainer_dir = os.path.dirname(os.path.dirname(fn_args.model_run_dir.rstrip("/")))
+    minutes = config.get("checkpoint_every_minutes")
+    return training.CheckpointPolicy(
+        directory=os.path.join(trainer_dir, CHECKPOINTS_SUBDIR, key),
+        every_steps=int(config["checkpoint_every_steps"]) if config.get("checkpoint_every_steps") else None,
+        every_seconds=60.0 * float(minutes) if minutes else 300.0)
 
 
 def warm_start(model, identity: dict, config: dict) -> tuple[dict | None, str | None]:

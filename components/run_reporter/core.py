@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from bertqa import evaluation, run_report
+from bertqa import atomic_push, evaluation, run_report
 
 REPORT_FILE = "report.html"
 SLICED_METRICS_FILE = "sliced_metrics.json"
@@ -158,5 +158,6 @@ def write_report(report: run_report.RunReport, output_dir: str, model_location: 
     beside = None
     if report.pushed and report.pushed_destination and tf.io.gfile.isdir(report.pushed_destination):
         beside = os.path.join(report.pushed_destination, REPORT_FILE)
-        _write_text(beside, page)
+        # The version is already served: the page appears there whole or not at all.
+        atomic_push.write_file_atomically(beside, page.encode("utf-8"))
     return ReportFiles(path, sliced, tfma_dir, beside)

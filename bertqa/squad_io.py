@@ -5,11 +5,18 @@ sorts every problem into one of three kinds and says which it applied in a
 `DataReport` (`questions_in == kept + sum(dropped.values())`):
 
 Errors (`SquadDataError`, one message naming the file and, where known, the article
-title and question id, plus what to do):
+title and question id, plus what to do; a title or id is shown shortened to 100
+characters, with unprintable characters escaped, so that a hostile one cannot flood or
+forge log lines):
   * whole-file problems: unreadable or missing file, empty file, bytes that are not
-    UTF-8 (with the byte offset), invalid JSON (with line and column), a top level
+    UTF-8 (with the byte offset), invalid JSON (with line and column), JSON nested
+    too deeply for the parser, an integer literal too long to convert, a top level
     that is not an object with a `data` list, a file with no questions at all, a
     file where every question was dropped;
+  * text that is not Unicode: a title, id, context, question or answer text with an
+    unpaired surrogate escape such as `\\ud800`. JSON allows the escape, but the
+    string has no UTF-8 form, so it could be neither tokenized nor written to a
+    tf.Example;
   * schema problems: a missing or mistyped `paragraphs`, `context`, `qas`,
     `question`, `id`, `answers`, `text`, `answer_start`, `is_impossible` or
     `plausible_answers`. A broken schema means the file is not the format we think
@@ -23,8 +30,9 @@ title and question id, plus what to do):
 Repairs (the question is kept and counted in `kept` and, once per reason, in
 `repaired[reason]`):
   * `answer_start_misaligned`: `context[start:start+len(text)] != text`. Like TFLite
-    Model Maker's converter, search the context case-insensitively and take the
-    occurrence whose start is nearest the given offset.
+    Model Maker's converter, search the context case-insensitively (lower case, one
+    character for one) and take the occurrence whose start is nearest the given
+    offset. The search is linear in the context's length, whatever the text.
   * `answer_text_case_mismatch`: the occurrence found differs from the given text in
     case only. The text is replaced by the context's own substring, so that every
     kept answer satisfies `context[start:start+len(text)] == text`, which the
@@ -35,8 +43,8 @@ Repairs (the question is kept and counted in `kept` and, once per reason, in
     `plausible_answers`, which are kept only for reference.
   * `id_not_string`: an integer id (COVID-QA has them) becomes its decimal string.
   * `title_missing`: an article without `title` gets its `document_id` (or the one
-    its paragraphs share) if it has one, else `article-<index>`, so that splitting
-    by article still works.
+    its paragraphs share) if it is a string or an integer, else `article-<index>`,
+    so that splitting by article still works.
 
 Drops (the question is left out and counted in `dropped[reason]`): data-quality
 problems that real annotated data has, where the rest of the file is still good:
@@ -59,6 +67,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -101,6 +110,10 @@ _REPAIR_PROBLEMS = {
 }
 _FIX_SCHEMA = "Fix the record so that it follows the SQuAD JSON layout."
 _STRICT_HINT = "Fix the record, or read with strict=False to {action} it and count it in the DataReport."
+# A lone UTF-16 surrogate: what a JSON escape such as \ud800 without its pair decodes to.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Longest title or id a message shows: a 1 MB title would otherwise be a 1 MB message.
+_SHOWN_CHARS = 100
 
 
 class SquadDataError(ValueError):
@@ -211,10 +224,10 @@ def parse_squad(
 
 
 def _load_articles(data: bytes, source: str) -> list:
-    if not data.strip():
-        raise SquadDataError(f"{source}: the file is empty. Give a SQuAD JSON file.")
     # A UTF-8 byte-order mark is legal UTF-8 that json.loads refuses; skip it.
     skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    if not data[skip:].strip():
+        raise SquadDataError(f"{source}: the file is empty. Give a SQuAD JSON file.")
     try:
         text = data[skip:].decode("utf-8")
     except UnicodeDecodeError as e:
@@ -226,6 +239,19 @@ def _load_articles(data: bytes, source: str) -> list:
     except json.JSONDecodeError as e:
         raise SquadDataError(
             f"{source}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}). Fix the JSON syntax."
+        ) from e
+    except RecursionError as e:
+        # The json module recurses once per nesting level; 10,000 '[' are valid JSON
+        # syntax it cannot follow, and no SQuAD file is more than 6 levels deep.
+        raise SquadDataError(
+            f"{source}: the JSON is nested too deeply to parse (a SQuAD file is 6 levels deep). "
+            "Fix the JSON structure."
+        ) from e
+    except ValueError as e:
+        # The other ValueError json.loads raises: an integer literal longer than Python
+        # converts (sys.get_int_max_str_digits, 4300 digits), which no SQuAD field has.
+        raise SquadDataError(
+            f"{source}: invalid JSON (an integer literal too long to convert). Fix the number."
         ) from e
     if not isinstance(top, dict) or not isinstance(top.get("data"), list):
         raise SquadDataError(
@@ -246,9 +272,9 @@ class _Where:
     def error(self, problem: str, todo: str) -> SquadDataError:
         parts = []
         if self.title is not None:
-            parts.append(f"article '{self.title}'")
+            parts.append(f"article '{_shown(self.title)}'")
         if self.qid is not None:
-            parts.append(f"question '{self.qid}'")
+            parts.append(f"question '{_shown(self.qid)}'")
         where = f" ({', '.join(parts)})" if parts else ""
         return SquadDataError(f"{self.source}: {problem}{where}. {todo}")
 
@@ -279,6 +305,7 @@ class _Reader:
             raise where.error(f"data[{index}] is not an object", _FIX_SCHEMA)
         title, title_repairs = self._title(index, article)
         where = _Where(self.source, title=title)
+        _check_text(where, title, "the article's title")
         paragraphs = article.get("paragraphs")
         if not isinstance(paragraphs, list):
             raise where.error("'paragraphs' is missing or not a list", _FIX_SCHEMA)
@@ -299,23 +326,28 @@ class _Reader:
         context = paragraph.get("context")
         if not isinstance(context, str):
             raise where.error("a paragraph's 'context' is missing or not a string", _FIX_SCHEMA)
+        _check_text(where, context, "a paragraph's 'context'")
         qas = paragraph.get("qas")
         if not isinstance(qas, list):
             raise where.error("a paragraph's 'qas' is missing or not a list", _FIX_SCHEMA)
+        searchable = _Context(context)
         for qa in qas:
-            self._read_question(where, context, qa, inherited)
+            self._read_question(where, searchable, qa, inherited)
 
-    def _read_question(self, where: _Where, context: str, qa: Any, inherited: frozenset[str]) -> None:
+    def _read_question(self, where: _Where, searchable: _Context, qa: Any, inherited: frozenset[str]) -> None:
         self.report.questions_in += 1
         if not isinstance(qa, dict):
             raise where.error("a 'qas' entry is not an object", _FIX_SCHEMA)
         qid, id_repairs = self._question_id(where, qa)
         where = dataclasses.replace(where, qid=qid)
+        _check_text(where, qid, "the question's 'id'")
         question = qa.get("question")
         if not isinstance(question, str):
             raise where.error("'question' is missing or not a string", _FIX_SCHEMA)
+        _check_text(where, question, "'question'")
         is_impossible = self._is_impossible(where, qa)
-        answers = self._answers(where, context, qa, is_impossible)
+        answers = self._answers(where, searchable, qa, is_impossible)
+        context = searchable.text
 
         # Errors above are about the schema; only now, with the record known to be
         # well-formed, decide whether it is usable.
@@ -375,7 +407,7 @@ class _Reader:
             raise where.error("'is_impossible' is not true or false", _FIX_SCHEMA)
         return value
 
-    def _answers(self, where: _Where, context: str, qa: dict, is_impossible: bool) -> _Answers:
+    def _answers(self, where: _Where, context: _Context, qa: dict, is_impossible: bool) -> _Answers:
         given = qa.get("answers", [] if is_impossible else None)
         if not isinstance(given, list):
             raise where.error("'answers' is missing or not a list", _FIX_SCHEMA)
@@ -418,6 +450,7 @@ class _Reader:
             raise where.error(
                 f"an entry of '{key}' has a 'text' that is missing or not a string", _FIX_SCHEMA
             )
+        _check_text(where, text, f"a 'text' in '{key}'")
         start = answer.get("answer_start")
         if not isinstance(start, int) or isinstance(start, bool):
             raise where.error(
@@ -448,19 +481,64 @@ class _Reader:
             raise where.error(f"{_REPAIR_PROBLEMS[reason]} [{reason}]", _STRICT_HINT.format(action="repair"))
 
 
+def _shown(text: str) -> str:
+    """`text` as a message shows it: at most _SHOWN_CHARS characters, unprintable ones escaped."""
+    if len(text) > _SHOWN_CHARS:
+        text = text[:_SHOWN_CHARS] + "..."
+    if text.isprintable():
+        return text
+    # A newline would forge a log line and a lone surrogate cannot even be printed.
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _check_text(where: _Where, text: str, what: str) -> None:
+    if _SURROGATE.search(text):
+        raise where.error(
+            f"{what} contains an unpaired surrogate escape (\\ud800-\\udfff), which is not Unicode text",
+            "Fix the escape: a character beyond U+FFFF is written as a pair of \\u escapes.",
+        )
+
+
 def _fallback_title(index: int, article: dict) -> str:
     """A stable article name: its document_id (COVID-QA keeps one per paragraph), else its index."""
-    ids = {article.get("document_id")}
-    if ids == {None} and isinstance(article.get("paragraphs"), list):
-        ids = {p.get("document_id") if isinstance(p, dict) else None for p in article["paragraphs"]}
-    if len(ids) == 1:
-        (document_id,) = ids
-        if isinstance(document_id, (str, int)) and not isinstance(document_id, bool):
-            return str(document_id)
+    ids = [article.get("document_id")]
+    if ids == [None] and isinstance(article.get("paragraphs"), list):
+        ids = [p.get("document_id") if isinstance(p, dict) else None for p in article["paragraphs"]]
+    # Only a string or an integer names an article: a list or an object is not even
+    # hashable (a set of them raised TypeError), and True, an int to Python, is no id.
+    if ids and all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids) and len(set(ids)) == 1:
+        return str(ids[0])
     return f"article-{index}"
 
 
-def _align_answers(context: str, raw: list[tuple[str, int]]) -> _Answers:
+class _Context:
+    """A paragraph's context and the folded forms `_locate` searches, made at its first misaligned
+    answer and kept for the paragraph's other questions."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    @functools.cached_property
+    def folded(self) -> str:
+        return _fold(self.text)
+
+    @functools.cached_property
+    def folded_reversed(self) -> str:
+        return self.folded[::-1]
+
+
+def _fold(text: str) -> str:
+    """Lower case, one character for one, so that an offset into the result is one into `text`."""
+    # One character lowers to two, 'İ' (U+0130) -> 'i̇' (Unicode 13); it stays as it is.
+    folded = "\u0130".join(part.lower() for part in text.split("\u0130"))
+    if len(folded) != len(text):
+        # A later Unicode with another such character: the same, one character at a time (slower).
+        folded = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    # str.lower writes 'Σ' as 'ς' at the end of a word and 'σ' elsewhere: one letter either way.
+    return folded.replace("ς", "σ")
+
+
+def _align_answers(context: _Context, raw: list[tuple[str, int]]) -> _Answers:
     """Keeps the answers found in the context, each with an offset that points at it."""
     texts: list[str] = []
     starts: list[int] = []
@@ -493,18 +571,32 @@ def _align_answers(context: str, raw: list[tuple[str, int]]) -> _Answers:
     return _Answers(tuple(texts), tuple(starts), frozenset(repairs), empty_reason)
 
 
-def _locate(context: str, text: str, start: int) -> tuple[int, str] | None:
+def _locate(context: _Context, text: str, start: int) -> tuple[int, str] | None:
     """The (start, text as written in the context) of the answer, or None if absent.
 
     A correct offset is taken as is. Otherwise the nearest case-insensitive
     occurrence wins; on equal distance an exact-case one, then the earlier one.
     """
-    if start >= 0 and context.startswith(text, start):
+    if start >= 0 and context.text.startswith(text, start):
         return start, text
-    # The lookahead finds overlapping occurrences too; re's IGNORECASE folds one
-    # character to one character, so a match is exactly len(text) long.
-    pattern = re.compile(f"(?=({re.escape(text)}))", re.IGNORECASE)
-    candidates = [(m.start(), m.group(1)) for m in pattern.finditer(context)]
+    # The nearest occurrence is the first one at or after `start` or the last one
+    # before it, so two searches find it, never a list of every occurrence (a 1 MB
+    # context of "a" has a million). str.find is linear in the context's length
+    # (two-way search), str.rfind is not (an answer of 10,000 characters takes
+    # seconds in 1 MB), so the one before is the first one after in the reversed
+    # context. The 1:1 folding keeps every offset valid in the original context.
+    size, needle = len(text), _fold(text)
+    candidates = []
+    after = context.folded.find(needle, max(start, 0))
+    if after >= 0:
+        candidates.append(after)
+    if start > 0:
+        # Ends at or before start - 1 + size in the context, i.e. begins at or after this in the reversed one.
+        reversed_from = max(len(context.text) - (start - 1) - size, 0)
+        found = context.folded_reversed.find(needle[::-1], reversed_from)
+        if found >= 0:
+            candidates.append(len(context.text) - found - size)
     if not candidates:
         return None
-    return min(candidates, key=lambda c: (abs(c[0] - start), c[1] != text, c[0]))
+    best = min(candidates, key=lambda c: (abs(c - start), context.text[c:c + size] != text, c))
+    return best, context.text[best:best + size]

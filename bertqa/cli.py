@@ -32,17 +32,36 @@ DEFAULT_SAVED_MODEL_SEQ_LEN = 384
 
 
 def predict(model: str, context: str, question: str, top_k: int = 1) -> list[tuple[str, float]]:
-    """(answer, score) pairs from a .tflite (through the Task Library) or a SavedModel (raw-text signature)."""
-    if model.endswith(".tflite"):
-        from bertqa.task_library import answer_with_task_library
+    """(answer, score) pairs from a .tflite (through the Task Library) or a SavedModel (raw-text signature).
 
-        return answer_with_task_library(model, context, question, top_k=top_k)
-    if os.path.isfile(os.path.join(model, "saved_model.pb")):
-        from bertqa.serving import load_answerer
+    The model is checked first (bertqa.model_files): a file that is missing, damaged or of
+    another model raises ModelFileError instead of reaching TFLite, which could crash on it.
+    """
+    from bertqa import model_files
 
-        out = load_answerer(model)(question=[question], context=[context])
-        return [(out["answer"].numpy()[0].decode("utf-8"), float(out["score"].numpy()[0]))]
-    raise SystemExit(f"error: {model}: neither a .tflite file nor a SavedModel directory (no saved_model.pb)")
+    kind, path = model_files.model_kind(model)
+    if kind == "tflite":
+        from bertqa.task_library import answers_from, create_question_answerer
+
+        model_files.check_tflite_for_task_library(path)
+        try:
+            answerer = create_question_answerer(path)
+        except (ValueError, RuntimeError) as error:
+            raise model_files.ModelFileError(
+                f"{path}: the Task Library's BertQuestionAnswerer cannot load this model ({error}). "
+                "Export it again with `bertqa export`.") from error
+        return answers_from(answerer, context, question, top_k)
+    model_files.check_saved_model(path, model_files.SERVING_SIGNATURE)
+    import tensorflow as tf
+
+    from bertqa.serving import load_answerer
+
+    try:
+        answerer = load_answerer(path)
+    except (tf.errors.OpError, OSError, ValueError, KeyError) as error:
+        raise model_files.saved_model_load_error(path, error) from error
+    out = answerer(question=[question], context=[context])
+    return [(out["answer"].numpy()[0].decode("utf-8"), float(out["score"].numpy()[0]))]
 
 
 def _predict_command(args: argparse.Namespace) -> int:
@@ -59,13 +78,9 @@ def _predict_command(args: argparse.Namespace) -> int:
 
 def _model_kind(model: str) -> tuple[str, str]:
     """('tflite', file) or ('saved_model', dir); a pushed serving directory means its model.tflite."""
-    if model.endswith(".tflite") and os.path.isfile(model):
-        return "tflite", model
-    if os.path.isfile(os.path.join(model, "saved_model.pb")):
-        return "saved_model", model
-    if os.path.isfile(os.path.join(model, "model.tflite")):
-        return "tflite", os.path.join(model, "model.tflite")
-    raise SystemExit(f"error: {model}: neither a .tflite file nor a SavedModel directory (no saved_model.pb)")
+    from bertqa.model_files import model_kind
+
+    return model_kind(model)
 
 
 def _window_config(args: argparse.Namespace, seq_len: int):
@@ -76,10 +91,19 @@ def _window_config(args: argparse.Namespace, seq_len: int):
 
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
     """SQuAD metrics of a .tflite (batched, multi-threaded) or a SavedModel (its `logits` signature)."""
+    from bertqa import model_files
+
+    # The model is checked before TensorFlow is imported: a bad .tflite is refused at once, and
+    # never reaches the TFLite interpreter, which segfaults on a truncated file.
+    kind, model = _model_kind(args.model)
+    if kind == "tflite":
+        model_files.check_tflite_for_evaluation(model, vocab_given=bool(args.vocab))
+    else:
+        model_files.check_saved_model(model, model_files.LOGITS_SIGNATURE)
+
     from bertqa import evaluation, tflite_export
     from bertqa.tokenization import TokenizerConfig
 
-    kind, model = _model_kind(args.model)
     if kind == "saved_model" and args.threads:
         import tensorflow as tf
 
@@ -102,7 +126,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
     else:
         if args.batch_size:
             config = dataclasses.replace(config, batch_size=args.batch_size)
-        result = evaluation.evaluate_saved_model(model, examples, windows, config)
+        import tensorflow as tf
+
+        try:
+            logits_fn = evaluation.saved_model_logits_fn(model)
+        except (tf.errors.OpError, OSError, KeyError) as error:
+            raise model_files.saved_model_load_error(model, error) from error
+        with evaluation.progress_bar(len(windows), "evaluating SavedModel") as progress:
+            result = evaluation.evaluate(logits_fn, examples, windows, config, progress=progress)
     # numpy scalars -> Python numbers, for json.dumps
     return {key: value.item() if hasattr(value, "item") else value for key, value in result.metrics.items()}
 
@@ -178,7 +209,7 @@ def _build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--model", required=True, help="a .tflite file or a SavedModel directory")
     predict_parser.add_argument("--context", required=True)
     predict_parser.add_argument("--question", required=True)
-    predict_parser.add_argument("--top-k", type=int, default=1)
+    predict_parser.add_argument("--top-k", type=_positive, default=1)
     predict_parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     evaluate_parser = commands.add_parser("evaluate", help="SQuAD exact match and F1 of a model on a SQuAD file")
@@ -228,15 +259,21 @@ def main(argv=None) -> int:
 
         return report_cli.main(argv[1:])
     args = _build_parser().parse_args(argv)
+    from bertqa.model_files import ModelFileError
+
     if args.command == "predict":
-        return _predict_command(args)
+        try:
+            return _predict_command(args)
+        except ModelFileError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     # Logs on stderr: stdout carries only the one JSON object.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
-    from bertqa.squad_io import SquadDataError
-
+    # bertqa.squad_io's SquadDataError is a ValueError; not imported here, since squad_io imports
+    # TensorFlow and a bad --model is refused before anything does.
     try:
         result = evaluate(args) if args.command == "evaluate" else export(args)
-    except (SquadDataError, FileNotFoundError, ValueError) as error:
+    except (ModelFileError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result))

@@ -53,7 +53,7 @@ class BertQATransformExecutor(base_beam_executor.BaseBeamExecutor):
         config = transform_config(model_spec.from_json(exec_properties["model_spec"]))
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         transformed = artifact_utils.get_single_instance(output_dict[TRANSFORMED_EXAMPLES_KEY])
-        split_names = artifact_utils.decode_split_names(examples.split_names)
+        split_names = core.checked_split_names(artifact_utils.decode_split_names(examples.split_names))
         transformed.split_names = artifact_utils.encode_split_names(split_names)
 
         report_dir = os.path.join(transformed.uri, "_reports")

@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import json
 import os
+import re
 import shutil
 
 import apache_beam as beam
@@ -22,6 +23,20 @@ from bertqa.tokenization import TokenizerConfig, WordPieceTokenizer
 TOKENIZER_CONFIG_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
 _BATCH = 256  # examples per tokenizer call: large enough to amortise TF op dispatch
+
+
+# Split names come from the Examples artifact's properties and become path parts (TFX's
+# Split-<name>, the report file): a name with "/" or ".." would write outside the artifact.
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def checked_split_names(names: list[str]) -> list[str]:
+    """The names, if each is a plain word (letters, digits, '_' or '-'); ValueError otherwise."""
+    bad = [name for name in names if not _SPLIT_NAME.match(name)]
+    if bad:
+        raise ValueError(f"split names {bad!r} are not plain words (letters, digits, '_', '-'): "
+                         "they would become paths outside the artifact")
+    return list(names)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -141,6 +141,13 @@ class ReportFiles:
     beside_pushed_model: str | None
 
 
+def _is_pushed_version(path: str | None) -> bool:
+    """Whether `path` (read from the PushedModel's properties) is a version Pusher wrote: a directory
+    named by digits that holds model.tflite. Anything else is not written into."""
+    return bool(path) and os.path.basename(path.rstrip("/")).isdigit() and tf.io.gfile.exists(
+        os.path.join(path, "model.tflite"))
+
+
 def write_report(report: run_report.RunReport, output_dir: str, model_location: str = "",
                  data_location: str = "") -> ReportFiles:
     """report.html, sliced_metrics.json and a TFMA EvalResult into output_dir; report.html also
@@ -156,7 +163,7 @@ def write_report(report: run_report.RunReport, output_dir: str, model_location: 
         run_report.write_tfma_eval_result(report.slices, run_report.overall(report.scores), tfma_dir,
                                           model_location, data_location)
     beside = None
-    if report.pushed and report.pushed_destination and tf.io.gfile.isdir(report.pushed_destination):
+    if report.pushed and _is_pushed_version(report.pushed_destination):
         beside = os.path.join(report.pushed_destination, REPORT_FILE)
         # The version is already served: the page appears there whole or not at all.
         atomic_push.write_file_atomically(beside, page.encode("utf-8"))

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test test-fast bench bench-peer lint lock clean image retrain-demo tensorboard
+.PHONY: setup run test test-fast bench bench-peer bench-train lint lock clean image retrain-demo tensorboard
 
 setup:
 	@scripts/setup.sh
@@ -46,6 +46,13 @@ bench: setup
 bench-peer: setup
 	bash benchmarks/peer/setup.sh
 	$(PY) benchmarks/peer_benchmark.py $(BENCH_ARGS)
+
+# Training throughput against transformers + PyTorch (padded, and grouped by length) on the same
+# checkpoint and windows; peak memory per batch shape. Figures in benchmarks/RESULTS.md.
+bench-train: setup
+	bash benchmarks/peer/setup.sh
+	$(PY) benchmarks/training_peer.py $(BENCH_ARGS)
+	$(PY) benchmarks/training_memory.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

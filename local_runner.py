@@ -202,6 +202,17 @@ def storage_error(error: BaseException, runs_dir: str) -> str | None:
     return None
 
 
+def failure_message(error: BaseException, runs_dir: str) -> str | None:
+    """The one line for a run stopped by its data, its model or its runs directory; None for anything
+    else (a bug, whose traceback the caller lets through)."""
+    from bertqa.run_lock import RunsDirError
+
+    if isinstance(error, RunsDirError):
+        return error.strerror
+    cause = user_error(error)
+    return str(cause) if cause is not None else storage_error(error, os.path.abspath(runs_dir))
+
+
 def summary(config) -> str:
     from pipeline import metadata
 
@@ -289,12 +300,8 @@ def main(argv=None) -> int:
     except run_lock.RunsLocked as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_LOCKED
-    except run_lock.RunsDirError as error:
-        print(f"error: {error.strerror}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except Exception as error:  # noqa: BLE001 (reported below, or re-raised)
-        cause = user_error(error)
-        message = str(cause) if cause is not None else storage_error(error, os.path.abspath(args.runs_dir))
+        message = failure_message(error, args.runs_dir)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

@@ -76,13 +76,6 @@ def _predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_kind(model: str) -> tuple[str, str]:
-    """('tflite', file) or ('saved_model', dir); a pushed serving directory means its model.tflite."""
-    from bertqa.model_files import model_kind
-
-    return model_kind(model)
-
-
 def _window_config(args: argparse.Namespace, seq_len: int):
     from bertqa.windowing import WindowConfig
 
@@ -95,7 +88,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
 
     # The model is checked before TensorFlow is imported: a bad .tflite is refused at once, and
     # never reaches the TFLite interpreter, which segfaults on a truncated file.
-    kind, model = _model_kind(args.model)
+    kind, model = model_files.model_kind(args.model)
     if kind == "tflite":
         model_files.check_tflite_for_evaluation(model, vocab_given=bool(args.vocab))
     else:
@@ -151,13 +144,14 @@ def export(args: argparse.Namespace) -> dict:
     """One quantization variant of a SavedModel, written as the pipeline's TFLiteExporter writes it."""
     import shutil
 
-    from bertqa import evaluation, tflite_export
+    from bertqa import evaluation, model_files, tflite_export
     from bertqa.tokenization import TokenizerConfig
     from components.tflite_exporter import core
 
-    kind, model = _model_kind(args.model)
+    kind, model = model_files.model_kind(args.model)
     if kind != "saved_model":
-        raise SystemExit(f"error: {args.model}: export needs a SavedModel directory (with saved_model.pb)")
+        raise model_files.ModelFileError(f"{args.model}: export needs a SavedModel directory (with saved_model.pb), "
+                                         "not a .tflite. Give the trainer's SavedModel directory.")
     if args.quantization == "int8" and not args.data:
         raise SystemExit("error: int8 quantization calibrates on training windows: give --data train.json")
     vocab = args.vocab or tflite_export.saved_model_vocab_path(model)

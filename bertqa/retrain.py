@@ -31,7 +31,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from bertqa.run_lock import RunsDirError, RunsLocked, lock_path, runs_lock  # noqa: E402
+from bertqa.run_lock import RunsLocked, lock_path, runs_lock  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 EXIT_LOCKED = 3
@@ -142,13 +142,8 @@ def main(argv=None) -> int:
     except RunsLocked as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_LOCKED
-    except RunsDirError as error:
-        print(f"error: {error.strerror}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except Exception as error:  # noqa: BLE001 (reported below, or re-raised)
-        cause = local_runner.user_error(error)
-        message = (str(cause) if cause is not None
-                   else local_runner.storage_error(error, os.path.abspath(args.runs_dir)))
+        message = local_runner.failure_message(error, args.runs_dir)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

@@ -119,6 +119,12 @@ def test_int8_export_without_training_data_is_refused(trained, tmp_path, capsys)
                   "int8"])
 
 
+def test_export_of_a_tflite_is_refused_with_one_error_line(trained, tmp_path, capfd):
+    assert cli.main(["export", "--model", trained["tflite"], "--output-dir", str(tmp_path)]) == 2
+    err = capfd.readouterr().err
+    assert f"error: {trained['tflite']}: export needs a SavedModel directory" in err and "Traceback" not in err
+
+
 def test_a_path_that_is_no_model_is_refused(tmp_path, fixtures_dir, capfd):
     assert cli.main(["evaluate", "--model", str(tmp_path), "--data", str(fixtures_dir / "tiny_eval.json")]) == 2
     assert "neither a .tflite file nor a SavedModel" in capfd.readouterr().err

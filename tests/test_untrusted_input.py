@@ -339,9 +339,12 @@ def test_run_report_goes_beside_a_pushed_version_only(tmp_path):
 
     version = tmp_path / "serving" / "1796285285"
     version.mkdir(parents=True)
-    (version / "model.tflite").write_bytes(b"model")
+    for name in ("model.tflite", "vocab.txt"):
+        (version / name).write_bytes(b"x")
+    (version / "model_record.json").write_text("{}")
     assert report_to(version) == str(version / "report.html") and (version / "report.html").is_file()
     # A destination property pointing anywhere else (not a version Pusher wrote) is not written into.
     for elsewhere in (tmp_path / "etc", tmp_path / "serving" / "12345"):
         elsewhere.mkdir()
+        (elsewhere / "model.tflite").write_bytes(b"x")  # not a complete version all the same
         assert report_to(elsewhere) is None and not (elsewhere / "report.html").exists()

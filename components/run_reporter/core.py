@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from bertqa import atomic_push, evaluation, run_report
+from bertqa import atomic_push, evaluation, pushed_models, run_report
 
 REPORT_FILE = "report.html"
 SLICED_METRICS_FILE = "sliced_metrics.json"
@@ -142,10 +142,13 @@ class ReportFiles:
 
 
 def _is_pushed_version(path: str | None) -> bool:
-    """Whether `path` (read from the PushedModel's properties) is a version Pusher wrote: a directory
-    named by digits that holds model.tflite. Anything else is not written into."""
-    return bool(path) and os.path.basename(path.rstrip("/")).isdigit() and tf.io.gfile.exists(
-        os.path.join(path, "model.tflite"))
+    """Whether `path` (read from the PushedModel's properties) is a complete version Pusher wrote, as
+    bertqa.pushed_models reads versions: a digit-named directory with its model files and record.
+    Anything else is not written into."""
+    if not path:
+        return False
+    serving_dir, version = os.path.split(path.rstrip("/"))
+    return version.isdigit() and pushed_models.read_version(serving_dir, version) is not None
 
 
 def write_report(report: run_report.RunReport, output_dir: str, model_location: str = "",

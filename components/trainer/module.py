@@ -62,7 +62,8 @@ def run_fn(fn_args) -> None:
     tf.random.set_seed(training.DEFAULT_SEED)
     model = training.build_model(spec)
     identity = pushed_models.model_identity(json.loads(config["model_spec"]), tokenizer.vocab_path)
-    checkpoints = checkpoint_policy(fn_args, config, steps)
+    baseline, cold_start_reason = latest_baseline(config)
+    checkpoints = checkpoint_policy(fn_args, config, steps, baseline)
     resume_file = os.path.join(checkpoints.directory, RESUME_FILE)
     if tf.io.gfile.exists(resume_file):
         # A killed execution of this very training left checkpoints: its weights replace any warm
@@ -71,7 +72,9 @@ def run_fn(fn_args) -> None:
             started = json.load(f)
         warm_started_from, cold_start_reason = started["warm_started_from"], started["cold_start_reason"]
     else:
-        warm_started_from, cold_start_reason = warm_start(model, identity, config)
+        warm_started_from = None
+        if baseline is not None:
+            warm_started_from, cold_start_reason = warm_start(model, identity, baseline)
         tf.io.gfile.makedirs(checkpoints.directory)
         with tf.io.gfile.GFile(resume_file, "w") as f:
             json.dump({"warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason}, f)
@@ -104,14 +107,13 @@ RESUME_FILE = "resume.json"
 CHECKPOINTS_SUBDIR = "checkpoints"
 
 
-def checkpoint_policy(fn_args, config: dict, steps: int) -> training.CheckpointPolicy:
+def checkpoint_policy(fn_args, config: dict, steps: int,
+                      baseline: pushed_models.PushedModel | None) -> training.CheckpointPolicy:
     """The resume checkpoints of this training: a directory keyed by everything that decides it."""
-    serving_dir = config.get("baseline_serving_dir")
-    latest = pushed_models.latest_pushed(serving_dir) if serving_dir and not config.get("cold_start") else None
     key_fields = {"train_files": sorted(fn_args.train_files), "transform_output": fn_args.transform_output,
                   "custom_config": {k: v for k, v in sorted(config.items())
                                     if not k.startswith("checkpoint_every")},
-                  "steps": steps, "warm_start_version": latest.version if latest else None}
+                  "steps": steps, "warm_start_version": baseline.version if baseline else None}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
     # model_run_dir is <pipeline root>/Trainer/model_run/<execution id>: two levels up is the
     # Trainer's own directory, which every execution of it shares.
@@ -120,11 +122,11 @@ def checkpoint_policy(fn_args, config: dict, steps: int) -> training.CheckpointP
     return training.CheckpointPolicy(
         directory=os.path.join(trainer_dir, CHECKPOINTS_SUBDIR, key),
         every_steps=int(config["checkpoint_every_steps"]) if config.get("checkpoint_every_steps") else None,
-        every_seconds=60.0 * float(minutes) if minutes else 300.0)
+        every_seconds=60.0 * float(minutes) if minutes else training.CheckpointPolicy.every_seconds)
 
 
-def warm_start(model, identity: dict, config: dict) -> tuple[dict | None, str | None]:
-    """(where the weights came from, None), or (None, why this is a cold start)."""
+def latest_baseline(config: dict) -> tuple[pushed_models.PushedModel | None, str | None]:
+    """(the latest pushed model, None) to warm-start from, or (None, why this is a cold start)."""
     if config.get("cold_start"):
         return None, "cold start requested"
     serving_dir = config.get("baseline_serving_dir")
@@ -133,6 +135,11 @@ def warm_start(model, identity: dict, config: dict) -> tuple[dict | None, str | 
     baseline = pushed_models.latest_pushed(serving_dir)
     if baseline is None:
         return None, f"nothing pushed to {serving_dir} yet"
+    return baseline, None
+
+
+def warm_start(model, identity: dict, baseline: pushed_models.PushedModel) -> tuple[dict | None, str | None]:
+    """(where the weights came from, None), or (None, why the baseline cannot warm-start this model)."""
     problem = pushed_models.comparability_problem(identity, baseline.record.get("identity", {}))
     if problem is None:
         problem = training.warm_start(model, baseline.saved_model_dir)

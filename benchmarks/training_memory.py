@@ -6,8 +6,10 @@ Training batches are padded to their length bucket (bertqa.training, buckets of 
 so the peak of a run is set by its longest bucket, even when only a few batches reach it.
 For each bucket length this starts a fresh process (peak RSS only grows within a process),
 builds the spec's model, and fits three steps on one synthetic batch of that shape; it prints
-the peak resident set of the process before and after, with dropout as the spec has it and
-off (attention dropout keeps extra (batch, heads, seq, seq) tensors for the backward pass).
+the peak resident set of the process: as the trainer runs by default (batches whose windows x
+tokens^2 exceed TrainConfig.attention_budget run as sequential micro-batches), with whole
+batches, and with whole batches and dropout off (attention dropout keeps extra (batch, heads,
+seq, seq) tensors for the backward pass).
 It also prints how many of the bundled sample's training windows fall in each bucket.
 """
 
@@ -31,10 +33,11 @@ import json, os, resource, sys
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1"); os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 from bertqa import model_spec, training
-name, length, batch, dropout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+name, length, batch, dropout, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 spec = model_spec.get(name, **({} if dropout == "spec" else {"dropout_rate": float(dropout)}))
 model = training.build_model(spec)
-training.compile_for_training(model, training.train_config(spec, batch, 10))
+overrides = {} if budget == "default" else {"attention_budget": None}
+training.compile_for_training(model, training.train_config(spec, batch, 10, **overrides))
 features = {name: tf.ones([batch, length], tf.int32) for name in ("input_word_ids", "input_mask", "input_type_ids")}
 labels = {"start_logits": tf.zeros([batch], tf.int32), "end_logits": tf.zeros([batch], tf.int32)}
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -44,8 +47,8 @@ print(json.dumps({"before_gb": before / 1e6, "peak_gb": after / 1e6}))
 """
 
 
-def peak_of_one_shape(spec: str, length: int, batch_size: int, dropout: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", _ONE_SHAPE, spec, str(length), str(batch_size), dropout],
+def peak_of_one_shape(spec: str, length: int, batch_size: int, dropout: str, budget: str = "default") -> dict:
+    done = subprocess.run([sys.executable, "-c", _ONE_SHAPE, spec, str(length), str(batch_size), dropout, budget],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -76,16 +79,17 @@ def main() -> int:
     except Exception as error:  # noqa: BLE001 (the table below does not need it)
         print(f"(bucket counts of the sample not available: {error})")
         buckets = {}
-    print("| bucket (tokens) | sample training windows | peak RSS, dropout as the spec (GB) "
-          "| peak RSS, dropout off (GB) |")
-    print("|---|---|---|---|")
+    print("| bucket (tokens) | sample training windows | peak RSS, micro-batched (the default) (GB) "
+          "| peak RSS, whole batches (GB) | peak RSS, whole batches, dropout off (GB) |")
+    print("|---|---|---|---|---|")
     baseline = None
     for length in LENGTHS:
-        with_dropout = peak_of_one_shape(args.spec, length, args.batch_size, "spec")
-        without = peak_of_one_shape(args.spec, length, args.batch_size, "0.0")
-        baseline = baseline or with_dropout["before_gb"]
-        print(f"| {length} | {buckets.get(length, 0)} | {with_dropout['peak_gb']:.2f} | {without['peak_gb']:.2f} |",
-              flush=True)
+        micro = peak_of_one_shape(args.spec, length, args.batch_size, "spec")
+        whole = peak_of_one_shape(args.spec, length, args.batch_size, "spec", budget="none")
+        without = peak_of_one_shape(args.spec, length, args.batch_size, "0.0", budget="none")
+        baseline = baseline or micro["before_gb"]
+        print(f"| {length} | {buckets.get(length, 0)} | {micro['peak_gb']:.2f} | {whole['peak_gb']:.2f} "
+              f"| {without['peak_gb']:.2f} |", flush=True)
     print(f"(the process before its first step, model built: {baseline:.2f} GB)")
     return 0
 

@@ -9,6 +9,7 @@ distinct batch shapes (and so tf.function traces) at seq_len / bucket_width.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -39,6 +40,11 @@ class TrainConfig:
     bucket_width: int = 64
     shuffle_buffer: int = 20000
     seed: int = DEFAULT_SEED
+    # Peak memory bound: a batch whose windows x tokens^2 exceeds this is trained as sequential
+    # micro-batches with their gradients summed (same update). Attention holds (batch, heads,
+    # seq, seq) tensors for the backward pass, so a batch of 32 at 384 tokens held ~9 GB;
+    # 32 x 128^2 keeps a step near what a batch of 128-token windows holds. None: whole batches.
+    attention_budget: int | None = 32 * 128 * 128
 
 
 def train_config(spec: BertQaSpec, batch_size: int, train_steps: int, **overrides) -> TrainConfig:
@@ -184,6 +190,52 @@ def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
     model.compile(optimizer=make_optimizer(config),
                   loss={"start_logits": loss, "end_logits": loss},
                   loss_weights={"start_logits": 0.5, "end_logits": 0.5})
+    if config.attention_budget:
+        # For this model instance only: either builder (modeling's or hub_encoder's) returns a
+        # plain functional keras.Model, and Keras calls self.train_step when it makes its step.
+        model.train_step = functools.partial(micro_batched_train_step, model, config.attention_budget)
+
+
+def micro_batch_size(batch, seq, attention_budget):
+    """Windows per micro-batch: the most whose windows x seq^2 fits the budget, spread evenly."""
+    most = tf.clip_by_value(attention_budget // tf.maximum(seq * seq, 1), 1, tf.maximum(batch, 1))
+    chunks = (batch + most - 1) // most
+    return (batch + chunks - 1) // chunks
+
+
+def micro_batched_train_step(model: keras.Model, attention_budget: int, data):
+    """Keras's train step, with the batch cut into micro-batches that run one after another.
+
+    The loss of each micro-batch is its mean weighted by its share of the batch, so the summed
+    gradients are those of the whole batch's mean loss and one optimizer update follows, as
+    without micro-batches. Keras's loss metric is updated per micro-batch weighted by its size
+    (LossesContainer), so it still reports the batch mean. Dropout draws new masks per call.
+    """
+    features, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+    ids = features["input_word_ids"]
+    batch, seq = tf.shape(ids, out_type=tf.int64)[0], tf.shape(ids, out_type=tf.int64)[1]
+    size = micro_batch_size(batch, seq, attention_budget)
+    variables = model.trainable_variables
+
+    def one_micro_batch(start, gradients):
+        end = tf.minimum(start + size, batch)
+        take = lambda tensors: tf.nest.map_structure(lambda t: t[start:end], tensors)  # noqa: E731
+        part_features, part_labels = take(features), take(labels)
+        with tf.GradientTape() as tape:
+            predictions = model(part_features, training=True)
+            share = tf.cast(end - start, tf.float32) / tf.cast(batch, tf.float32)
+            loss = model.compute_loss(part_features, part_labels, predictions) * share
+        # Dense, to be a loop variable: the embedding's gradient comes as IndexedSlices.
+        part = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+        return end, [total + g for total, g in zip(gradients, part, strict=True)]
+
+    _, gradients = tf.while_loop(
+        lambda start, _: start < batch, one_micro_batch,
+        (tf.constant(0, tf.int64), [tf.zeros_like(v) for v in variables]),
+        # One at a time: two micro-batches in flight would hold both their activations.
+        parallel_iterations=1)
+    model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+    return {metric.name: metric.result() for metric in model.metrics}
 
 
 # TensorBoard scalar names (bertqa.run_report reads them back for the training curve).

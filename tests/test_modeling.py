@@ -85,3 +85,28 @@ def test_on_device_ops_compute_the_same_logits_as_training_ops():
     plain = tf.function(lambda x: model(x, training=False)).get_concrete_function(
         {name: tf.TensorSpec(t.shape, t.dtype) for name, t in inputs.items()})
     assert "Erf" in {op.type for op in plain.graph.get_operations()}
+
+
+def test_dropout_masks_differ_per_step_and_per_layer_keep_the_rate_and_are_off_at_inference():
+    from bertqa.modeling import Dropout, DropoutSeeds
+
+    tf.random.set_seed(3)
+    seeds = DropoutSeeds()
+    first, second = Dropout(0.25, seeds, stream=0), Dropout(0.25, seeds, stream=1)
+    ones = tf.ones([64, 256])
+
+    @tf.function
+    def step():
+        seeds.advance()
+        return first(ones, training=True), second(ones, training=True)
+
+    a1, b1 = step()
+    a2, _ = step()
+    for mask in (a1, b1, a2):
+        values = np.unique(mask.numpy())
+        np.testing.assert_allclose(values, [0.0, 1 / 0.75], rtol=1e-6)  # inverted dropout
+        assert float(tf.reduce_mean(tf.cast(mask == 0, tf.float32))) == pytest.approx(0.25, abs=0.01)
+    assert not np.array_equal(a1.numpy(), b1.numpy())  # layer to layer
+    assert not np.array_equal(a1.numpy(), a2.numpy())  # step to step
+    assert np.array_equal(first(ones, training=False).numpy(), ones.numpy())
+    assert np.array_equal(first(ones).numpy(), ones.numpy())

@@ -148,3 +148,49 @@ def test_killed_training_resumes_from_its_last_checkpoint_and_ends_where_an_unin
     assert int(resumed.optimizer.iterations.numpy()) == config.train_steps
     for mine, theirs in zip(resumed.weights, uninterrupted.weights, strict=True):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6, err_msg=mine.name)
+
+
+def test_micro_batch_sizes_keep_windows_times_tokens_squared_within_the_budget():
+    budget = 32 * 128 * 128
+    for seq, expected in ((64, 32), (128, 32), (192, 11), (256, 8), (384, 3)):
+        size = int(training.micro_batch_size(tf.constant(32, tf.int64), tf.constant(seq, tf.int64), budget))
+        assert size == expected, seq
+        assert size == 1 or size * seq * seq <= budget
+    # Never zero windows, even when one window alone exceeds the budget; never more than the batch.
+    assert int(training.micro_batch_size(tf.constant(5, tf.int64), tf.constant(384, tf.int64), 10)) == 1
+    assert int(training.micro_batch_size(tf.constant(5, tf.int64), tf.constant(8, tf.int64), 10**9)) == 5
+
+
+def test_micro_batched_steps_make_the_same_update_and_report_the_same_loss_as_whole_batches(many_windows):
+    """Without dropout, cutting each batch into micro-batches changes memory, not the training."""
+    initial = _tiny_model().get_weights()
+    results = []
+    # A budget of 20 cells: every window of these batches (12 to 51 tokens) is its own micro-batch.
+    for budget in (None, 20):
+        config = training.TrainConfig(batch_size=4, train_steps=5, learning_rate=1e-3, shuffle_buffer=100,
+                                      attention_budget=budget)
+        model = _tiny_model(initial)
+        history = training.train(model, [many_windows], config)
+        results.append((model.get_weights(), history.history["loss"][-1]))
+    (whole, whole_loss), (micro, micro_loss) = results
+    assert micro_loss == pytest.approx(whole_loss, rel=1e-5)
+    for mine, theirs in zip(micro, whole, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)
+    assert not all(np.array_equal(a, b) for a, b in zip(micro, initial, strict=True))  # it trained at all
+
+
+def test_micro_batched_gradients_are_the_whole_batch_gradients(many_windows):
+    """With plain SGD the update is the gradient itself (AdamW would hide a wrongly scaled one)."""
+    features, labels = next(iter(training.bucketed_window_dataset(many_windows, 4, 384)))
+    initial = _tiny_model().get_weights()
+    updates = []
+    for budget in (None, 20):
+        model = _tiny_model(initial)
+        training.compile_for_training(model, training.TrainConfig(batch_size=4, train_steps=1, learning_rate=1.0,
+                                                                  attention_budget=budget))
+        model.optimizer = training.keras.optimizers.SGD(1.0)
+        model.train_on_batch(features, labels)
+        updates.append([after - before for after, before in zip(model.get_weights(), initial, strict=True)])
+    for whole, micro in zip(*updates, strict=True):
+        np.testing.assert_allclose(micro, whole, rtol=1e-4, atol=1e-7)
+    assert any(np.abs(update).max() > 0 for update in updates[0])

@@ -70,17 +70,28 @@ class LayerNorm(keras.layers.LayerNormalization):
         return normed * self.gamma + self.beta
 
 
-class DropoutSeeds:
+DROPOUT_STEP_NAME = "dropout_step"
+
+
+def is_dropout_state(variable: tf.Variable) -> bool:
+    """True for DropoutSeeds' counter: training state that Keras lists among the weights."""
+    return variable.name.split("/")[-1].split(":")[0] == DROPOUT_STEP_NAME
+
+
+class DropoutSeeds(tf.Module):
     """The per-step seed of an encoder's dropout masks: one counter, advanced once per training call.
 
-    A plain Python object on purpose: Keras does not track it, so the counter is no weight of the
-    model, of its checkpoints or of its SavedModel (warm start matches weights one to one).
+    A tf.Module, so that checkpoints (resume continues the masks) and SavedModels reach the
+    counter: Keras's SavedModel layer functions are traced in training mode too and capture it.
+    Keras therefore lists it among the model's non-trainable weights; warm start, which
+    matches weights one to one against a pushed model's, skips it (is_dropout_state).
     """
 
     def __init__(self):
+        super().__init__(name="dropout_seeds")
         with tf.init_scope():  # a variable made eagerly, even when the first call is being traced
             self.base = int(tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64))  # follows tf.random.set_seed
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="dropout_step")
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name=DROPOUT_STEP_NAME)
 
     def advance(self):
         return self.step.assign_add(1)

@@ -20,7 +20,7 @@ import tf_keras as keras
 
 from bertqa import checkpoint
 from bertqa.model_spec import BertQaSpec
-from bertqa.modeling import INPUT_NAMES, BertEncoder, build_span_model
+from bertqa.modeling import INPUT_NAMES, BertEncoder, build_span_model, is_dropout_state
 
 _TOKEN_FEATURES = INPUT_NAMES
 _LABEL_FEATURES = ("start_position", "end_position")
@@ -99,6 +99,8 @@ def warm_start(model: keras.Model, saved_model_dir: str) -> str | None:
         by_name.setdefault(variable.name, []).append(variable)
     problems, pairs = [], []
     for weight in model.weights:
+        if is_dropout_state(weight):  # not a weight: the logits signature never captures it
+            continue
         matches = by_name.pop(weight.name, [])
         if len(matches) != 1:
             problems.append(f"{weight.name}: {len(matches)} variables of that name in the baseline")

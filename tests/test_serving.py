@@ -40,3 +40,22 @@ def test_logits_signature_equals_the_keras_model(exported):
     got = signature(**{k: tf.constant(v) for k, v in inputs.items()})
     for name in ("start_logits", "end_logits"):
         np.testing.assert_allclose(got[name].numpy(), expected[name].numpy(), atol=1e-5)
+
+
+def test_a_model_trained_with_dropout_exports_and_its_dropout_counter_is_no_weight_to_warm_start(
+        tmp_path, vocab_path):
+    """Keras's SavedModel layer functions trace the training-mode call, which reads the dropout counter."""
+    model = training.build_model(model_spec.get("tiny_random", dropout_rate=0.1))
+    config = training.TrainConfig(batch_size=2, train_steps=1, learning_rate=1e-3)
+    training.compile_for_training(model, config)
+    ids = tf.constant([[101, 2054, 102, 1996, 102, 0]] * 2)
+    labels = {"start_logits": tf.constant([3, 3]), "end_logits": tf.constant([3, 3])}
+    model.train_on_batch({"input_word_ids": ids, "input_mask": tf.cast(ids > 0, tf.int32),
+                          "input_type_ids": tf.zeros_like(ids)}, labels)
+    export_dir = str(tmp_path / "saved_model")
+    serving.export_saved_model(model, vocab_path, True, WindowConfig(seq_len=64, query_len=16, doc_stride=16),
+                               export_dir)
+    fresh = training.build_model(model_spec.get("tiny_random", dropout_rate=0.1))
+    assert training.warm_start(fresh, export_dir) is None
+    for mine, theirs in zip(fresh.trainable_weights, model.trainable_weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())

@@ -100,14 +100,15 @@ class DropoutSeeds(tf.Module):
 class Dropout(keras.layers.Layer):
     """Inverted dropout with a counter-based (stateless Philox) mask.
 
-    Why not keras.layers.Dropout: it draws its mask with TensorFlow's stateful RandomUniform
-    kernel, which on these CPUs takes ~430 ms for one (32, 12, 384, 384) attention tensor against
-    ~90 ms for the stateless draw; at 384 tokens attention dropout took half of each training
-    step (benchmarks/RESULTS.md). keras.layers.Dropout(force_generator=True) draws through a
-    tf.random.Generator, whose state variable orders every dropout of the step one after another
-    (slower than the stateful kernel at 192 tokens). Here every mask is keyed by (the layer's
-    stream, the step counter of DropoutSeeds), so the masks of one step draw in parallel and
-    differ from step to step and layer to layer.
+    Why not keras.layers.Dropout: it draws from TensorFlow's stateful RandomUniform kernel.
+    A first timing suggested that kernel was ~4x slower than the stateless draw on these
+    CPUs, but repeated runs of benchmarks/training_levers.py (ops) found the two within noise
+    of each other (120-570 ms against 140-220 ms for one (32, 12, 384, 384) tensor), so a
+    speed gain from this layer is not shown (benchmarks/RESULTS.md). What it does give: masks
+    keyed by (the layer's stream, the step counter of DropoutSeeds), reproducible from the
+    seed and continued after a resume, since the counter is in the checkpoint.
+    keras.layers.Dropout(force_generator=True) (a tf.random.Generator) orders every dropout
+    of a step one after another through its state variable.
     """
 
     def __init__(self, rate: float, seeds: DropoutSeeds, stream: int, **kwargs):

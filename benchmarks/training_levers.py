@@ -1,0 +1,121 @@
+"""The trainer's speed levers, one at a time: dropout's random draw, bf16, XLA, micro-batch size.
+
+    .venv/bin/python benchmarks/training_levers.py ops      # the random draws of one attention tensor
+    .venv/bin/python benchmarks/training_levers.py steps    # windows/s of training steps per setting
+
+`ops` times, for one (32, 12, 384, 384) float32 tensor, the draws a dropout mask can come
+from (TensorFlow's stateful RandomUniform, which tf-keras's Dropout uses; the stateless
+Philox draw that bertqa.modeling.Dropout uses; a tf.random.Generator) against the softmax
+beside them. `steps` starts a fresh process per setting (default spec, one synthetic batch
+repeated, 2 warm-up steps), and prints windows/s and how many cores the process kept busy:
+the busy-cores column shows which of oneDNN's two modes a process ran in (benchmarks/RESULTS.md).
+Nothing else should be running; compare figures from one run.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+# (label, length, batch, steps, settings)
+STEP_SETTINGS = (
+    ("dropout 0.1 (the spec), float32", 384, 32, 3, {}),
+    ("dropout off, float32", 384, 32, 3, {"dropout": 0.0}),
+    ("micro-batches of 8, float32", 384, 32, 3, {"attention_budget": 8 * 384 * 384}),
+    ("mixed_bfloat16", 384, 32, 3, {"policy": "mixed_bfloat16"}),
+    ("dropout 0.1 (the spec), float32", 192, 32, 6, {}),
+    ("mixed_bfloat16", 192, 32, 6, {"policy": "mixed_bfloat16"}),
+    ("XLA (jit_compile)", 192, 32, 6, {"jit_compile": True}),
+)
+
+
+def time_ops() -> None:
+    import tensorflow as tf
+
+    shape = [32, 12, 384, 384]
+    x = tf.random.uniform(shape)
+    generator = tf.random.Generator.from_seed(3)
+    draws = {
+        "tf.random.uniform (stateful RandomUniform; tf-keras Dropout)": lambda x: tf.random.uniform(shape),
+        "tf.nn.dropout (stateful)": lambda x: tf.nn.dropout(x, 0.1),
+        "tf.random.stateless_uniform (bertqa.modeling.Dropout)": lambda x: tf.random.stateless_uniform(shape, [1, 2]),
+        "tf.random.Generator.uniform": lambda x: generator.uniform(shape),
+        "tf.nn.softmax (for scale)": tf.nn.softmax,
+    }
+    print("| op on a (32, 12, 384, 384) float32 tensor | ms (median of 5) |\n|---|---|")
+    for label, op in draws.items():
+        function = tf.function(op)
+        function(x)
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            function(x).numpy()
+            times.append(time.perf_counter() - started)
+        print(f"| {label} | {1000 * sorted(times)[2]:.0f} |", flush=True)
+
+
+def one_setting(length: int, batch: int, steps: int, settings: dict) -> dict:
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from bertqa import model_spec, training
+
+    keras.mixed_precision.set_global_policy(settings.get("policy", "float32"))
+    overrides = {"dropout_rate": settings["dropout"]} if "dropout" in settings else {}
+    spec = model_spec.get("minilm_offline", **overrides)
+    model = training.build_model(spec)
+    budget = settings.get("attention_budget", training.TrainConfig.attention_budget)  # the default: micro-batches
+    config = training.train_config(spec, batch, 100, attention_budget=budget)
+    training.compile_for_training(model, config)
+    if settings.get("jit_compile"):
+        model.jit_compile = True
+    ids = tf.random.Generator.from_seed(1).uniform([batch, length], 1000, 30000, tf.int32)
+    features = {"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}
+    labels = {"start_logits": tf.fill([batch], 5), "end_logits": tf.fill([batch], 9)}
+    dataset = tf.data.Dataset.from_tensors((features, labels)).repeat()
+    model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
+    started, cpu = time.perf_counter(), time.process_time()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    wall = time.perf_counter() - started
+    return {"windows_per_second": steps * batch / wall, "busy_cores": (time.process_time() - cpu) / wall}
+
+
+def time_steps() -> None:
+    print("| setting | tokens | windows/s | busy cores |\n|---|---|---|---|")
+    for label, length, batch, steps, settings in STEP_SETTINGS:
+        done = subprocess.run([sys.executable, __file__, "one", json.dumps([length, batch, steps, settings])],
+                              capture_output=True, text=True)
+        if done.returncode:
+            print(f"| {label} | {length} | failed (exit {done.returncode}): {done.stderr.strip()[-300:]!r} | |")
+            continue
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"| {label} | {length} | {result['windows_per_second']:.2f} | {result['busy_cores']:.2f} |", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("ops", "steps", "one"))
+    parser.add_argument("setting", nargs="?", help=argparse.SUPPRESS)  # `one`: a JSON list, for the subprocess
+    args = parser.parse_args()
+    if args.what == "ops":
+        time_ops()
+    elif args.what == "steps":
+        time_steps()
+    else:
+        print(json.dumps(one_setting(*json.loads(args.setting))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,13 +7,27 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test test-fast bench bench-peer bench-train lint lock clean image retrain-demo tensorboard
+.PHONY: setup run run-hour test test-fast bench bench-peer bench-train lint lock clean image retrain-demo tensorboard
 
 setup:
 	@scripts/setup.sh
 
 run: setup
 	$(PY) local_runner.py $(RUN_ARGS)
+
+# The one-hour profile: the user's SQuAD v1.1 training file, split by article (the last 14
+# articles, first 8 paragraphs each, are the held-out eval: data/sample/eval.json's questions),
+# 60 minutes of training (stops and exports at the budget; learning rate sized to it), from the
+# pretrained weights. Figures in the README ("The one-hour profile").
+#   make run-hour SQUAD_FILE=path/to/train-v1.1.json
+HOUR_DIR := runs/hour
+run-hour: setup
+	@test -n "$(SQUAD_FILE)" || { echo "make run-hour: name your SQuAD v1.1 training file:" \
+	  "make run-hour SQUAD_FILE=path/to/train-v1.1.json" >&2; exit 2; }
+	$(PY) scripts/split_by_article.py "$(SQUAD_FILE)" --eval-articles 14 --eval-max-paragraphs 8 \
+	  --out-dir $(HOUR_DIR)/data
+	$(PY) local_runner.py --data-dir $(HOUR_DIR)/data --runs-dir $(HOUR_DIR) --budget-minutes 60 --epochs 1 \
+	  --no-baseline $(RUN_ARGS)
 
 # Two workers, one test module each at a time (module fixtures such as a pipeline run stay shared
 # within their module): the end-to-end runs spend much of their time in a single thread.

@@ -66,6 +66,10 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None, help="overrides --epochs")
+    parser.add_argument("--budget-minutes", type=float, default=None, metavar="MINUTES",
+                        help="the Trainer's wall-clock limit: it stops and exports when MINUTES of training have "
+                             "passed, with warmup and learning-rate decay sized to them (--epochs / --train-steps "
+                             "stay the upper bound)")
     parser.add_argument("--checkpoint-every-minutes", type=float, default=5.0, metavar="MINUTES",
                         help="the Trainer saves a resume checkpoint this often (a killed run resumes from the "
                              "latest one when started again; default 5)")
@@ -120,6 +124,7 @@ def build_config(args: argparse.Namespace):
         epochs=args.epochs,
         batch_size=args.batch_size,
         train_steps=args.train_steps,
+        train_budget_minutes=args.budget_minutes,
         checkpoint_every_steps=args.checkpoint_every_steps,
         checkpoint_every_minutes=args.checkpoint_every_minutes,
         min_f1=args.min_f1,

@@ -8,10 +8,12 @@ distinct batch shapes (and so tf.function traces) at seq_len / bucket_width.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
 import os
+import statistics
 import sys
 import time
 
@@ -45,6 +47,12 @@ class TrainConfig:
     # seq, seq) tensors for the backward pass, so a batch of 32 at 384 tokens held ~9 GB;
     # 32 x 128^2 keeps a step near what a batch of 128-token windows holds. None: whole batches.
     attention_budget: int | None = 32 * 128 * 128
+    # Wall-clock limit of training in seconds (None: none), counted from the first step's start
+    # (graph tracing included) to the last step's end. Training stops before a step that would
+    # end past it, and the learning rate follows progress = max(step / train_steps, elapsed /
+    # budget), so warmup and decay fit the budget: the rate reaches 0 when the budget ends,
+    # not at a step count the budget never reaches. train_steps stays the upper bound.
+    time_budget_seconds: float | None = None
 
 
 def train_config(spec: BertQaSpec, batch_size: int, train_steps: int, **overrides) -> TrainConfig:
@@ -158,38 +166,56 @@ def bucketed_window_dataset(file_pattern: str | list[str], batch_size: int, seq_
 
 
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps` (as BERT)."""
+    """Linear warmup to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps` (as BERT).
 
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+    With a time budget (`elapsed_seconds`, a variable that TimeBudget advances, and
+    `budget_seconds`), progress is the further along of step / total_steps and elapsed /
+    budget: the same curve, laid over whichever ends first.
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int,
+                 elapsed_seconds: tf.Variable | None = None, budget_seconds: float | None = None):
         self.peak, self.warmup_steps, self.total_steps = peak, max(warmup_steps, 1), max(total_steps, 1)
+        self.elapsed_seconds, self.budget_seconds = elapsed_seconds, budget_seconds
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
+        if self.elapsed_seconds is not None:
+            # The step the elapsed share of the budget corresponds to.
+            by_time = tf.cast(self.elapsed_seconds, tf.float32) / self.budget_seconds * self.total_steps
+            step = tf.maximum(step, by_time)
         warmup = self.peak * step / self.warmup_steps
         decay_span = max(self.total_steps - self.warmup_steps, 1)
         decay = self.peak * tf.maximum(0.0, (self.total_steps - step) / decay_span)
         return tf.where(step < self.warmup_steps, warmup, decay)
 
     def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+        # The variable is not serialisable; the exported SavedModel carries no optimizer anyway.
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                "budget_seconds": self.budget_seconds}
 
 
-def learning_rate_schedule(config: TrainConfig) -> WarmupLinearDecay:
+def learning_rate_schedule(config: TrainConfig, elapsed_seconds: tf.Variable | None = None) -> WarmupLinearDecay:
+    """The schedule of `config`; with config.time_budget_seconds, `elapsed_seconds` must be given."""
+    if config.time_budget_seconds and elapsed_seconds is None:
+        raise ValueError("a time-budgeted schedule needs the elapsed_seconds variable that TimeBudget advances")
     return WarmupLinearDecay(config.learning_rate, int(config.train_steps * config.warmup_fraction),
-                             config.train_steps)
+                             config.train_steps, elapsed_seconds if config.time_budget_seconds else None,
+                             config.time_budget_seconds)
 
 
-def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate_schedule(config), weight_decay=config.weight_decay,
+def make_optimizer(config: TrainConfig, schedule: WarmupLinearDecay | None = None) -> keras.optimizers.Optimizer:
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule or learning_rate_schedule(config),
+                                       weight_decay=config.weight_decay,
                                        beta_1=0.9, beta_2=0.999, epsilon=1e-6)
     # BERT does not decay LayerNorm parameters or biases.
     optimizer.exclude_from_weight_decay(var_names=["norm", "bias"])
     return optimizer
 
 
-def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
+def compile_for_training(model: keras.Model, config: TrainConfig, schedule: WarmupLinearDecay | None = None) -> None:
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=make_optimizer(config),
+    model.compile(optimizer=make_optimizer(config, schedule),
                   loss={"start_logits": loss, "end_logits": loss},
                   loss_weights={"start_logits": 0.5, "end_logits": 0.5})
     if config.attention_budget:
@@ -256,11 +282,14 @@ class TrainingMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, total_steps: int, batch_size: int, schedule=None, log_dir: str | None = None,
-                 every: int = 20, show_bar: bool | None = None, first_step: int = 0):
+                 every: int = 20, show_bar: bool | None = None, first_step: int = 0,
+                 time_budget_seconds: float | None = None):
         super().__init__()
         self.total_steps, self.batch_size, self.every = total_steps, batch_size, every
         self.schedule, self.log_dir, self.show_bar = schedule, log_dir, show_bar
         self.first_step = first_step  # > 0 when training resumes from a checkpoint
+        self.time_budget_seconds = time_budget_seconds  # for the time-left estimate
+        self.seconds = 0.0  # training time of this fit() call, set at its end
 
     def on_train_begin(self, logs=None):
         from tqdm.auto import tqdm
@@ -282,7 +311,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         self._loss_sum = running_sum
         self._interval_steps += 1
         self._bar.update(1)
-        if step % self.every and step != self.total_steps:
+        # The last step reports too, also when a callback before this one stops training early.
+        if step % self.every and step != self.total_steps and not getattr(self.model, "stop_training", False):
             return
         now = time.monotonic()
         loss = self._interval_loss_sum / self._interval_steps
@@ -296,16 +326,54 @@ class TrainingMonitor(keras.callbacks.Callback):
         if self._bar.disable:
             elapsed = now - self._started
             overall = (step - self.first_step) * self.batch_size / elapsed
+            left = (self.total_steps - step) * self.batch_size / overall
+            if self.time_budget_seconds:
+                left = min(left, max(self.time_budget_seconds - elapsed, 0.0))
             logging.info("step %d/%d  loss %.3f  %.1f windows/s  %.0f s elapsed, ~%.0f s left", step,
-                         self.total_steps, loss, rate, elapsed, (self.total_steps - step) * self.batch_size / overall)
+                         self.total_steps, loss, rate, elapsed, left)
         else:
             self._bar.set_postfix(loss=f"{loss:.3f}", windows_per_s=f"{rate:.1f}", refresh=False)
         self._interval_loss_sum, self._interval_steps, self._interval_started = 0.0, 0, now
 
     def on_train_end(self, logs=None):
+        self.seconds = time.monotonic() - self._started
         self._bar.close()
         if self._writer is not None:
             self._writer.close()
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Ends training before a step that would end past `budget_seconds` of training time.
+
+    `elapsed_seconds` (a variable, so that the learning-rate schedule reads it inside the
+    step and a resume checkpoint keeps it) holds the training time spent so far, including
+    that of a killed run this one resumes. Whether the next step fits is judged by the median
+    duration of the last 20 steps: a step that traces a new batch shape (seconds, where a
+    step takes a fraction of one) would otherwise end training early.
+    """
+
+    clock = staticmethod(time.monotonic)  # a class attribute, so that a test can give it a fake clock
+
+    def __init__(self, budget_seconds: float, elapsed_seconds: tf.Variable):
+        super().__init__()
+        self.budget_seconds, self.elapsed_seconds = budget_seconds, elapsed_seconds
+        self.stopped = False
+
+    def on_train_begin(self, logs=None):
+        self._origin = self.clock() - float(self.elapsed_seconds.numpy())
+        self._step_seconds = collections.deque(maxlen=20)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._step_started = self.clock()
+        self.elapsed_seconds.assign(self._step_started - self._origin)
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = self.clock()
+        self.elapsed_seconds.assign(now - self._origin)
+        self._step_seconds.append(now - self._step_started)
+        if now - self._origin + statistics.median(self._step_seconds) > self.budget_seconds:
+            self.stopped = True
+            self.model.stop_training = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,13 +417,20 @@ def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
     """
     dataset = bucketed_window_dataset(train_files, config.batch_size, config.seq_len, config.bucket_width,
                                       shuffle_buffer=config.shuffle_buffer, repeat=True, seed=config.seed)
-    compile_for_training(model, config)
+    budget = None
+    if config.time_budget_seconds:
+        budget = TimeBudget(config.time_budget_seconds, tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                                                    name="training_seconds"))
+    schedule = learning_rate_schedule(config, budget.elapsed_seconds if budget else None)
+    compile_for_training(model, config, schedule)
     first_step, extra = 0, []
     if checkpoints is not None:
         # The optimizer's slots exist only after its first update; build them now so that a
         # restore fills them rather than being deferred to variables created later.
         model.optimizer.build(model.trainable_variables)
-        state = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        # With a time budget, the time spent is state too: a resumed run has only the rest.
+        state = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                    **({"training_seconds": budget.elapsed_seconds} if budget else {}))
         manager = tf.train.CheckpointManager(state, checkpoints.directory, max_to_keep=1)
         if manager.latest_checkpoint:
             state.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -366,13 +441,15 @@ def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
         extra.append(_PeriodicCheckpoint(manager, checkpoints, first_step))
     remaining = config.train_steps - first_step
     logging.info("training for %d steps of batch %d", remaining, config.batch_size)
-    progress = TrainingMonitor(config.train_steps, config.batch_size, learning_rate_schedule(config), log_dir,
-                               first_step=first_step)
+    progress = TrainingMonitor(config.train_steps, config.batch_size, schedule, log_dir, first_step=first_step,
+                               time_budget_seconds=config.time_budget_seconds)
     if remaining <= 0:  # killed after the last checkpoint of a finished loop, before the export
         history = keras.callbacks.History()
         history.history = {"loss": [float("nan")]}
     else:
         history = model.fit(dataset, steps_per_epoch=remaining, epochs=1,
-                            callbacks=[progress, *extra, *callbacks], verbose=0)
+                            callbacks=[*([budget] if budget else []), progress, *extra, *callbacks], verbose=0)
     history.resumed_from_step = first_step
+    history.stopped_by_time_budget = bool(budget and budget.stopped)
+    history.training_seconds = float(budget.elapsed_seconds.numpy()) if budget else progress.seconds
     return history

@@ -41,6 +41,9 @@ class PipelineConfig:
     epochs: float | None = None  # None: the spec's default_training_epochs
     batch_size: int | None = None
     train_steps: int | None = None  # overrides epochs when set
+    # The Trainer's wall-clock limit: it stops and exports when it ends, with the learning-rate
+    # schedule sized to it (bertqa.training.TrainConfig.time_budget_seconds); None: no limit.
+    train_budget_minutes: float | None = None
     # How often the Trainer saves what it needs to resume after a kill (see components/trainer/module.py).
     checkpoint_every_steps: int | None = None
     checkpoint_every_minutes: float = 5.0
@@ -82,7 +85,8 @@ def report_settings(config: PipelineConfig) -> dict:
             "compare_with_baseline": config.compare_with_baseline, "cold_start": config.cold_start,
             "tflite_variants": list(config.tflite_variants), "max_f1_drop": dict(config.max_f1_drop),
             "epochs": config.epochs, "batch_size": config.batch_size, "train_steps": config.train_steps,
-            "train_pattern": config.train_pattern, "eval_pattern": config.eval_pattern}
+            "train_budget_minutes": config.train_budget_minutes, "train_pattern": config.train_pattern,
+            "eval_pattern": config.eval_pattern}
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
@@ -107,7 +111,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         custom_config={"model_spec": model_spec.to_json(config.spec), "epochs": config.epochs,
                        "batch_size": config.batch_size, "baseline_serving_dir": baseline_dir,
                        "cold_start": config.cold_start, "checkpoint_every_steps": config.checkpoint_every_steps,
-                       "checkpoint_every_minutes": config.checkpoint_every_minutes})
+                       "checkpoint_every_minutes": config.checkpoint_every_minutes,
+                       "train_budget_minutes": config.train_budget_minutes})
     evaluator = SquadEvaluator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
         transformed_examples=transform.outputs["transformed_examples"], min_f1=config.min_f1,

@@ -194,3 +194,57 @@ def test_micro_batched_gradients_are_the_whole_batch_gradients(many_windows):
     for whole, micro in zip(*updates, strict=True):
         np.testing.assert_allclose(micro, whole, rtol=1e-4, atol=1e-7)
     assert any(np.abs(update).max() > 0 for update in updates[0])
+
+
+def test_a_time_budget_lays_the_learning_rate_curve_over_the_budget_when_time_runs_ahead_of_steps():
+    config = training.TrainConfig(batch_size=4, train_steps=1000, learning_rate=1.0, warmup_fraction=0.1,
+                                  time_budget_seconds=100.0)
+    elapsed = tf.Variable(0.0, dtype=tf.float64)
+    budgeted, by_steps = training.learning_rate_schedule(config, elapsed), training.learning_rate_schedule(
+        training.TrainConfig(batch_size=4, train_steps=1000, learning_rate=1.0, warmup_fraction=0.1))
+    assert float(budgeted(50)) == pytest.approx(float(by_steps(50)))  # no time spent: steps decide
+    elapsed.assign(55.0)  # 55% of the budget spent by step 50: the curve is at its 55% point
+    assert float(budgeted(50)) == pytest.approx(float(by_steps(550)))
+    assert float(budgeted(700)) == pytest.approx(float(by_steps(700)))  # steps ahead of time: steps decide
+    elapsed.assign(100.0)
+    assert float(budgeted(50)) == 0.0  # decayed to zero when the budget ends
+    with pytest.raises(ValueError, match="elapsed_seconds"):
+        training.learning_rate_schedule(config)
+
+
+def test_a_time_budget_stops_training_before_a_step_that_would_end_past_it_and_spans_a_resume(
+        many_windows, tmp_path, monkeypatch):
+    # A fake clock that advances 1 s per reading: TimeBudget reads it at the start of training
+    # and at each step's begin and end, so step k (from 0) ends at 2k + 2 s and lasts 1 s.
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(training.TimeBudget, "clock", staticmethod(lambda: float(next(ticks))))
+    config = training.TrainConfig(batch_size=4, train_steps=1000, learning_rate=1e-3, shuffle_buffer=100,
+                                  time_budget_seconds=10.0)
+    policy = training.CheckpointPolicy(directory=str(tmp_path / "ckpt"), every_steps=2, every_seconds=1e9)
+    learning_rates = []
+    # The optimizer's learning_rate is the rate its last update used.
+    record = keras_callback(on_train_batch_end=lambda model, *_: learning_rates.append(
+        float(model.optimizer.learning_rate)))
+    model = _tiny_model()
+    history = training.train(model, [many_windows], config, callbacks=[record], checkpoints=policy)
+    # After step 4 (0-based) 10 s have passed and the next step would end at 11 s: stop at 5 steps.
+    assert int(model.optimizer.iterations.numpy()) == 5
+    assert history.stopped_by_time_budget and history.training_seconds == 10.0
+    # The rate followed the time (step 4 began at 9 s: 90% of the way), not 5 of 1000 steps.
+    assert learning_rates[-1] == pytest.approx(1e-3 * (1000 - 900) / 900)
+
+    # The checkpoint of step 4 holds 8 s spent: a run resumed from it has 2 s, room for one step.
+    ticks = iter(range(10**6))
+    resumed = _tiny_model()
+    history = training.train(resumed, [many_windows], config, checkpoints=policy)
+    assert history.resumed_from_step == 4 and history.stopped_by_time_budget
+    assert int(resumed.optimizer.iterations.numpy()) == 5 and history.training_seconds == 10.0
+
+
+def keras_callback(**methods):
+    import tf_keras as keras
+
+    callback = keras.callbacks.Callback()
+    for name, method in methods.items():
+        setattr(callback, name, lambda *args, _method=method, _callback=callback: _method(_callback.model, *args))
+    return callback

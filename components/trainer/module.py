@@ -10,7 +10,9 @@ logs under train/ (loss, learning_rate and windows_per_second every 20 steps).
 custom_config keys: model_spec (JSON of a BertQaSpec), epochs, batch_size; baseline_serving_dir
 (the push destination: the latest model pushed there is the warm start) and cold_start;
 checkpoint_every_steps / checkpoint_every_minutes (how often training saves what it needs to
-resume); Trainer's train_args.num_steps, when set, overrides the step count from epochs.
+resume); train_budget_minutes (a wall-clock limit: training stops there, with the learning-rate
+schedule sized to it; the steps from epochs stay the upper bound); Trainer's
+train_args.num_steps, when set, overrides the step count from epochs.
 
 Resume after a kill: a killed Trainer execution never completes, so the next run starts a new
 one with new output directories. The checkpoints therefore live outside them, in
@@ -83,7 +85,9 @@ def run_fn(fn_args) -> None:
                      warm_started_from["model_id"])
     else:
         logging.info("cold start: %s", cold_start_reason)
-    train_config = training.train_config(spec, batch_size, steps)
+    budget_minutes = config.get("train_budget_minutes")
+    train_config = training.train_config(spec, batch_size, steps,
+                                         time_budget_seconds=60.0 * float(budget_minutes) if budget_minutes else None)
     # TensorBoard logs in the ModelRun artifact, as TFX's own Trainer examples write them.
     history = training.train(model, train_files, train_config, log_dir=fn_args.model_run_dir,
                              checkpoints=checkpoints)
@@ -94,6 +98,9 @@ def run_fn(fn_args) -> None:
                "learning_rate": train_config.learning_rate, "final_loss": float(history.history["loss"][-1]),
                "steps_trained": int(model.optimizer.iterations.numpy()),
                "resumed_from_step": history.resumed_from_step,
+               "time_budget_seconds": train_config.time_budget_seconds,
+               "training_seconds": round(history.training_seconds, 1),
+               "stopped_by_time_budget": history.stopped_by_time_budget,
                "identity": identity, "warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason}
     # At the model artifact's root, where SquadEvaluator, TFLiteExporter and `bertqa lineage` find it.
     with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir.rstrip("/")),

@@ -113,6 +113,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None,
                         help="overrides --epochs; the default of the train_args parameter")
+    parser.add_argument("--budget-minutes", type=float, default=None, metavar="MINUTES",
+                        help="the Trainer's wall-clock limit: it stops and exports when MINUTES of training have "
+                             "passed, with the learning-rate schedule sized to them")
     parser.add_argument("--span", type=int, default=None,
                         help="read this span of {SPAN} patterns (default: the latest); the default of the "
                              "range_config parameter")
@@ -175,7 +178,8 @@ def build_config(args: argparse.Namespace, parameters: dict):
         serving_dir=args.serving_dir, spec=spec,
         train_pattern=args.train_pattern, eval_pattern=args.eval_pattern or None,
         version_2_with_negative=args.version_2_with_negative, strict=args.strict, epochs=args.epochs,
-        batch_size=args.batch_size, train_steps=args.train_steps, train_args_parameter=parameters["train_args"],
+        batch_size=args.batch_size, train_steps=args.train_steps, train_budget_minutes=args.budget_minutes,
+        train_args_parameter=parameters["train_args"],
         range_config_parameter=parameters["range_config"], compare_with_baseline=not args.no_baseline,
         max_f1_regression=args.max_f1_regression, cold_start=args.cold_start,
         min_f1=args.min_f1, tflite_variants=args.quantization or exporter.DEFAULT_VARIANTS,

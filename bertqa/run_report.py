@@ -454,7 +454,14 @@ def _training_section(report: RunReport) -> str:
         warm = summary.get("warm_started_from")
         start = (f"warm start from pushed version {_e(warm.get('version'))}" if warm
                  else f"cold start ({_e(summary.get('cold_start_reason') or 'pretrained weights')})")
-        parts.append(f"<p>{summary.get('steps')} steps of batch {summary.get('batch_size')} "
+        steps = f"{summary.get('steps')} steps"
+        if summary.get("time_budget_seconds"):
+            # A time-budgeted run: `steps` is only the upper bound that the epochs give.
+            steps = (f"{summary.get('steps_trained')} of {summary.get('steps')} steps in "
+                     f"{_num(summary.get('training_seconds'), '.0f')} s (time budget "
+                     f"{_num(summary['time_budget_seconds'] / 60, '.0f')} min, "
+                     f"{'reached' if summary.get('stopped_by_time_budget') else 'not reached'})")
+        parts.append(f"<p>{steps} of batch {summary.get('batch_size')} "
                      f"({_num(summary.get('epochs'))} epochs of {summary.get('train_windows')} windows), peak "
                      f"learning rate {_num(summary.get('learning_rate'), '.1e')}, final loss "
                      f"{_num(summary.get('final_loss'), '.3f')}; {start}.</p>")

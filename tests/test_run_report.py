@@ -131,3 +131,13 @@ def test_markdown_table_of_a_slice():
     table = run_report.markdown_table(rows, "article")
     assert table.splitlines()[2] == f"| A | 3 | {100 / 3:.1f} | {rows[0].f1:.1f} |"
     assert not any(math.isnan(r.f1) for r in rows)
+
+
+def test_a_time_budgeted_training_shows_the_steps_it_trained_and_its_budget():
+    summary = {"steps": 2684, "steps_trained": 1702, "batch_size": 32, "epochs": 1.0, "train_windows": 85883,
+               "learning_rate": 1e-4, "final_loss": 1.2, "time_budget_seconds": 3600.0, "training_seconds": 3591.4,
+               "stopped_by_time_budget": True}
+    page = run_report.render_html(_report(training=summary))
+    assert "1702 of 2684 steps in 3591 s (time budget 60 min, reached) of batch 32" in page
+    unbudgeted = run_report.render_html(_report(training={**summary, "time_budget_seconds": None}))
+    assert "<p>2684 steps of batch 32" in unbudgeted

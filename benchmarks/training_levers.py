@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/training_levers.py ops      # the random draws of one attention tensor
     .venv/bin/python benchmarks/training_levers.py steps    # windows/s of training steps per setting
+    .venv/bin/python benchmarks/training_levers.py threads --repeat 3   # TensorFlow's thread settings
 
 `ops` times, for one (32, 12, 384, 384) float32 tensor, the draws a dropout mask can come
 from (TensorFlow's stateful RandomUniform, which tf-keras's Dropout uses; the stateless
@@ -9,6 +10,8 @@ Philox draw that bertqa.modeling.Dropout uses; a tf.random.Generator) against th
 beside them. `steps` starts a fresh process per setting (default spec, one synthetic batch
 repeated, 2 warm-up steps), and prints windows/s and how many cores the process kept busy:
 the busy-cores column shows which of oneDNN's two modes a process ran in (benchmarks/RESULTS.md).
+`threads` does the same for TensorFlow's thread settings at 128 tokens; repeat it, since the
+mode a process settles in varies from run to run.
 Nothing else should be running; compare figures from one run.
 """
 
@@ -29,6 +32,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 # (label, length, batch, steps, settings)
+THREAD_SETTINGS = (
+    ("TensorFlow's default threads", 128, 32, 12, {}),
+    ("TF_NUM_INTEROP_THREADS=1", 128, 32, 12, {"env": {"TF_NUM_INTEROP_THREADS": "1"}}),
+    ("TF_ENABLE_ONEDNN_OPTS=0", 128, 32, 12, {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
+)
 STEP_SETTINGS = (
     ("dropout 0.1 (the spec), float32", 384, 32, 3, {}),
     ("dropout off, float32", 384, 32, 3, {"dropout": 0.0}),
@@ -91,27 +99,37 @@ def one_setting(length: int, batch: int, steps: int, settings: dict) -> dict:
     return {"windows_per_second": steps * batch / wall, "busy_cores": (time.process_time() - cpu) / wall}
 
 
-def time_steps() -> None:
+def time_steps(settings_table, repeat: int = 1) -> None:
     print("| setting | tokens | windows/s | busy cores |\n|---|---|---|---|")
-    for label, length, batch, steps, settings in STEP_SETTINGS:
-        done = subprocess.run([sys.executable, __file__, "one", json.dumps([length, batch, steps, settings])],
-                              capture_output=True, text=True)
-        if done.returncode:
-            print(f"| {label} | {length} | failed (exit {done.returncode}): {done.stderr.strip()[-300:]!r} | |")
-            continue
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"| {label} | {length} | {result['windows_per_second']:.2f} | {result['busy_cores']:.2f} |", flush=True)
+    for _ in range(repeat):
+        for row in settings_table:
+            time_setting(*row)
+
+
+def time_setting(label, length, batch, steps, settings) -> None:
+    env = {**os.environ, **settings.get("env", {})}
+    done = subprocess.run([sys.executable, __file__, "one", json.dumps([length, batch, steps, settings])],
+                          capture_output=True, text=True, env=env)
+    if done.returncode:
+        print(f"| {label} | {length} | failed (exit {done.returncode}): {done.stderr.strip()[-300:]!r} | |")
+        return
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"| {label} | {length} | {result['windows_per_second']:.2f} | {result['busy_cores']:.2f} |", flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("ops", "steps", "one"))
+    parser.add_argument("what", choices=("ops", "steps", "threads", "one"))
+    parser.add_argument("--repeat", type=int, default=1, help="steps / threads: run every setting this often")
+    parser.add_argument("--only", default="", help="steps / threads: only settings whose label has this (any case)")
     parser.add_argument("setting", nargs="?", help=argparse.SUPPRESS)  # `one`: a JSON list, for the subprocess
     args = parser.parse_args()
     if args.what == "ops":
         time_ops()
     elif args.what == "steps":
-        time_steps()
+        time_steps([row for row in STEP_SETTINGS if args.only.lower() in row[0].lower()], args.repeat)
+    elif args.what == "threads":
+        time_steps([row for row in THREAD_SETTINGS if args.only.lower() in row[0].lower()], args.repeat)
     else:
         print(json.dumps(one_setting(*json.loads(args.setting))))
     return 0

@@ -36,6 +36,7 @@ THREAD_SETTINGS = (
     ("TensorFlow's default threads", 128, 32, 12, {}),
     ("TF_NUM_INTEROP_THREADS=1", 128, 32, 12, {"env": {"TF_NUM_INTEROP_THREADS": "1"}}),
     ("TF_ENABLE_ONEDNN_OPTS=0", 128, 32, 12, {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
+    ("TF_NUM_INTRAOP_THREADS=2", 128, 32, 12, {"env": {"TF_NUM_INTRAOP_THREADS": "2"}}),
 )
 STEP_SETTINGS = (
     ("dropout 0.1 (the spec), float32", 384, 32, 3, {}),
@@ -96,11 +97,16 @@ def one_setting(length: int, batch: int, steps: int, settings: dict) -> dict:
     started, cpu = time.perf_counter(), time.process_time()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
     wall = time.perf_counter() - started
-    return {"windows_per_second": steps * batch / wall, "busy_cores": (time.process_time() - cpu) / wall}
+    # The fewest CPUs any thread of the process may run on: a thread pinned to one CPU (an
+    # affinity inherited at thread creation) would make a slow mode.
+    narrowest = min(len(os.sched_getaffinity(int(task))) for task in os.listdir("/proc/self/task"))
+    return {"windows_per_second": steps * batch / wall, "busy_cores": (time.process_time() - cpu) / wall,
+            "threads": len(os.listdir("/proc/self/task")), "narrowest_affinity": narrowest}
 
 
 def time_steps(settings_table, repeat: int = 1) -> None:
-    print("| setting | tokens | windows/s | busy cores |\n|---|---|---|---|")
+    print("| setting | tokens | windows/s | busy cores | threads | fewest CPUs a thread may use |\n"
+          "|---|---|---|---|---|---|")
     for _ in range(repeat):
         for row in settings_table:
             time_setting(*row)
@@ -114,7 +120,8 @@ def time_setting(label, length, batch, steps, settings) -> None:
         print(f"| {label} | {length} | failed (exit {done.returncode}): {done.stderr.strip()[-300:]!r} | |")
         return
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"| {label} | {length} | {result['windows_per_second']:.2f} | {result['busy_cores']:.2f} |", flush=True)
+    print(f"| {label} | {length} | {result['windows_per_second']:.2f} | {result['busy_cores']:.2f} | "
+          f"{result['threads']} | {result['narrowest_affinity']} |", flush=True)
 
 
 def main() -> int:

@@ -443,7 +443,12 @@ def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
     logging.info("training for %d steps of batch %d", remaining, config.batch_size)
     progress = TrainingMonitor(config.train_steps, config.batch_size, schedule, log_dir, first_step=first_step,
                                time_budget_seconds=config.time_budget_seconds)
-    if remaining <= 0:  # killed after the last checkpoint of a finished loop, before the export
+    # Killed after the last checkpoint of a finished loop (or of a spent time budget), before the
+    # export: nothing is left to train. (Keras would run one step before it saw stop_training.)
+    out_of_time = budget is not None and float(budget.elapsed_seconds.numpy()) >= config.time_budget_seconds
+    if out_of_time:
+        budget.stopped = True
+    if remaining <= 0 or out_of_time:
         history = keras.callbacks.History()
         history.history = {"loss": [float("nan")]}
     else:

@@ -241,6 +241,22 @@ def test_a_time_budget_stops_training_before_a_step_that_would_end_past_it_and_s
     assert int(resumed.optimizer.iterations.numpy()) == 5 and history.training_seconds == 10.0
 
 
+def test_a_run_resumed_with_its_time_budget_spent_trains_no_further_step(many_windows, tmp_path, monkeypatch):
+    ticks = iter(range(10**6))  # the same fake clock: step k (from 0) ends at 2k + 2 s
+    monkeypatch.setattr(training.TimeBudget, "clock", staticmethod(lambda: float(next(ticks))))
+    config = training.TrainConfig(batch_size=4, train_steps=1000, learning_rate=1e-3, shuffle_buffer=100,
+                                  time_budget_seconds=10.0)
+    # A checkpoint at step 5, written after the budget's 10 s were spent (a kill before the export).
+    policy = training.CheckpointPolicy(directory=str(tmp_path / "ckpt"), every_steps=5, every_seconds=1e9)
+    training.train(_tiny_model(), [many_windows], config, checkpoints=policy)
+    assert tf.train.latest_checkpoint(policy.directory).endswith("-5")
+
+    resumed = _tiny_model()
+    history = training.train(resumed, [many_windows], config, checkpoints=policy)
+    assert int(resumed.optimizer.iterations.numpy()) == 5
+    assert history.resumed_from_step == 5 and history.stopped_by_time_budget and history.training_seconds == 10.0
+
+
 def keras_callback(**methods):
     import tf_keras as keras
 

@@ -116,6 +116,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--budget-minutes", type=float, default=None, metavar="MINUTES",
                         help="the Trainer's wall-clock limit: it stops and exports when MINUTES of training have "
                              "passed, with the learning-rate schedule sized to them")
+    parser.add_argument("--matmul-dtype", choices=("auto", "bfloat16", "float32"), default="auto",
+                        help="the dtype of the encoder's dense-layer matmuls in training steps (weights, optimizer "
+                             "and everything else stay float32); auto: bfloat16 on CPUs with native bfloat16 "
+                             "(AVX512-BF16, AMX), float32 elsewhere")
     parser.add_argument("--span", type=int, default=None,
                         help="read this span of {SPAN} patterns (default: the latest); the default of the "
                              "range_config parameter")
@@ -179,6 +183,7 @@ def build_config(args: argparse.Namespace, parameters: dict):
         train_pattern=args.train_pattern, eval_pattern=args.eval_pattern or None,
         version_2_with_negative=args.version_2_with_negative, strict=args.strict, epochs=args.epochs,
         batch_size=args.batch_size, train_steps=args.train_steps, train_budget_minutes=args.budget_minutes,
+        train_matmul_dtype=args.matmul_dtype,
         train_args_parameter=parameters["train_args"],
         range_config_parameter=parameters["range_config"], compare_with_baseline=not args.no_baseline,
         max_f1_regression=args.max_f1_regression, cold_start=args.cold_start,

@@ -70,6 +70,10 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
                         help="the Trainer's wall-clock limit: it stops and exports when MINUTES of training have "
                              "passed, with warmup and learning-rate decay sized to them (--epochs / --train-steps "
                              "stay the upper bound)")
+    parser.add_argument("--matmul-dtype", choices=("auto", "bfloat16", "float32"), default="auto",
+                        help="the dtype of the encoder's dense-layer matmuls in training steps (weights, optimizer "
+                             "and everything else stay float32); auto: bfloat16 on CPUs with native bfloat16 "
+                             "(AVX512-BF16, AMX), float32 elsewhere")
     parser.add_argument("--checkpoint-every-minutes", type=float, default=5.0, metavar="MINUTES",
                         help="the Trainer saves a resume checkpoint this often (a killed run resumes from the "
                              "latest one when started again; default 5)")
@@ -125,6 +129,7 @@ def build_config(args: argparse.Namespace):
         batch_size=args.batch_size,
         train_steps=args.train_steps,
         train_budget_minutes=args.budget_minutes,
+        train_matmul_dtype=args.matmul_dtype,
         checkpoint_every_steps=args.checkpoint_every_steps,
         checkpoint_every_minutes=args.checkpoint_every_minutes,
         min_f1=args.min_f1,

@@ -3,15 +3,20 @@
     .venv/bin/python benchmarks/training_levers.py ops      # the random draws of one attention tensor
     .venv/bin/python benchmarks/training_levers.py steps    # windows/s of training steps per setting
     .venv/bin/python benchmarks/training_levers.py threads --repeat 3   # TensorFlow's thread settings
+    .venv/bin/python benchmarks/training_levers.py matmuls  # float32 against bfloat16 matmuls, by length
+    .venv/bin/python benchmarks/training_levers.py fit-end --repeat 5   # fit()'s wait after its last step
 
 `ops` times, for one (32, 12, 384, 384) float32 tensor, the draws a dropout mask can come
 from (TensorFlow's stateful RandomUniform, which tf-keras's Dropout uses; the stateless
 Philox draw that bertqa.modeling.Dropout uses; a tf.random.Generator) against the softmax
 beside them. `steps` starts a fresh process per setting (default spec, one synthetic batch
 repeated, 2 warm-up steps), and prints windows/s and how many cores the process kept busy:
-the busy-cores column shows which of oneDNN's two modes a process ran in (benchmarks/RESULTS.md).
-`threads` does the same for TensorFlow's thread settings at 128 tokens; repeat it, since the
-mode a process settles in varies from run to run.
+windows/s are timed from the end of the first timed step to the end of the last, by a Keras
+callback. `threads` does the same for TensorFlow's thread settings at 128 tokens, `matmuls`
+for the trainer's matmul dtypes at 128, 256 and 384 tokens. `fit-end` trains on the
+trainer's own input pipeline (windows written to a scratch file) with tf.data's autotuning
+off (the trainer's setting) and on, and shows how long fit() took to return after its last
+step: with autotuning on it waited for the autotuning thread (benchmarks/RESULTS.md).
 Nothing else should be running; compare figures from one run.
 """
 
@@ -26,6 +31,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,6 +44,13 @@ THREAD_SETTINGS = (
     ("TF_ENABLE_ONEDNN_OPTS=0", 128, 32, 12, {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
     ("TF_NUM_INTRAOP_THREADS=2", 128, 32, 12, {"env": {"TF_NUM_INTRAOP_THREADS": "2"}}),
 )
+FIT_END_SETTINGS = (
+    ("the trainer's dataset (autotuning off)", 128, 32, 4, {"window_file": True}),
+    ("the same with tf.data autotuning on", 128, 32, 4, {"window_file": True, "autotune": True}),
+)
+MATMUL_SETTINGS = tuple(
+    (f"{dtype} matmuls", length, 32, 5, {"matmul_dtype": dtype})
+    for length in (128, 256, 384) for dtype in ("float32", "bfloat16"))
 STEP_SETTINGS = (
     ("dropout 0.1 (the spec), float32", 384, 32, 3, {}),
     ("dropout off, float32", 384, 32, 3, {"dropout": 0.0}),
@@ -80,12 +93,15 @@ def one_setting(length: int, batch: int, steps: int, settings: dict) -> dict:
 
     from bertqa import model_spec, training
 
+    StepMarks = _step_marks_class()  # noqa: N806
+
     keras.mixed_precision.set_global_policy(settings.get("policy", "float32"))
     overrides = {"dropout_rate": settings["dropout"]} if "dropout" in settings else {}
     spec = model_spec.get("minilm_offline", **overrides)
     model = training.build_model(spec)
     budget = settings.get("attention_budget", training.TrainConfig.attention_budget)  # the default: micro-batches
-    config = training.train_config(spec, batch, 100, attention_budget=budget)
+    config = training.train_config(spec, batch, 100, attention_budget=budget,
+                                   matmul_dtype=settings.get("matmul_dtype", "float32"))
     training.compile_for_training(model, config)
     if settings.get("jit_compile"):
         model.jit_compile = True
@@ -93,27 +109,73 @@ def one_setting(length: int, batch: int, steps: int, settings: dict) -> dict:
     features = {"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}
     labels = {"start_logits": tf.fill([batch], 5), "end_logits": tf.fill([batch], 9)}
     dataset = tf.data.Dataset.from_tensors((features, labels)).repeat()
+    if settings.get("window_file"):  # the trainer's own input pipeline over written windows
+        dataset = training.bucketed_window_dataset(settings["window_file"], batch, length, repeat=True)
+        if settings.get("autotune"):
+            options = tf.data.Options()
+            options.autotune.enabled = True
+            dataset = dataset.with_options(options)
     model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
-    started, cpu = time.perf_counter(), time.process_time()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-    wall = time.perf_counter() - started
+    marks = StepMarks()
+    cpu = time.process_time()
+    model.fit(dataset, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[marks])
+    returned = time.perf_counter()
+    # Timed from the end of the first step to the end of the last: what fit() does after its
+    # last step (deleting its data iterator) is not training (see the fit-end mode).
+    wall = marks.step_ends[-1] - marks.step_ends[0]
     # The fewest CPUs any thread of the process may run on: a thread pinned to one CPU (an
-    # affinity inherited at thread creation) would make a slow mode.
+    # affinity inherited at thread creation) would slow it.
     narrowest = min(len(os.sched_getaffinity(int(task))) for task in os.listdir("/proc/self/task"))
-    return {"windows_per_second": steps * batch / wall, "busy_cores": (time.process_time() - cpu) / wall,
-            "threads": len(os.listdir("/proc/self/task")), "narrowest_affinity": narrowest}
+    return {"windows_per_second": steps * batch / wall,
+            "busy_cores": (time.process_time() - cpu) / (returned - marks.started),
+            "threads": len(os.listdir("/proc/self/task")), "narrowest_affinity": narrowest,
+            "fit_returned_after_last_step": returned - marks.step_ends[-1]}
+
+
+def _step_marks_class():
+    import tf_keras as keras
+
+    class StepMarks(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.started, self.step_ends = time.perf_counter(), []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step_ends.append(time.perf_counter())
+
+    return StepMarks
+
+
+def write_windows(path: str, count: int, length: int) -> None:
+    import tensorflow as tf
+
+    from bertqa.windowing import Window, window_to_tf_example
+
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for i in range(count):
+            ids = (101, *(1000 + (i * 7 + j) % 20000 for j in range(length - 2)), 102)
+            window = Window(unique_id=i, example_id=f"q{i}", window_index=0, input_word_ids=ids,
+                            input_mask=(1,) * length, input_type_ids=(0,) * length, start_position=5,
+                            end_position=9, token_char_starts=(-1,) * length, token_char_ends=(-1,) * length,
+                            token_is_max_context=(1,) * length)
+            writer.write(window_to_tf_example(window).SerializeToString())
 
 
 def time_steps(settings_table, repeat: int = 1) -> None:
-    print("| setting | tokens | windows/s | busy cores | threads | fewest CPUs a thread may use |\n"
-          "|---|---|---|---|---|---|")
-    for _ in range(repeat):
-        for row in settings_table:
-            time_setting(*row)
+    print("| setting | tokens | windows/s | busy cores | threads | fewest CPUs a thread may use | "
+          "fit() returned after its last step (s) |\n|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as scratch:
+        for _ in range(repeat):
+            for row in settings_table:
+                time_setting(*row, scratch=scratch)
 
 
-def time_setting(label, length, batch, steps, settings) -> None:
+def time_setting(label, length, batch, steps, settings, scratch: str) -> None:
     env = {**os.environ, **settings.get("env", {})}
+    if settings.get("window_file") is True:
+        path = os.path.join(scratch, f"windows-{length}.gz")
+        if not os.path.exists(path):
+            write_windows(path, batch * (steps + 3), length)
+        settings = {**settings, "window_file": path}
     done = subprocess.run([sys.executable, __file__, "one", json.dumps([length, batch, steps, settings])],
                           capture_output=True, text=True, env=env)
     if done.returncode:
@@ -121,12 +183,13 @@ def time_setting(label, length, batch, steps, settings) -> None:
         return
     result = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"| {label} | {length} | {result['windows_per_second']:.2f} | {result['busy_cores']:.2f} | "
-          f"{result['threads']} | {result['narrowest_affinity']} |", flush=True)
+          f"{result['threads']} | {result['narrowest_affinity']} | {result['fit_returned_after_last_step']:.2f} |",
+          flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("ops", "steps", "threads", "one"))
+    parser.add_argument("what", choices=("ops", "steps", "threads", "matmuls", "fit-end", "one"))
     parser.add_argument("--repeat", type=int, default=1, help="steps / threads: run every setting this often")
     parser.add_argument("--only", default="", help="steps / threads: only settings whose label has this (any case)")
     parser.add_argument("setting", nargs="?", help=argparse.SUPPRESS)  # `one`: a JSON list, for the subprocess
@@ -135,8 +198,9 @@ def main() -> int:
         time_ops()
     elif args.what == "steps":
         time_steps([row for row in STEP_SETTINGS if args.only.lower() in row[0].lower()], args.repeat)
-    elif args.what == "threads":
-        time_steps([row for row in THREAD_SETTINGS if args.only.lower() in row[0].lower()], args.repeat)
+    elif args.what in ("threads", "matmuls", "fit-end"):
+        table = {"threads": THREAD_SETTINGS, "matmuls": MATMUL_SETTINGS, "fit-end": FIT_END_SETTINGS}[args.what]
+        time_steps([row for row in table if args.only.lower() in row[0].lower()], args.repeat)
     else:
         print(json.dumps(one_setting(*json.loads(args.setting))))
     return 0

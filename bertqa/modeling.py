@@ -20,6 +20,28 @@ import tensorflow as tf
 import tf_keras as keras
 
 _ON_DEVICE_OPS = contextvars.ContextVar("bertqa_on_device_ops", default=False)
+_BFLOAT16_MATMULS = contextvars.ContextVar("bertqa_bfloat16_matmuls", default=False)
+
+
+@contextlib.contextmanager
+def bfloat16_matmuls() -> Iterator[None]:
+    """While tracing inside this block, the encoder's dense layers multiply in bfloat16.
+
+    The trainer traces its step inside it on CPUs with native bfloat16 dot products
+    (bertqa.training.resolve_matmul_dtype): the dense layers' inputs and kernels are cast to
+    bfloat16, oneDNN multiplies them with float32 accumulation, and the product is cast back,
+    so weights, optimizer state, LayerNorm, softmax, GELU, dropout and the loss stay float32.
+    This is what PyTorch's CPU autocast does for linear layers. Why not Keras's
+    mixed_bfloat16 policy: it also runs the element-wise ops in bfloat16, which TensorFlow's
+    CPU kernels convert element by element, and it gave no gain here (benchmarks/RESULTS.md);
+    the matmuls alone gave +12-35% per step. Evaluation and the exported signatures are traced
+    outside it, in float32.
+    """
+    token = _BFLOAT16_MATMULS.set(True)
+    try:
+        yield
+    finally:
+        _BFLOAT16_MATMULS.reset(token)
 
 
 @contextlib.contextmanager
@@ -141,8 +163,22 @@ class EncoderConfig:
         return self.hidden_size // self.num_heads
 
 
+class Dense(keras.layers.Dense):
+    """keras.layers.Dense, with its matmul in bfloat16 when traced under bfloat16_matmuls()."""
+
+    def call(self, inputs):
+        if not _BFLOAT16_MATMULS.get():
+            return super().call(inputs)
+        flat = tf.reshape(tf.cast(inputs, tf.bfloat16), [-1, inputs.shape[-1]])
+        outputs = tf.cast(tf.matmul(flat, tf.cast(self.kernel, tf.bfloat16)), inputs.dtype)
+        outputs = tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
 def _dense(units: int, config: EncoderConfig, name: str, activation=None) -> keras.layers.Dense:
-    return keras.layers.Dense(
+    return Dense(
         units, activation=activation, name=name,
         kernel_initializer=keras.initializers.TruncatedNormal(stddev=config.initializer_range))
 

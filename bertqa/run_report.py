@@ -463,7 +463,8 @@ def _training_section(report: RunReport) -> str:
                      f"{'reached' if summary.get('stopped_by_time_budget') else 'not reached'})")
         parts.append(f"<p>{steps} of batch {summary.get('batch_size')} "
                      f"({_num(summary.get('epochs'))} epochs of {summary.get('train_windows')} windows), peak "
-                     f"learning rate {_num(summary.get('learning_rate'), '.1e')}, final loss "
+                     f"learning rate {_num(summary.get('learning_rate'), '.1e')}"
+                     f"{', bfloat16 matmuls' if summary.get('matmul_dtype') == 'bfloat16' else ''}, final loss "
                      f"{_num(summary.get('final_loss'), '.3f')}; {start}.</p>")
     if report.curve:
         speeds = [p.windows_per_second for p in report.curve[1:] or report.curve]

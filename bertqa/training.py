@@ -20,7 +20,7 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
-from bertqa import checkpoint
+from bertqa import checkpoint, modeling
 from bertqa.model_spec import BertQaSpec
 from bertqa.modeling import INPUT_NAMES, BertEncoder, build_span_model, is_dropout_state
 
@@ -53,6 +53,10 @@ class TrainConfig:
     # budget), so warmup and decay fit the budget: the rate reaches 0 when the budget ends,
     # not at a step count the budget never reaches. train_steps stays the upper bound.
     time_budget_seconds: float | None = None
+    # The dtype of the encoder's dense-layer matmuls in training steps (see
+    # bertqa.modeling.bfloat16_matmuls): "bfloat16", "float32", or "auto", which is bfloat16 on
+    # CPUs with native bfloat16 dot products (AVX512-BF16 or AMX) and float32 elsewhere.
+    matmul_dtype: str = "auto"
 
 
 def train_config(spec: BertQaSpec, batch_size: int, train_steps: int, **overrides) -> TrainConfig:
@@ -147,7 +151,7 @@ def bucketed_window_dataset(file_pattern: str | list[str], batch_size: int, seq_
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    dataset = dataset.map(_parse_windows, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(_parse_windows)
 
     def bucket_key(features, labels):
         length = tf.shape(features["input_word_ids"], out_type=tf.int64)[0]
@@ -162,7 +166,15 @@ def bucketed_window_dataset(file_pattern: str | list[str], batch_size: int, seq_
                            {"start_logits": [], "end_logits": []}))
 
     dataset = dataset.group_by_window(bucket_key, batch_bucket, window_size=batch_size)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # Fixed prefetching, autotuning off. tf.data's autotuning thread re-plans with a period that
+    # doubles from 10 ms to a minute, and deleting the iterator at the end of model.fit waited for
+    # it: short fits returned up to 5 s after their last step, at 10 ms x (2^n - 1) after the
+    # iterator's creation (benchmarks/RESULTS.md), a long one would wait up to a minute. Parsing a
+    # batch of windows takes milliseconds against a training step's second, so one thread
+    # prefetching two batches keeps the trainer fed without tuning.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
 
 
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -213,6 +225,39 @@ def make_optimizer(config: TrainConfig, schedule: WarmupLinearDecay | None = Non
     return optimizer
 
 
+MATMUL_DTYPES = ("auto", "bfloat16", "float32")
+# /proc/cpuinfo flags of the x86 instructions that multiply bfloat16 natively; oneDNN uses them
+# for bfloat16 matmuls. Elsewhere it emulates bfloat16, which is slower than float32.
+NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    try:
+        with open(cpuinfo_path) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:  # not Linux: no evidence of native bfloat16, so float32
+        return False
+    return any(flag in flags for flag in NATIVE_BFLOAT16_FLAGS)
+
+
+def resolve_matmul_dtype(matmul_dtype: str, native_bfloat16: bool | None = None) -> str:
+    """"bfloat16" or "float32": what a TrainConfig.matmul_dtype means on this machine."""
+    if matmul_dtype not in MATMUL_DTYPES:
+        raise ValueError(f"matmul_dtype {matmul_dtype!r} is not one of {', '.join(MATMUL_DTYPES)}")
+    if matmul_dtype != "auto":
+        return matmul_dtype
+    if native_bfloat16 is None:
+        native_bfloat16 = cpu_has_native_bfloat16() and not tf.config.list_physical_devices("GPU")
+    return "bfloat16" if native_bfloat16 else "float32"
+
+
+def _step_with_bfloat16_matmuls(train_step, data):
+    # Keras traces its train function by calling train_step, so the encoder's dense layers see
+    # the context while the step's graph is built (and only then).
+    with modeling.bfloat16_matmuls():
+        return train_step(data)
+
+
 def compile_for_training(model: keras.Model, config: TrainConfig, schedule: WarmupLinearDecay | None = None) -> None:
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=make_optimizer(config, schedule),
@@ -222,6 +267,8 @@ def compile_for_training(model: keras.Model, config: TrainConfig, schedule: Warm
         # For this model instance only: either builder (modeling's or hub_encoder's) returns a
         # plain functional keras.Model, and Keras calls self.train_step when it makes its step.
         model.train_step = functools.partial(micro_batched_train_step, model, config.attention_budget)
+    if resolve_matmul_dtype(config.matmul_dtype) == "bfloat16":
+        model.train_step = functools.partial(_step_with_bfloat16_matmuls, model.train_step)
 
 
 def micro_batch_size(batch, seq, attention_budget):
@@ -455,6 +502,7 @@ def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
         history = model.fit(dataset, steps_per_epoch=remaining, epochs=1,
                             callbacks=[*([budget] if budget else []), progress, *extra, *callbacks], verbose=0)
     history.resumed_from_step = first_step
+    history.matmul_dtype = resolve_matmul_dtype(config.matmul_dtype)
     history.stopped_by_time_budget = bool(budget and budget.stopped)
     history.training_seconds = float(budget.elapsed_seconds.numpy()) if budget else progress.seconds
     return history

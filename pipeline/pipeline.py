@@ -44,6 +44,8 @@ class PipelineConfig:
     # The Trainer's wall-clock limit: it stops and exports when it ends, with the learning-rate
     # schedule sized to it (bertqa.training.TrainConfig.time_budget_seconds); None: no limit.
     train_budget_minutes: float | None = None
+    # The dtype of the dense layers' matmuls in training steps (TrainConfig.matmul_dtype).
+    train_matmul_dtype: str = "auto"
     # How often the Trainer saves what it needs to resume after a kill (see components/trainer/module.py).
     checkpoint_every_steps: int | None = None
     checkpoint_every_minutes: float = 5.0
@@ -85,7 +87,8 @@ def report_settings(config: PipelineConfig) -> dict:
             "compare_with_baseline": config.compare_with_baseline, "cold_start": config.cold_start,
             "tflite_variants": list(config.tflite_variants), "max_f1_drop": dict(config.max_f1_drop),
             "epochs": config.epochs, "batch_size": config.batch_size, "train_steps": config.train_steps,
-            "train_budget_minutes": config.train_budget_minutes, "train_pattern": config.train_pattern,
+            "train_budget_minutes": config.train_budget_minutes, "train_matmul_dtype": config.train_matmul_dtype,
+            "train_pattern": config.train_pattern,
             "eval_pattern": config.eval_pattern}
 
 
@@ -112,7 +115,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
                        "batch_size": config.batch_size, "baseline_serving_dir": baseline_dir,
                        "cold_start": config.cold_start, "checkpoint_every_steps": config.checkpoint_every_steps,
                        "checkpoint_every_minutes": config.checkpoint_every_minutes,
-                       "train_budget_minutes": config.train_budget_minutes})
+                       "train_budget_minutes": config.train_budget_minutes,
+                       "matmul_dtype": config.train_matmul_dtype})
     evaluator = SquadEvaluator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
         transformed_examples=transform.outputs["transformed_examples"], min_f1=config.min_f1,

@@ -163,17 +163,19 @@ def test_vertex_target_is_a_schema_2_0_job_with_the_example_gen_driver(vertex_jo
 
 
 @pytest.mark.parametrize("runner", ["local", "kubeflow"])
-def test_budget_minutes_reaches_the_trainer_on_either_runner(runner, tmp_path):
+def test_budget_minutes_and_matmul_dtype_reach_the_trainer_on_either_runner(runner, tmp_path):
     import local_runner
     from pipeline.pipeline import create_pipeline
 
     if runner == "local":
         config = local_runner.build_config(local_runner.parse_args(
-            ["--spec", "tiny_random", "--budget-minutes", "45", "--runs-dir", str(tmp_path)]))
+            ["--spec", "tiny_random", "--budget-minutes", "45", "--matmul-dtype", "float32",
+             "--runs-dir", str(tmp_path)]))
     else:
         args = kubeflow_runner.parse_args([*BASE_ARGS, "--spec", "tiny_random", "--budget-minutes", "45",
-                                           "--output", str(tmp_path / "p.yaml")])
+                                           "--matmul-dtype", "float32", "--output", str(tmp_path / "p.yaml")])
         config = kubeflow_runner.build_config(args, kubeflow_runner.runtime_parameters(args))
     trainer = next(c for c in create_pipeline(config).components if c.id == "Trainer")
     custom_config = json.loads(trainer.exec_properties["custom_config"])
     assert custom_config["train_budget_minutes"] == 45.0
+    assert custom_config["matmul_dtype"] == "float32"

@@ -167,8 +167,9 @@ def test_micro_batched_steps_make_the_same_update_and_report_the_same_loss_as_wh
     results = []
     # A budget of 20 cells: every window of these batches (12 to 51 tokens) is its own micro-batch.
     for budget in (None, 20):
+        # float32 matmuls: bfloat16 rounds each micro-batch's products apart from the whole batch's.
         config = training.TrainConfig(batch_size=4, train_steps=5, learning_rate=1e-3, shuffle_buffer=100,
-                                      attention_budget=budget)
+                                      attention_budget=budget, matmul_dtype="float32")
         model = _tiny_model(initial)
         history = training.train(model, [many_windows], config)
         results.append((model.get_weights(), history.history["loss"][-1]))
@@ -187,7 +188,7 @@ def test_micro_batched_gradients_are_the_whole_batch_gradients(many_windows):
     for budget in (None, 20):
         model = _tiny_model(initial)
         training.compile_for_training(model, training.TrainConfig(batch_size=4, train_steps=1, learning_rate=1.0,
-                                                                  attention_budget=budget))
+                                                                  attention_budget=budget, matmul_dtype="float32"))
         model.optimizer = training.keras.optimizers.SGD(1.0)
         model.train_on_batch(features, labels)
         updates.append([after - before for after, before in zip(model.get_weights(), initial, strict=True)])
@@ -264,3 +265,59 @@ def keras_callback(**methods):
     for name, method in methods.items():
         setattr(callback, name, lambda *args, _method=method, _callback=callback: _method(_callback.model, *args))
     return callback
+
+
+def test_auto_matmul_dtype_is_bfloat16_only_on_cpus_with_native_bfloat16(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert not training.cpu_has_native_bfloat16(str(cpuinfo))
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert training.cpu_has_native_bfloat16(str(cpuinfo))
+    assert not training.cpu_has_native_bfloat16(str(tmp_path / "absent"))  # not Linux: float32
+    assert training.resolve_matmul_dtype("auto", native_bfloat16=True) == "bfloat16"
+    assert training.resolve_matmul_dtype("auto", native_bfloat16=False) == "float32"
+    assert training.resolve_matmul_dtype("float32", native_bfloat16=True) == "float32"
+    assert training.resolve_matmul_dtype("bfloat16", native_bfloat16=False) == "bfloat16"
+    with pytest.raises(ValueError, match="'float16' is not one of auto, bfloat16, float32"):
+        training.resolve_matmul_dtype("float16")
+
+
+def _matmul_input_dtypes(concrete_function) -> list[str]:
+    """The dtypes of every MatMul / BatchMatMul in a traced function, its loop bodies included."""
+    graph = concrete_function.graph.as_graph_def()
+    nodes = [*graph.node, *(node for function in graph.library.function for node in function.node_def)]
+    return [tf.dtypes.as_dtype(node.attr["T"].type).name for node in nodes if "MatMul" in node.op]
+
+
+def test_bfloat16_matmuls_reach_the_training_step_only_and_train_like_float32(many_windows):
+    """The step multiplies in bfloat16; prediction (what evaluation and export trace) stays float32."""
+    features, labels = next(iter(training.bucketed_window_dataset(many_windows, 4, 384)))
+    initial = _tiny_model().get_weights()
+    trained, step_dtypes = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        model = _tiny_model(initial)
+        # Whole batches and micro-batches both take the context.
+        for budget in (None, 20):
+            config = training.TrainConfig(batch_size=4, train_steps=1, learning_rate=1e-3, attention_budget=budget,
+                                          matmul_dtype=dtype)
+            training.compile_for_training(model, config)
+            step = tf.function(model.train_step).get_concrete_function(
+                (features, labels))
+            step_dtypes[dtype, budget] = set(_matmul_input_dtypes(step))
+        model.set_weights(initial)
+        training.compile_for_training(model, training.TrainConfig(batch_size=4, train_steps=1, learning_rate=1.0,
+                                                                  matmul_dtype=dtype))
+        model.optimizer = training.keras.optimizers.SGD(1.0)  # the update is the gradient itself
+        model.train_on_batch(features, labels)
+        predict = tf.function(lambda x: model(x, training=False)).get_concrete_function(features)  # noqa: B023
+        assert set(_matmul_input_dtypes(predict)) == {"float32"}, dtype
+        trained[dtype] = model.get_weights()
+    assert step_dtypes["float32", None] == step_dtypes["float32", 20] == {"float32"}
+    # The dense layers' matmuls in bfloat16; the attention's activation products stay float32.
+    assert step_dtypes["bfloat16", None] == step_dtypes["bfloat16", 20] == {"bfloat16", "float32"}
+    # The gradients agree to bfloat16's precision (8 bits of mantissa: ~0.4% per product), and differ.
+    def gradient(dtype):
+        return np.concatenate([(after - before).ravel() for after, before in zip(trained[dtype], initial, strict=True)])
+
+    error = np.linalg.norm(gradient("bfloat16") - gradient("float32")) / np.linalg.norm(gradient("float32"))
+    assert 0 < error < 0.05

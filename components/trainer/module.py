@@ -11,7 +11,8 @@ custom_config keys: model_spec (JSON of a BertQaSpec), epochs, batch_size; basel
 (the push destination: the latest model pushed there is the warm start) and cold_start;
 checkpoint_every_steps / checkpoint_every_minutes (how often training saves what it needs to
 resume); train_budget_minutes (a wall-clock limit: training stops there, with the learning-rate
-schedule sized to it; the steps from epochs stay the upper bound); Trainer's
+schedule sized to it; the steps from epochs stay the upper bound); matmul_dtype (auto, bfloat16
+or float32: the dtype of the dense layers' matmuls in training steps, see TrainConfig); Trainer's
 train_args.num_steps, when set, overrides the step count from epochs.
 
 Resume after a kill: a killed Trainer execution never completes, so the next run starts a new
@@ -87,7 +88,8 @@ def run_fn(fn_args) -> None:
         logging.info("cold start: %s", cold_start_reason)
     budget_minutes = config.get("train_budget_minutes")
     train_config = training.train_config(spec, batch_size, steps,
-                                         time_budget_seconds=60.0 * float(budget_minutes) if budget_minutes else None)
+                                         time_budget_seconds=60.0 * float(budget_minutes) if budget_minutes else None,
+                                         matmul_dtype=config.get("matmul_dtype") or "auto")
     # TensorBoard logs in the ModelRun artifact, as TFX's own Trainer examples write them.
     history = training.train(model, train_files, train_config, log_dir=fn_args.model_run_dir,
                              checkpoints=checkpoints)
@@ -101,6 +103,7 @@ def run_fn(fn_args) -> None:
                "time_budget_seconds": train_config.time_budget_seconds,
                "training_seconds": round(history.training_seconds, 1),
                "stopped_by_time_budget": history.stopped_by_time_budget,
+               "matmul_dtype": history.matmul_dtype,
                "identity": identity, "warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason}
     # At the model artifact's root, where SquadEvaluator, TFLiteExporter and `bertqa lineage` find it.
     with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir.rstrip("/")),

@@ -8,12 +8,13 @@ head, AdamW, batch 32, on the same training windows of the bundled sample (a see
 --windows of them, windowed as BertQATransform windows them), one after the other on the same
 machine (nothing else should be running):
 
-1. this project: bertqa.training.train (length-bucketed batches, tf-keras) for --steps steps;
+1. this project: bertqa.training.train (length-bucketed batches, tf-keras) for --steps steps,
+   once with float32 and once with bfloat16 dense-layer matmuls (TrainConfig.matmul_dtype);
    windows/s over the steps after the first 20, as the issue defines steady state (the first
    steps trace one graph per length bucket);
 2. the peer, benchmarks/peer/train_peer.py in benchmarks/.peer-venv (set up by
    benchmarks/peer/setup.sh, outside the project's lock): transformers' BertForQuestionAnswering,
-   padded to 384 and grouped by length.
+   padded to 384, grouped by length, and grouped by length under bfloat16 autocast.
 
 Prints a markdown table with the ratio (this project's windows/s over the peer's).
 """
@@ -39,6 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 PEER_PYTHON = os.path.join(HERE, ".peer-venv", "bin", "python")
 STEADY_AFTER = 20
+MATMUL_DTYPES = ("float32", "bfloat16")
 
 
 def sample_windows(count: int, seed: int = 42):
@@ -64,7 +66,8 @@ def write_npz(windows, seq_len: int, path: str) -> None:
              end=np.array([w.end_position for w in windows], np.int32))
 
 
-def project_windows_per_second(spec, windows, steps: int, batch_size: int, scratch: str) -> float:
+def project_windows_per_second(spec, windows, steps: int, batch_size: int, scratch: str,
+                               matmul_dtype: str = "auto") -> float:
     import tensorflow as tf
 
     from bertqa import training
@@ -84,7 +87,8 @@ def project_windows_per_second(spec, windows, steps: int, batch_size: int, scrat
     tf.random.set_seed(training.DEFAULT_SEED)
     model = training.build_model(spec)
     clock = StepClock()
-    training.train(model, [path], training.train_config(spec, batch_size, steps), callbacks=[clock])
+    training.train(model, [path], training.train_config(spec, batch_size, steps, matmul_dtype=matmul_dtype),
+                   callbacks=[clock])
     return (steps - STEADY_AFTER) * batch_size / (clock.ended - clock.started)
 
 
@@ -93,15 +97,20 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=2560)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--peer-steps", default="padded=6,grouped=20")
+    parser.add_argument("--peer-steps", default="padded=6,grouped=20,grouped-bf16=20")
     parser.add_argument("--json", default=os.path.join(HERE, "training_peer_results.json"))
     args = parser.parse_args()
     if not os.access(PEER_PYTHON, os.X_OK):
         subprocess.run(["bash", os.path.join(HERE, "peer", "setup.sh")], check=True)
+    from bertqa import training
+
     spec, windows = sample_windows(args.windows)
     with tempfile.TemporaryDirectory() as scratch:
-        ours = project_windows_per_second(spec, windows, args.steps, args.batch_size, scratch)
-        print(f"this project: {ours:.2f} windows/s (steps {STEADY_AFTER + 1}-{args.steps})", flush=True)
+        ours = {}
+        for dtype in MATMUL_DTYPES:
+            ours[dtype] = project_windows_per_second(spec, windows, args.steps, args.batch_size, scratch, dtype)
+            print(f"this project, {dtype} matmuls: {ours[dtype]:.2f} windows/s (steps {STEADY_AFTER + 1}-"
+                  f"{args.steps})", flush=True)
         npz = os.path.join(scratch, "windows.npz")
         write_npz(windows, spec.seq_len, npz)
         out = os.path.join(scratch, "peer.json")
@@ -112,14 +121,20 @@ def main() -> int:
             peer = json.load(f)
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs; batch {args.batch_size}, "
           f"{len(windows)} sample windows; torch {peer['torch']}, {peer['threads']} threads")
-    print("| trainer | windows/s | this project / it |\n|---|---|---|")
-    print(f"| this project (tf-keras, length-bucketed) | {ours:.2f} | |")
+    default = training.resolve_matmul_dtype("auto")
+    print(f"this machine's default (matmul_dtype auto): {default}")
+    print("| trainer | windows/s | this project's default / it | this project, float32 / it |\n|---|---|---|---|")
+    for dtype in MATMUL_DTYPES:
+        print(f"| this project (tf-keras, length-bucketed), {dtype} matmuls | {ours[dtype]:.2f} | | |")
     for mode, label in (("padded", "transformers + PyTorch, padded to 384"),
-                        ("grouped", "transformers + PyTorch, grouped by length")):
-        rate = peer[mode]["windows_per_second"]
-        print(f"| {label} | {rate:.2f} | {ours / rate:.2f}x |")
+                        ("grouped", "transformers + PyTorch, grouped by length"),
+                        ("grouped-bf16", "transformers + PyTorch, grouped by length, bfloat16 autocast")):
+        if mode in peer:
+            rate = peer[mode]["windows_per_second"]
+            print(f"| {label} | {rate:.2f} | {ours[default] / rate:.2f}x | {ours['float32'] / rate:.2f}x |")
     with open(args.json, "w") as f:
-        json.dump({"project_windows_per_second": ours, "peer": peer, "windows": len(windows)}, f, indent=2)
+        json.dump({"project_windows_per_second": ours, "default_matmul_dtype": default, "peer": peer,
+                   "windows": len(windows)}, f, indent=2)
     return 0
 
 

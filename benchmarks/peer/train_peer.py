@@ -10,7 +10,10 @@ batch 32, the way transformers' run_qa.py trains:
   padded   every batch padded to seq_len (run_qa.py's default, pad_to_max_length);
   grouped  batches of windows of similar length, padded to their longest member
            (Trainer's group_by_length: mega-batches of 50 batches sorted by length): the best
-           practice for CPUs.
+           practice for CPUs;
+  grouped-bf16  the same under torch.autocast("cpu", dtype=torch.bfloat16), which runs the linear
+           layers in bfloat16 (transformers' Trainer with bf16=True on a CPU): the peer of the
+           project's bfloat16 matmuls.
 
 For each: windows per second over --steps steps after --warmup steps.
 """
@@ -32,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", default="padded=6,grouped=20", help="measured steps per mode")
+    parser.add_argument("--steps", default="padded=6,grouped=20,grouped-bf16=20", help="measured steps per mode")
     return parser.parse_args(argv)
 
 
@@ -63,7 +66,7 @@ def main(argv=None) -> int:
         model = BertForQuestionAnswering.from_pretrained(args.checkpoint)
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, eps=1e-6)
-        plan = batches(lengths, args.batch_size, mode)[:args.warmup + measured]
+        plan = batches(lengths, args.batch_size, mode.removesuffix("-bf16"))[:args.warmup + measured]
         if len(plan) < args.warmup + measured:
             raise SystemExit(f"train_peer: {len(plan)} batches in {args.windows}, need {args.warmup + measured}")
         started, windows = None, 0
@@ -71,11 +74,12 @@ def main(argv=None) -> int:
             if step == args.warmup:
                 started = time.perf_counter()
             width = seq_len if mode == "padded" else int(lengths[index].max())
-            out = model(input_ids=torch.from_numpy(ids[index, :width].astype(np.int64)),
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.endswith("bf16")):
+                out = model(input_ids=torch.from_numpy(ids[index, :width].astype(np.int64)),
                         attention_mask=torch.from_numpy(mask[index, :width].astype(np.int64)),
-                        token_type_ids=torch.from_numpy(types[index, :width].astype(np.int64)),
-                        start_positions=torch.from_numpy(starts[index].astype(np.int64)),
-                        end_positions=torch.from_numpy(ends[index].astype(np.int64)))
+                            token_type_ids=torch.from_numpy(types[index, :width].astype(np.int64)),
+                            start_positions=torch.from_numpy(starts[index].astype(np.int64)),
+                            end_positions=torch.from_numpy(ends[index].astype(np.int64)))
             out.loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -29,7 +29,6 @@ is the model SquadEvaluator compares against, so both see the same baseline on e
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
@@ -96,11 +95,6 @@ def run_fn(fn_args) -> None:
                              checkpoints=checkpoints)
 
     steps_trained = int(model.optimizer.iterations.numpy())
-    # The training step's graphs (one per length bucket, each with its gradient and micro-batch
-    # loop) are no longer needed: freed before the serving signatures are traced, so the export
-    # reuses their memory instead of adding ~1 GB on top (benchmarks/RESULTS.md).
-    model.train_function = None
-    gc.collect()
     serving.export_saved_model(model, tokenizer.vocab_path, tokenizer.do_lower_case, tokenizer.window,
                                fn_args.serving_model_dir)
     summary = {"train_windows": num_windows, "steps": steps, "batch_size": batch_size, "epochs": epochs,

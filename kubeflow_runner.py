@@ -81,6 +81,12 @@ def _variants_arg(text: str):
     return local_runner._variants_arg(text)
 
 
+def _matmul_dtype_arg(parser):
+    import local_runner
+
+    local_runner.add_matmul_dtype_arg(parser)
+
+
 def _limit_arg(text: str):
     import local_runner
 
@@ -116,10 +122,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--budget-minutes", type=float, default=None, metavar="MINUTES",
                         help="the Trainer's wall-clock limit: it stops and exports when MINUTES of training have "
                              "passed, with the learning-rate schedule sized to them")
-    parser.add_argument("--matmul-dtype", choices=("auto", "bfloat16", "float32"), default="auto",
-                        help="the dtype of the encoder's dense-layer matmuls in training steps (weights, optimizer "
-                             "and everything else stay float32); auto: bfloat16 on CPUs with native bfloat16 "
-                             "(AVX512-BF16, AMX), float32 elsewhere")
+    _matmul_dtype_arg(parser)
     parser.add_argument("--span", type=int, default=None,
                         help="read this span of {SPAN} patterns (default: the latest); the default of the "
                              "range_config parameter")

@@ -50,6 +50,15 @@ def _limit_arg(text: str) -> tuple[str, float]:
     return next(iter(limits.items()))
 
 
+def add_matmul_dtype_arg(parser: argparse.ArgumentParser) -> None:
+    """--matmul-dtype, for both runners. The choices are bertqa.training.MATMUL_DTYPES, written out
+    so that parsing arguments does not import TensorFlow (a test checks they agree)."""
+    parser.add_argument("--matmul-dtype", choices=("auto", "bfloat16", "float32"), default="auto",
+                        help="the dtype of the encoder's dense-layer matmuls in training steps (weights, optimizer "
+                             "and everything else stay float32); auto: bfloat16 on CPUs with native bfloat16 "
+                             "(AVX512-BF16, AMX), float32 elsewhere")
+
+
 def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.path.join(HERE, "data", "sample"),
@@ -70,10 +79,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
                         help="the Trainer's wall-clock limit: it stops and exports when MINUTES of training have "
                              "passed, with warmup and learning-rate decay sized to them (--epochs / --train-steps "
                              "stay the upper bound)")
-    parser.add_argument("--matmul-dtype", choices=("auto", "bfloat16", "float32"), default="auto",
-                        help="the dtype of the encoder's dense-layer matmuls in training steps (weights, optimizer "
-                             "and everything else stay float32); auto: bfloat16 on CPUs with native bfloat16 "
-                             "(AVX512-BF16, AMX), float32 elsewhere")
+    add_matmul_dtype_arg(parser)
     parser.add_argument("--checkpoint-every-minutes", type=float, default=5.0, metavar="MINUTES",
                         help="the Trainer saves a resume checkpoint this often (a killed run resumes from the "
                              "latest one when started again; default 5)")

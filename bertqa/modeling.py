@@ -34,8 +34,8 @@ def bfloat16_matmuls() -> Iterator[None]:
     This is what PyTorch's CPU autocast does for linear layers. Why not Keras's
     mixed_bfloat16 policy: it also runs the element-wise ops in bfloat16, which TensorFlow's
     CPU kernels convert element by element, and it gave no gain here (benchmarks/RESULTS.md);
-    the matmuls alone gave +12-35% per step. Evaluation and the exported signatures are traced
-    outside it, in float32.
+    the matmuls alone gave +18-34% per step (benchmarks/training_levers.py matmuls).
+    Evaluation and the exported signatures are traced outside it, in float32.
     """
     token = _BFLOAT16_MATMULS.set(True)
     try:
@@ -141,9 +141,10 @@ class Dropout(keras.layers.Layer):
         if not training or self.rate == 0:
             return inputs
         seed = tf.stack([tf.constant(self._seeds.base + self.stream, tf.int64), self._seeds.step.read_value()])
-        # 16 random bits per element, two from each 32-bit Philox draw: the draw of one
-        # (32, 12, 256, 256) attention mask took 36 ms this way against 58 ms for a float per
-        # element (benchmarks/RESULTS.md), six times per step. The rate is kept to 1/65536.
+        # 16 random bits per element, two from each 32-bit Philox draw: the dropout of one
+        # (32, 12, 384, 384) attention tensor took 100 ms this way against 160 ms with a float
+        # per element (benchmarks/training_levers.py ops), six times per step. The rate is kept
+        # to 1/65536.
         size = tf.size(inputs)
         bits = tf.random.stateless_uniform([(size + 1) // 2], seed, minval=None, maxval=None, dtype=tf.uint32)
         halves = tf.reshape(tf.bitcast(bits, tf.uint16), [-1])[:size]

@@ -469,6 +469,8 @@ def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
         budget = TimeBudget(config.time_budget_seconds, tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                                                     name="training_seconds"))
     schedule = learning_rate_schedule(config, budget.elapsed_seconds if budget else None)
+    # "auto" resolved once (it reads /proc/cpuinfo): the step and the History say the same.
+    config = dataclasses.replace(config, matmul_dtype=resolve_matmul_dtype(config.matmul_dtype))
     compile_for_training(model, config, schedule)
     first_step, extra = 0, []
     if checkpoints is not None:
@@ -502,7 +504,7 @@ def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
         history = model.fit(dataset, steps_per_epoch=remaining, epochs=1,
                             callbacks=[*([budget] if budget else []), progress, *extra, *callbacks], verbose=0)
     history.resumed_from_step = first_step
-    history.matmul_dtype = resolve_matmul_dtype(config.matmul_dtype)
+    history.matmul_dtype = config.matmul_dtype
     history.stopped_by_time_budget = bool(budget and budget.stopped)
     history.training_seconds = float(budget.elapsed_seconds.numpy()) if budget else progress.seconds
     return history

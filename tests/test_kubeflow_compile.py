@@ -179,3 +179,8 @@ def test_budget_minutes_and_matmul_dtype_reach_the_trainer_on_either_runner(runn
     custom_config = json.loads(trainer.exec_properties["custom_config"])
     assert custom_config["train_budget_minutes"] == 45.0
     assert custom_config["matmul_dtype"] == "float32"
+    from bertqa import training
+
+    parser = local_runner.build_parser()
+    choices = next(a.choices for a in parser._actions if a.dest == "matmul_dtype")
+    assert tuple(choices) == training.MATMUL_DTYPES

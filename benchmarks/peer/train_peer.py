@@ -76,7 +76,7 @@ def main(argv=None) -> int:
             width = seq_len if mode == "padded" else int(lengths[index].max())
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.endswith("bf16")):
                 out = model(input_ids=torch.from_numpy(ids[index, :width].astype(np.int64)),
-                        attention_mask=torch.from_numpy(mask[index, :width].astype(np.int64)),
+                            attention_mask=torch.from_numpy(mask[index, :width].astype(np.int64)),
                             token_type_ids=torch.from_numpy(types[index, :width].astype(np.int64)),
                             start_positions=torch.from_numpy(starts[index].astype(np.int64)),
                             end_positions=torch.from_numpy(ends[index].astype(np.int64)))

@@ -94,12 +94,11 @@ def run_fn(fn_args) -> None:
     history = training.train(model, train_files, train_config, log_dir=fn_args.model_run_dir,
                              checkpoints=checkpoints)
 
-    steps_trained = int(model.optimizer.iterations.numpy())
     serving.export_saved_model(model, tokenizer.vocab_path, tokenizer.do_lower_case, tokenizer.window,
                                fn_args.serving_model_dir)
     summary = {"train_windows": num_windows, "steps": steps, "batch_size": batch_size, "epochs": epochs,
                "learning_rate": train_config.learning_rate, "final_loss": float(history.history["loss"][-1]),
-               "steps_trained": steps_trained,
+               "steps_trained": int(model.optimizer.iterations.numpy()),
                "resumed_from_step": history.resumed_from_step,
                "time_budget_seconds": train_config.time_budget_seconds,
                "training_seconds": round(history.training_seconds, 1),

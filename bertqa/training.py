@@ -453,6 +453,18 @@ class _PeriodicCheckpoint(keras.callbacks.Callback):
             self._last = time.monotonic()
 
 
+def restore_weights(model: keras.Model, checkpoint_directory: str) -> None:
+    """Sets `model`'s weights from the latest checkpoint `train()` saved in checkpoint_directory.
+
+    Only the model is restored (not the optimizer or the time budget); every weight of the
+    model must be in the checkpoint.
+    """
+    latest = tf.train.latest_checkpoint(checkpoint_directory)
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpoint_directory}")
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+
+
 def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
           log_dir: str | None = None, checkpoints: CheckpointPolicy | None = None) -> keras.callbacks.History:
     """Fits `model` for config.train_steps; with `log_dir`, TensorBoard logs go to log_dir/train.
@@ -503,6 +515,12 @@ def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
     else:
         history = model.fit(dataset, steps_per_epoch=remaining, epochs=1,
                             callbacks=[*([budget] if budget else []), progress, *extra, *callbacks], verbose=0)
+    if checkpoints is not None:
+        # The final weights, for the export (components/trainer runs it in a process of its own),
+        # and for a resume killed between the two: nothing left to train.
+        final_step = int(model.optimizer.iterations.numpy())
+        if not (manager.latest_checkpoint or "").endswith(f"-{final_step}"):
+            manager.save(checkpoint_number=final_step)
     history.resumed_from_step = first_step
     history.matmul_dtype = config.matmul_dtype
     history.stopped_by_time_budget = bool(budget and budget.stopped)

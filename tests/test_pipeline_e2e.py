@@ -131,10 +131,59 @@ def test_trainer_writes_tensorboard_logs_with_the_loss_series(first_run):
     model_run = next(pathlib.Path(config.pipeline_root, "Trainer", "model_run").iterdir())
     assert list((model_run / "train").glob("events.out.tfevents.*"))
     curve = run_report.read_training_curve(str(model_run))
-    summary = json.loads(next(pathlib.Path(config.pipeline_root, "Trainer", "model").iterdir())
-                         .joinpath("training_summary.json").read_text())
+    summary = _training_summary(config)
     assert curve and curve[-1].step == summary["steps"]
     assert all(point.loss > 0 and point.learning_rate >= 0 and point.windows_per_second > 0 for point in curve)
+
+
+def _training_summary(config) -> dict:
+    return json.loads(next(pathlib.Path(config.pipeline_root, "Trainer", "model").iterdir())
+                      .joinpath("training_summary.json").read_text())
+
+
+def test_trainer_trains_and_exports_each_in_a_process_of_its_own(first_run):
+    # The pipeline runs in this process (local_runner.main); the Trainer's two phases must not.
+    process_ids = _training_summary(first_run[0])["process_ids"]
+    assert set(process_ids) == {"train", "export"}
+    assert os.getpid() not in process_ids.values()
+    assert process_ids["train"] != process_ids["export"]
+
+
+def test_trainer_phases_fail_clearly_and_a_kill_between_them_leaves_only_the_export(first_run, tmp_path):
+    from bertqa import model_spec
+    from components.trainer import child_process
+    from components.trainer import module as trainer_module
+
+    config = first_run[0]
+    root = pathlib.Path(config.pipeline_root, "BertQATransform")
+    model_dir = tmp_path / "Trainer" / "model" / "2"
+    job = trainer_module.TrainingJob(
+        train_files=tuple(sorted(str(p) for p in root.glob("transformed_examples/*/Split-train/*"))),
+        transform_output=str(next(root.glob("transform_graph/*"))),
+        serving_model_dir=str(model_dir / "Format-Serving"),
+        model_run_dir=str(tmp_path / "Trainer" / "model_run" / "2"), train_steps=3,
+        custom_config={"model_spec": model_spec.to_json(config.spec), "batch_size": 4})
+    assert job.train_files
+
+    with pytest.raises(child_process.TrainerProcessError,
+                       match="export process exited with code 1: RuntimeError: the training process left no"):
+        child_process.run_phase("export", job)
+
+    child_process.run_phase("train", job)
+    (trained_file,) = (tmp_path / "Trainer" / trainer_module.CHECKPOINTS_SUBDIR).glob(
+        f"*/{trainer_module.TRAINED_FILE}")
+    trained = json.loads(trained_file.read_text())
+    assert trained["steps_trained"] == 3
+    # The pipeline killed after the training's process ended: the rerun's training process finds
+    # the finished training and leaves it as it is.
+    child_process.run_phase("train", job)
+    assert json.loads(trained_file.read_text()) == trained
+    child_process.run_phase("export", job)
+    summary = json.loads((model_dir / trainer_module.TRAINING_SUMMARY_FILE).read_text())
+    assert summary["process_ids"]["train"] == trained["process_ids"]["train"]
+    assert summary["steps_trained"] == 3
+    assert (model_dir / "Format-Serving" / "saved_model.pb").exists()
+    assert not trained_file.parent.exists()
 
 
 @pytest.fixture(scope="module")

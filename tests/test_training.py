@@ -1,5 +1,7 @@
 """Length-bucketed batches and the warmup/decay schedule."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -150,6 +152,23 @@ def test_killed_training_resumes_from_its_last_checkpoint_and_ends_where_an_unin
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6, err_msg=mine.name)
 
 
+def test_a_finished_training_leaves_a_final_checkpoint_that_restores_its_weights_into_a_new_model(
+        many_windows, tmp_path):
+    # The Trainer's export process rebuilds the model from this checkpoint (components/trainer).
+    config = training.TrainConfig(batch_size=4, train_steps=5, learning_rate=1e-3, shuffle_buffer=100)
+    policy = training.CheckpointPolicy(directory=str(tmp_path / "ckpt"), every_steps=3, every_seconds=1e9)
+    trained = _tiny_model()
+    training.train(trained, [many_windows], config, checkpoints=policy)
+    assert tf.train.latest_checkpoint(policy.directory).endswith("-5")
+
+    restored = _tiny_model()
+    training.restore_weights(restored, policy.directory)
+    for mine, theirs in zip(restored.weights, trained.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.name)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        training.restore_weights(_tiny_model(), str(tmp_path / "empty"))
+
+
 def test_micro_batch_sizes_keep_windows_times_tokens_squared_within_the_budget():
     budget = 32 * 128 * 128
     for seq, expected in ((64, 32), (128, 32), (192, 11), (256, 8), (384, 3)):
@@ -234,10 +253,18 @@ def test_a_time_budget_stops_training_before_a_step_that_would_end_past_it_and_s
     # The rate followed the time (step 4 began at 9 s: 90% of the way), not 5 of 1000 steps.
     assert learning_rates[-1] == pytest.approx(1e-3 * (1000 - 900) / 900)
 
-    # The checkpoint of step 4 holds 8 s spent: a run resumed from it has 2 s, room for one step.
+    assert tf.train.latest_checkpoint(policy.directory).endswith("-5")  # the final weights
+
+    # Killed after step 5 (before its final checkpoint): the checkpoint of step 4 holds 8 s spent,
+    # so the run resumed from it has 2 s, room for one step.
+    ticks = iter(range(10**6))
+    killed_policy = dataclasses.replace(policy, directory=str(tmp_path / "killed"))
+    with pytest.raises(_KilledAt):
+        training.train(_tiny_model(), [many_windows], config, callbacks=[_KillAtStep(5)], checkpoints=killed_policy)
+    assert tf.train.latest_checkpoint(killed_policy.directory).endswith("-4")
     ticks = iter(range(10**6))
     resumed = _tiny_model()
-    history = training.train(resumed, [many_windows], config, checkpoints=policy)
+    history = training.train(resumed, [many_windows], config, checkpoints=killed_policy)
     assert history.resumed_from_step == 4 and history.stopped_by_time_budget
     assert int(resumed.optimizer.iterations.numpy()) == 5 and history.training_seconds == 10.0
 

@@ -15,6 +15,12 @@ schedule sized to it; the steps from epochs stay the upper bound); matmul_dtype 
 or float32: the dtype of the dense layers' matmuls in training steps, see TrainConfig); Trainer's
 train_args.num_steps, when set, overrides the step count from epochs.
 
+Two processes: run_fn trains in a fresh Python process, then exports in another (see
+child_process.py), so neither the pipeline's memory nor the training's adds to the other's
+peak. The training process leaves its final weights in the resume checkpoint directory with
+`trained.json` (its summary); the export process restores them, writes the SavedModel and the
+summary (with both processes' ids), and removes the directory.
+
 Resume after a kill: a killed Trainer execution never completes, so the next run starts a new
 one with new output directories. The checkpoints therefore live outside them, in
 `<pipeline root>/Trainer/checkpoints/<key>/`, where `key` hashes everything that decides the
@@ -29,6 +35,7 @@ is the model SquadEvaluator compares against, so both see the same baseline on e
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,7 +45,8 @@ import os
 import tensorflow as tf
 
 from bertqa import model_spec, pushed_models, serving, training
-from components.bert_qa_transform.core import read_tokenizer_artifact
+from components.bert_qa_transform.core import TransformConfig, read_tokenizer_artifact
+from components.trainer import child_process
 
 TRAINING_SUMMARY_FILE = "training_summary.json"
 
@@ -48,25 +56,92 @@ def count_records(files: list[str]) -> int:
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingJob:
+    """What run_fn hands its training and export processes: plain values taken from TFX's FnArgs."""
+    train_files: tuple[str, ...]  # the train split's files (globs resolved)
+    transform_output: str  # BertQATransform's tokenizer artifact
+    serving_model_dir: str
+    model_run_dir: str
+    train_steps: int | None  # Trainer's train_args.num_steps, when set
+    custom_config: dict
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingJob:
+        fields = json.loads(text)
+        return cls(**{**fields, "train_files": tuple(fields["train_files"])})
+
+
 def run_fn(fn_args) -> None:
-    config = fn_args.custom_config or {}
+    """Trains, then exports, each in a fresh Python process of its own (see child_process.py).
+
+    The local pipeline runs every component in one process, which already holds TFX, Beam and
+    the Transform's leftovers (about 1 GiB) when the Trainer starts; training there added its
+    own peak on top, and the export then added ~1 GiB to the training's. In fresh processes the
+    training's and the export's memory is returned to the system when each ends, and neither
+    carries the other's. Between the two, the final checkpoint (the resume checkpoint) carries
+    the weights.
+    """
+    job = TrainingJob(
+        train_files=tuple(f for pattern in fn_args.train_files for f in tf.io.gfile.glob(pattern)),
+        transform_output=fn_args.transform_output, serving_model_dir=fn_args.serving_model_dir,
+        model_run_dir=fn_args.model_run_dir, train_steps=fn_args.train_steps or None,
+        custom_config=dict(fn_args.custom_config or {}))
+    child_process.run_phase("train", job)
+    child_process.run_phase("export", job)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """What both processes derive alike from the job and the push destination."""
+    spec: model_spec.BertQaSpec
+    tokenizer: TransformConfig
+    batch_size: int
+    epochs: float
+    num_windows: int
+    steps: int
+    identity: dict
+    baseline: pushed_models.PushedModel | None
+    cold_start_reason: str | None
+    checkpoints: training.CheckpointPolicy
+
+
+def plan_training(job: TrainingJob) -> TrainingPlan:
+    config = job.custom_config
     spec = model_spec.from_json(config["model_spec"])
     batch_size = int(config.get("batch_size") or spec.default_batch_size)
     epochs = float(config.get("epochs") or spec.default_training_epochs)
-    tokenizer = read_tokenizer_artifact(fn_args.transform_output)
+    tokenizer = read_tokenizer_artifact(job.transform_output)
+    num_windows = count_records(list(job.train_files))
+    steps = job.train_steps or max(1, math.ceil(num_windows * epochs / batch_size))
+    baseline, cold_start_reason = latest_baseline(config)
+    return TrainingPlan(spec=spec, tokenizer=tokenizer, batch_size=batch_size, epochs=epochs,
+                        num_windows=num_windows, steps=steps,
+                        identity=pushed_models.model_identity(json.loads(config["model_spec"]), tokenizer.vocab_path),
+                        baseline=baseline, cold_start_reason=cold_start_reason,
+                        checkpoints=checkpoint_policy(job, config, steps, baseline))
 
-    train_files = [f for pattern in fn_args.train_files for f in tf.io.gfile.glob(pattern)]
-    num_windows = count_records(train_files)
-    steps = fn_args.train_steps or max(1, math.ceil(num_windows * epochs / batch_size))
-    logging.info("%d training windows, %.2f epochs, batch %d -> %d steps", num_windows, epochs, batch_size, steps)
 
+def train_phase(job: TrainingJob) -> None:
+    """Fits the model and leaves it, with what the summary needs, in the resume checkpoint directory."""
+    config = job.custom_config
+    plan = plan_training(job)
+    spec, batch_size, steps, checkpoints = plan.spec, plan.batch_size, plan.steps, plan.checkpoints
+    cold_start_reason = plan.cold_start_reason
+    logging.info("%d training windows, %.2f epochs, batch %d -> %d steps", plan.num_windows, plan.epochs,
+                 batch_size, steps)
+
+    if tf.io.gfile.exists(os.path.join(checkpoints.directory, TRAINED_FILE)):
+        # Killed after the training finished and before the export: only the export is left.
+        logging.info("training already finished (%s); its weights go to the export", checkpoints.directory)
+        return
     # Seeded before the model exists, so the same data and settings give the same initialisation
-    # (of the span head and any random encoder) and dropout masks, whatever ran before in the process.
+    # (of the span head and any random encoder) and dropout masks.
     tf.random.set_seed(training.DEFAULT_SEED)
     model = training.build_model(spec)
-    identity = pushed_models.model_identity(json.loads(config["model_spec"]), tokenizer.vocab_path)
-    baseline, cold_start_reason = latest_baseline(config)
-    checkpoints = checkpoint_policy(fn_args, config, steps, baseline)
     resume_file = os.path.join(checkpoints.directory, RESUME_FILE)
     if tf.io.gfile.exists(resume_file):
         # A killed execution of this very training left checkpoints: its weights replace any warm
@@ -76,8 +151,8 @@ def run_fn(fn_args) -> None:
         warm_started_from, cold_start_reason = started["warm_started_from"], started["cold_start_reason"]
     else:
         warm_started_from = None
-        if baseline is not None:
-            warm_started_from, cold_start_reason = warm_start(model, identity, baseline)
+        if plan.baseline is not None:
+            warm_started_from, cold_start_reason = warm_start(model, plan.identity, plan.baseline)
         tf.io.gfile.makedirs(checkpoints.directory)
         with tf.io.gfile.GFile(resume_file, "w") as f:
             json.dump({"warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason}, f)
@@ -91,12 +166,9 @@ def run_fn(fn_args) -> None:
                                          time_budget_seconds=60.0 * float(budget_minutes) if budget_minutes else None,
                                          matmul_dtype=config.get("matmul_dtype") or "auto")
     # TensorBoard logs in the ModelRun artifact, as TFX's own Trainer examples write them.
-    history = training.train(model, train_files, train_config, log_dir=fn_args.model_run_dir,
+    history = training.train(model, list(job.train_files), train_config, log_dir=job.model_run_dir,
                              checkpoints=checkpoints)
-
-    serving.export_saved_model(model, tokenizer.vocab_path, tokenizer.do_lower_case, tokenizer.window,
-                               fn_args.serving_model_dir)
-    summary = {"train_windows": num_windows, "steps": steps, "batch_size": batch_size, "epochs": epochs,
+    summary = {"train_windows": plan.num_windows, "steps": steps, "batch_size": batch_size, "epochs": plan.epochs,
                "learning_rate": train_config.learning_rate, "final_loss": float(history.history["loss"][-1]),
                "steps_trained": int(model.optimizer.iterations.numpy()),
                "resumed_from_step": history.resumed_from_step,
@@ -104,30 +176,50 @@ def run_fn(fn_args) -> None:
                "training_seconds": round(history.training_seconds, 1),
                "stopped_by_time_budget": history.stopped_by_time_budget,
                "matmul_dtype": history.matmul_dtype,
-               "identity": identity, "warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason}
+               "identity": plan.identity, "warm_started_from": warm_started_from,
+               "cold_start_reason": cold_start_reason, "process_ids": {"train": os.getpid()}}
+    # Written after train() saved its final checkpoint: with this file there, the weights are final.
+    with tf.io.gfile.GFile(os.path.join(checkpoints.directory, TRAINED_FILE), "w") as f:
+        json.dump(summary, f)
+
+
+def export_phase(job: TrainingJob) -> None:
+    """Exports the trained weights as the SavedModel, writes training_summary.json, removes the checkpoints."""
+    plan = plan_training(job)
+    trained_file = os.path.join(plan.checkpoints.directory, TRAINED_FILE)
+    if not tf.io.gfile.exists(trained_file):
+        raise RuntimeError(f"the training process left no {trained_file}: the training did not finish")
+    with tf.io.gfile.GFile(trained_file) as f:
+        summary = json.load(f)
+    summary["process_ids"]["export"] = os.getpid()
+    model = training.build_model(plan.spec)
+    training.restore_weights(model, plan.checkpoints.directory)
+    serving.export_saved_model(model, plan.tokenizer.vocab_path, plan.tokenizer.do_lower_case,
+                               plan.tokenizer.window, job.serving_model_dir)
     # At the model artifact's root, where SquadEvaluator, TFLiteExporter and `bertqa lineage` find it.
-    with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir.rstrip("/")),
+    with tf.io.gfile.GFile(os.path.join(os.path.dirname(job.serving_model_dir.rstrip("/")),
                                         TRAINING_SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2)
     # The model is whole: nothing is left to resume.
-    tf.io.gfile.rmtree(checkpoints.directory)
+    tf.io.gfile.rmtree(plan.checkpoints.directory)
 
 
 RESUME_FILE = "resume.json"
+TRAINED_FILE = "trained.json"  # the training process's results, for the export process
 CHECKPOINTS_SUBDIR = "checkpoints"
 
 
-def checkpoint_policy(fn_args, config: dict, steps: int,
+def checkpoint_policy(job: TrainingJob, config: dict, steps: int,
                       baseline: pushed_models.PushedModel | None) -> training.CheckpointPolicy:
     """The resume checkpoints of this training: a directory keyed by everything that decides it."""
-    key_fields = {"train_files": sorted(fn_args.train_files), "transform_output": fn_args.transform_output,
+    key_fields = {"train_files": sorted(job.train_files), "transform_output": job.transform_output,
                   "custom_config": {k: v for k, v in sorted(config.items())
                                     if not k.startswith("checkpoint_every")},
                   "steps": steps, "warm_start_version": baseline.version if baseline else None}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
     # model_run_dir is <pipeline root>/Trainer/model_run/<execution id>: two levels up is the
     # Trainer's own directory, which every execution of it shares.
-    trainer_dir = os.path.dirname(os.path.dirname(fn_args.model_run_dir.rstrip("/")))
+    trainer_dir = os.path.dirname(os.path.dirname(job.model_run_dir.rstrip("/")))
     minutes = config.get("checkpoint_every_minutes")
     return training.CheckpointPolicy(
         directory=os.path.join(trainer_dir, CHECKPOINTS_SUBDIR, key),

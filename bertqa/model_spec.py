@@ -85,13 +85,15 @@ def minilm_offline() -> BertQaSpec:
     """The offline default: all-MiniLM-L6-v2 (6 layers, hidden 384) from the model cache.
 
     A small model with few steps learns fastest with a larger learning rate than
-    BERT-base's usual 3e-5..5e-5; 1e-4 is the value tuned on the bundled sample.
+    BERT-base's usual 3e-5..5e-5; 1e-4 is the value tuned on the bundled sample. Two epochs, as
+    Model Maker's specs: on the sample, two gave F1 63.05 on the eval split against 57.6-60.3
+    for one, in 16 min of training on 2 cores (README, "What make run does and prints").
     """
     return BertQaSpec(
         name="minilm_offline",
         checkpoint_dir=str(model_cache.default_model_dir()),
         learning_rate=1e-4,
-        default_training_epochs=1,
+        default_training_epochs=2,
         default_batch_size=32,
         predict_batch_size=64,
     )

@@ -45,10 +45,11 @@ class TrainConfig:
     # Peak memory bound: a batch whose windows x tokens^2 exceeds this is trained as sequential
     # micro-batches with their gradients summed (same update). Attention holds (batch, heads,
     # seq, seq) tensors for the backward pass, so a batch of 32 at 384 tokens held ~9 GB.
-    # 16 x 128^2 (micro-batches of 16 windows at 128 tokens, 1 at 384): 80 steps of the default
-    # model on the sample peaked at 2.44 GB, against 3.00 GB with 32 x 128^2, which ran ~5%
-    # faster there (benchmarks/RESULTS.md, "Where make run's peak is"). None: whole batches.
-    attention_budget: int | None = 16 * 128 * 128
+    # 24 x 128^2 (micro-batches of 16 windows at 128 tokens, 2 at 384): 80 steps of the default
+    # model on the sample peaked at 2.47 GB, against 3.03-3.25 GB with 32 x 128^2, at the same
+    # speed; 16 x 128^2 held as little but trained 8-9% slower (benchmarks/trainer_memory.py,
+    # benchmarks/RESULTS.md "Where make run's peak is"). None: whole batches.
+    attention_budget: int | None = 24 * 128 * 128
     # Wall-clock limit of training in seconds (None: none), counted from the first step's start
     # (graph tracing included) to the last step's end. Training stops before a step that would
     # end past it, and the learning rate follows progress = max(step / train_steps, elapsed /

@@ -92,6 +92,10 @@ class QuestionAnswer:
     # --- Training -----------------------------------------------------------------------------
 
     def create_model(self) -> keras.Model:
+        # Seeded, so the same data and settings give the same initialisation and dropout masks
+        # whatever the process ran before: Keras's unseeded initialisers draw their seeds from
+        # Python's random module, so TensorFlow's seed alone is not enough.
+        keras.utils.set_random_seed(training.DEFAULT_SEED)
         self.model = training.build_model(self.spec)
         self._serving_dir = None
         return self.model

@@ -18,7 +18,7 @@ run: setup
 # The one-hour profile: the user's SQuAD v1.1 training file, split by article (the last 14
 # articles, first 8 paragraphs each, are the held-out eval: data/sample/eval.json's questions),
 # 60 minutes of training (stops and exports at the budget; learning rate sized to it), from the
-# pretrained weights. Figures in the README ("The one-hour profile").
+# pretrained weights. Figures in docs/one-hour.md.
 #   make run-hour SQUAD_FILE=path/to/train-v1.1.json
 HOUR_DIR := runs/hour
 run-hour: setup
@@ -47,7 +47,7 @@ tensorboard: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e" $(TEST_ARGS)
 
-# Benchmarks measure ratios against a peer in the same run; figures and commands are in the README
+# Benchmarks measure ratios against a peer in the same run; figures and commands are in docs/
 # and benchmarks/RESULTS.md. evaluate_tflite.py scores the newest model under runs/ (train-free without one);
 # peer_benchmark.py needs a trained model (make run) and sets up benchmarks/.peer-venv (ONNX Runtime,
 # PyTorch; outside the project's lock) through benchmarks/peer/setup.sh.

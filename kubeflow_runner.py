@@ -174,7 +174,7 @@ def _model_cache(path: str):
 
 
 def build_config(args: argparse.Namespace, parameters: dict):
-    from bertqa import model_spec
+    from bertqa.model import model_spec
     from components.tflite_exporter import core as exporter
     from pipeline.pipeline import PipelineConfig
 

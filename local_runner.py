@@ -51,7 +51,7 @@ def _limit_arg(text: str) -> tuple[str, float]:
 
 
 def add_matmul_dtype_arg(parser: argparse.ArgumentParser) -> None:
-    """--matmul-dtype, for both runners. The choices are bertqa.training.MATMUL_DTYPES, written out
+    """--matmul-dtype, for both runners. The choices are bertqa.model.training.MATMUL_DTYPES, written out
     so that parsing arguments does not import TensorFlow (a test checks they agree)."""
     parser.add_argument("--matmul-dtype", choices=("auto", "bfloat16", "float32"), default="auto",
                         help="the dtype of the encoder's dense-layer matmuls in training steps (weights, optimizer "
@@ -112,7 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace):
-    from bertqa import model_spec
+    from bertqa.model import model_spec
     from components.tflite_exporter import core as exporter
     from pipeline.pipeline import PipelineConfig
 
@@ -162,16 +162,16 @@ def check_input(config) -> int:
 
 
 def run(config) -> None:
-    """Runs the pipeline. The caller holds the runs directory's lock (bertqa.run_lock)."""
+    """Runs the pipeline. The caller holds the runs directory's lock (bertqa.operations.run_lock)."""
     from tfx import v1 as tfx
 
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
     from pipeline.pipeline import create_pipeline
 
     check_input(config)
     os.makedirs(os.path.dirname(metadata_path(config)), exist_ok=True)
     if os.path.exists(metadata_path(config)):
-        interrupted = metadata.mark_interrupted_executions(metadata_path(config))
+        interrupted = metadata_store.mark_interrupted_executions(metadata_path(config))
         if interrupted:
             logging.info("executions %s of an earlier run never completed (the run was killed); marked CANCELED",
                          interrupted)
@@ -189,8 +189,8 @@ _STORAGE_MESSAGES = {"No space left on device": errno.ENOSPC, "Disk quota exceed
 
 def user_error(error: BaseException) -> BaseException | None:
     """The data or model error inside whatever the orchestrator wrapped it in, if there is one."""
-    from bertqa.checkpoint import CheckpointError
-    from bertqa.squad_io import SquadDataError
+    from bertqa.data.squad_io import SquadDataError
+    from bertqa.model.checkpoint import CheckpointError
 
     while error is not None:
         if isinstance(error, (SquadDataError, CheckpointError)):
@@ -206,7 +206,7 @@ def storage_error(error: BaseException, runs_dir: str) -> str | None:
     own error type with the OS's words in the message, so both the chain of causes and the
     messages are searched.
     """
-    from bertqa.run_lock import writable_dir_problem
+    from bertqa.operations.run_lock import writable_dir_problem
 
     while error is not None:
         if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
@@ -221,7 +221,7 @@ def storage_error(error: BaseException, runs_dir: str) -> str | None:
 def failure_message(error: BaseException, runs_dir: str) -> str | None:
     """The one line for a run stopped by its data, its model or its runs directory; None for anything
     else (a bug, whose traceback the caller lets through)."""
-    from bertqa.run_lock import RunsDirError
+    from bertqa.operations.run_lock import RunsDirError
 
     if isinstance(error, RunsDirError):
         return error.strerror
@@ -230,13 +230,13 @@ def failure_message(error: BaseException, runs_dir: str) -> str | None:
 
 
 def summary(config) -> str:
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
 
-    store = metadata.sqlite_store(metadata_path(config))
+    store = metadata_store.sqlite_store(metadata_path(config))
     lines = []
-    evaluation = metadata.latest_artifact(store, "ModelEvaluation")
+    evaluation = metadata_store.latest_artifact(store, "ModelEvaluation")
     if evaluation is not None:
-        props = metadata.custom_properties(evaluation)
+        props = metadata_store.custom_properties(evaluation)
         if "exact_match" in props:  # SQuAD v1.1 keys
             lines.append(f"exact_match: {props['exact_match']:.2f}  f1: {props['f1']:.2f}  "
                          "(SQuAD v1.1 definitions, 0-100, eval split)")
@@ -246,37 +246,37 @@ def summary(config) -> str:
             lines.append(f"exact: {props.get('exact', float('nan')):.2f}  f1: {props.get('f1', float('nan')):.2f}  "
                          f"(SQuAD 2.0 definitions, 0-100, eval split{tuned})")
     evaluator_blessings = [a for a in store.get_artifacts_by_type("ModelBlessing")
-                           if metadata.producer_component(store, a.id) == "SquadEvaluator"]
+                           if metadata_store.producer_component(store, a.id) == "SquadEvaluator"]
     if evaluator_blessings:
-        props = metadata.custom_properties(max(evaluator_blessings, key=lambda a: a.id))
+        props = metadata_store.custom_properties(max(evaluator_blessings, key=lambda a: a.id))
         verdict = "blessed" if props.get("blessed") else "not blessed"
         lines.append(f"SquadEvaluator: {verdict} ({props.get('reason', '')})")
-    blessing = metadata.latest_artifact(store, "ModelBlessing")
+    blessing = metadata_store.latest_artifact(store, "ModelBlessing")
     if blessing is not None:
-        props = metadata.custom_properties(blessing)
+        props = metadata_store.custom_properties(blessing)
         lines.append(f"blessed: {bool(props.get('blessed'))} ({props.get('reason', '')})")
     lines.extend(_variant_lines(store))
-    pushed = metadata.latest_artifact(store, "PushedModel")
-    if pushed is not None and metadata.custom_properties(pushed).get("pushed"):
-        destination = metadata.custom_properties(pushed).get("pushed_destination", "")
+    pushed = metadata_store.latest_artifact(store, "PushedModel")
+    if pushed is not None and metadata_store.custom_properties(pushed).get("pushed"):
+        destination = metadata_store.custom_properties(pushed).get("pushed_destination", "")
         lines.append(f"pushed: {os.path.join(destination, 'model.tflite')}")
     else:
         lines.append("pushed: nothing (model not blessed)")
-    report = metadata.latest_artifact(store, "bertqa_artifacts.RunReport")
-    if report is not None and metadata.custom_properties(report).get("report"):
-        lines.append(f"report: {metadata.custom_properties(report)['report']}")
+    report = metadata_store.latest_artifact(store, "bertqa_artifacts.RunReport")
+    if report is not None and metadata_store.custom_properties(report).get("report"):
+        lines.append(f"report: {metadata_store.custom_properties(report)['report']}")
     return "\n".join(lines)
 
 
 def _variant_lines(store) -> list[str]:
     """One line per TFLite variant of the latest export: size, latency, metrics, Task Library, verdict."""
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
 
     exports = [a for a in store.get_artifacts_by_type("Model")
-               if metadata.producer_component(store, a.id) == "TFLiteExporter"]
+               if metadata_store.producer_component(store, a.id) == "TFLiteExporter"]
     if not exports:
         return []
-    props = metadata.custom_properties(max(exports, key=lambda a: a.id))
+    props = metadata_store.custom_properties(max(exports, key=lambda a: a.id))
     lines = []
     for variant in filter(None, str(props.get("variants", "")).split(",")):
         v = {key[len(variant) + 1:]: value for key, value in props.items() if key.startswith(f"{variant}_")}
@@ -304,7 +304,7 @@ EXIT_LOCKED = 3
 
 
 def main(argv=None) -> int:
-    from bertqa import run_lock
+    from bertqa.operations import run_lock
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -8,11 +8,11 @@ under runs/; with neither, train-free: the MiniLM-initialised span model, untrai
 exported to a SavedModel and then to a dynamic-range .tflite (its metrics are near zero,
 its speed is a real MiniLM's). The output says which was used.
 
-Both paths read the same windows (bertqa.windowing on --data, as BertQATransform makes
-them), padded to the model's input length, and score with the same bertqa.evaluation.score:
+Both paths read the same windows (bertqa.data.windowing on --data, as BertQATransform makes
+them), padded to the model's input length, and score with the same bertqa.model.evaluation.score:
   baseline  Model Maker's evaluate_tflite: tf.lite.Interpreter(model_path) with its default
             threads, one window per invoke (set_tensor x3, invoke, get_tensor x2);
-  fast      bertqa.evaluation.evaluate_tflite: batches of --batch-size windows in one
+  fast      bertqa.on_device.scoring.evaluate_tflite: batches of --batch-size windows in one
             invoke (the interpreter resized to [batch, seq_len]) on --threads threads.
 Prints the seconds of each, the speed ratio, both metrics and whether they are equal.
 """
@@ -59,7 +59,7 @@ def newest_model(runs_dir: str) -> str | None:
 
 
 def untrained_minilm_saved_model(directory: str) -> str:
-    from bertqa import model_spec, serving, training
+    from bertqa.model import model_spec, serving, training
 
     spec = model_spec.get(model_spec.DEFAULT_SPEC)
     tokenizer = spec.tokenizer_config()
@@ -71,7 +71,7 @@ def untrained_minilm_saved_model(directory: str) -> str:
 
 def resolve_model(args: argparse.Namespace, scratch: str) -> tuple[str, str]:
     """(path of the .tflite to benchmark, a sentence saying where it came from)."""
-    from bertqa import tflite_export
+    from bertqa.on_device import conversion, task_metadata
     from components.tflite_exporter import core
 
     source = args.model or newest_model(args.runs_dir)
@@ -83,8 +83,8 @@ def resolve_model(args: argparse.Namespace, scratch: str) -> tuple[str, str]:
     else:
         saved_model, origin = source, f"{source}, exported to a dynamic-range .tflite"
     path = os.path.join(scratch, "model.tflite")
-    core.export_variant(saved_model, tflite_export.saved_model_vocab_path(saved_model), path, "dynamic",
-                        tflite_export.TfliteExportConfig())
+    core.export_variant(saved_model, task_metadata.saved_model_vocab_path(saved_model), path, "dynamic",
+                        conversion.TfliteExportConfig())
     return path, origin
 
 
@@ -92,7 +92,7 @@ def model_maker_logits(path: str, windows, seq_len: int) -> tuple[list[np.ndarra
     """Model Maker's loop: the interpreter with default threads, one window per invoke."""
     import tensorflow as tf
 
-    from bertqa import tflite_export
+    from bertqa.on_device import conversion
 
     interpreter = tf.lite.Interpreter(model_path=path)
     signature = interpreter.get_signature_runner()
@@ -102,8 +102,8 @@ def model_maker_logits(path: str, windows, seq_len: int) -> tuple[list[np.ndarra
     interpreter.allocate_tensors()
     starts, ends = [], []
     for window in windows:
-        for name, values in tflite_export.pad_window(
-                {name: getattr(window, name) for name in tflite_export.INPUT_NAMES}, seq_len).items():
+        for name, values in conversion.pad_window(
+                {name: getattr(window, name) for name in conversion.INPUT_NAMES}, seq_len).items():
             interpreter.set_tensor(inputs[name], values)
         interpreter.invoke()
         n = len(window.input_word_ids)
@@ -113,40 +113,42 @@ def model_maker_logits(path: str, windows, seq_len: int) -> tuple[list[np.ndarra
 
 
 def batching_supported(path: str, windows, seq_len: int) -> bool:
-    from bertqa import evaluation, tflite_export
+    from bertqa.model import evaluation
+    from bertqa.on_device import conversion, runtime
 
-    runner = tflite_export.TfliteQaRunner(path)
+    runner = runtime.TfliteQaRunner(path)
     pair = windows[:2]
-    runner.run(*(evaluation._padded(pair, name, seq_len) for name in tflite_export.INPUT_NAMES))
+    runner.run(*(evaluation._padded(pair, name, seq_len) for name in conversion.INPUT_NAMES))
     return bool(runner.batching_supported)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from bertqa import evaluation, tflite_export
-    from bertqa.tokenization import TokenizerConfig
-    from bertqa.windowing import WindowConfig
+    from bertqa.data.tokenization import TokenizerConfig
+    from bertqa.data.windowing import WindowConfig
+    from bertqa.model import evaluation
+    from bertqa.on_device import runtime, scoring, task_metadata
 
     with tempfile.TemporaryDirectory() as scratch:
         path, origin = resolve_model(args, scratch)
-        seq_len = tflite_export.TfliteQaRunner(path).seq_len
+        seq_len = runtime.TfliteQaRunner(path).seq_len
         vocab = os.path.join(scratch, "vocab.txt")
         with open(vocab, "wb") as f:
-            f.write(tflite_export.packed_vocab(path))
+            f.write(task_metadata.packed_vocab(path))
         examples, windows = evaluation.squad_file_windows(args.data, TokenizerConfig(vocab, True),
                                                           WindowConfig(seq_len=seq_len))
         config = evaluation.EvalConfig()
         threads = args.threads or evaluation.default_num_threads()
-        batch_size = args.batch_size or evaluation.DEFAULT_TFLITE_BATCH_SIZE
+        batch_size = args.batch_size or scoring.DEFAULT_TFLITE_BATCH_SIZE
 
         started = time.perf_counter()
         baseline = evaluation.score(examples, windows, *model_maker_logits(path, windows, seq_len), config)
         baseline_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        fast = evaluation.evaluate_tflite(path, examples, windows, config, num_threads=threads,
-                                          batch_size=batch_size, show_progress=False)
+        fast = scoring.evaluate_tflite(path, examples, windows, config, num_threads=threads,
+                                       batch_size=batch_size, show_progress=False)
         fast_seconds = time.perf_counter() - started
         batched = batching_supported(path, windows, seq_len)
 

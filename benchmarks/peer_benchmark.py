@@ -71,7 +71,7 @@ def newest_saved_model(runs_dir: str) -> str | None:
 # --- the trained weights in the Hugging Face layout ------------------------------------------
 
 def _hf_name_pairs(num_layers: int) -> list[tuple[str, str, bool]]:
-    """(SavedModel variable, Hugging Face tensor, transpose): the inverse of bertqa.checkpoint."""
+    """(SavedModel variable, Hugging Face tensor, transpose): the inverse of bertqa.model.checkpoint."""
     pairs = [
         ("encoder/word_embeddings/embeddings", "bert.embeddings.word_embeddings.weight", False),
         ("encoder/position_embeddings/embeddings", "bert.embeddings.position_embeddings.weight", False),
@@ -101,7 +101,7 @@ def write_hf_weights(saved_model_dir: str, spec_name: str, directory: str) -> No
     import tensorflow_text  # noqa: F401  (the serving graph's ops)
     from safetensors.numpy import save_file
 
-    from bertqa import model_spec
+    from bertqa.model import model_spec
 
     spec = model_spec.get(spec_name)
     if not spec.checkpoint_dir:
@@ -129,16 +129,16 @@ def write_hf_weights(saved_model_dir: str, spec_name: str, directory: str) -> No
 # --- timing ----------------------------------------------------------------------------------
 
 def task_library_ms(path: str, context: str, question: str, threads: int, runs: int, warmup: int) -> float:
-    from bertqa import task_library
+    from bertqa.on_device import task_library
 
     return 1000.0 * task_library.median_answer_seconds(path, context, question, threads, runs, warmup)
 
 
 def interpreter_ms(path: str, window, threads: int, runs: int, warmup: int) -> float:
-    from bertqa import tflite_export
+    from bertqa.on_device import conversion, runtime
 
-    inputs = {name: np.asarray(getattr(window, name)) for name in tflite_export.INPUT_NAMES}
-    return 1000.0 * tflite_export.median_latency_seconds(path, inputs, threads, runs=runs, warmup=warmup)
+    inputs = {name: np.asarray(getattr(window, name)) for name in conversion.INPUT_NAMES}
+    return 1000.0 * runtime.median_latency_seconds(path, inputs, threads, runs=runs, warmup=warmup)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -146,9 +146,10 @@ def interpreter_ms(path: str, window, threads: int, runs: int, warmup: int) -> f
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from bertqa import evaluation, tflite_export
-    from bertqa.tokenization import TokenizerConfig
-    from bertqa.windowing import WindowConfig
+    from bertqa.data.tokenization import TokenizerConfig
+    from bertqa.data.windowing import WindowConfig
+    from bertqa.model import evaluation
+    from bertqa.on_device import conversion, runtime, scoring, task_metadata
     from components.tflite_exporter import core
 
     threads = [int(t) for t in args.threads.split(",")]
@@ -164,8 +165,8 @@ def main(argv=None) -> int:
     if subprocess.run(["bash", os.path.join(HERE, "peer", "setup.sh")]).returncode:
         raise SystemExit("bench: the peer environment could not be set up (benchmarks/peer/setup.sh, above).")
 
-    vocab = tflite_export.saved_model_vocab_path(saved_model)
-    config = tflite_export.TfliteExportConfig()
+    vocab = task_metadata.saved_model_vocab_path(saved_model)
+    config = conversion.TfliteExportConfig()
     examples, windows = evaluation.squad_file_windows(args.data, TokenizerConfig(vocab, config.do_lower_case),
                                                       WindowConfig(seq_len=config.seq_len,
                                                                    query_len=config.query_len))
@@ -194,8 +195,8 @@ def main(argv=None) -> int:
             representative = core.representative_windows(training_windows, 100)
         core.export_variant(saved_model, vocab, path, variant, config, representative=representative)
         export_s = time.perf_counter() - started
-        delegate = tflite_export.xnnpack_report(path)
-        scored = evaluation.evaluate_tflite(path, examples, windows, eval_config, show_progress=False)
+        delegate = runtime.xnnpack_report(path)
+        scored = scoring.evaluate_tflite(path, examples, windows, eval_config, show_progress=False)
         row = {"system": f"TFLite {variant}" + (" (model.tflite)" if variant == "dynamic" else ""),
                "variant": variant, "size_mb": os.path.getsize(path) / 1e6, "export_s": export_s,
                "f1": scored.metrics["f1"], "exact_match": scored.metrics["exact_match"],
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
 
     weights = os.path.join(scratch, "hf_weights")
     write_hf_weights(saved_model, spec_name, weights)
-    padded = {name: evaluation._padded(windows, name, config.seq_len) for name in tflite_export.INPUT_NAMES}
+    padded = {name: evaluation._padded(windows, name, config.seq_len) for name in conversion.INPUT_NAMES}
     windows_npz = os.path.join(scratch, "windows.npz")
     np.savez(windows_npz, ids=padded["input_word_ids"], mask=padded["input_mask"], type_ids=padded["input_type_ids"])
     peer_json = os.path.join(scratch, "peer.json")

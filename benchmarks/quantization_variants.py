@@ -49,8 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    from bertqa import evaluation, tflite_export, windowing
-    from bertqa.tokenization import TokenizerConfig
+    from bertqa.data import windowing
+    from bertqa.data.tokenization import TokenizerConfig
+    from bertqa.model import evaluation
+    from bertqa.on_device import task_metadata
     from components.tflite_exporter import core
 
     plan = core.ExportPlan(
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
         seq_len=args.seq_len, query_len=args.query_len, do_lower_case=not args.cased,
         representative_steps=args.representative_steps, eval_threads=args.eval_threads,
         latency_runs=args.latency_runs)
-    vocab = tflite_export.saved_model_vocab_path(args.saved_model)
+    vocab = task_metadata.saved_model_vocab_path(args.saved_model)
     tokenizer = TokenizerConfig(vocab, not args.cased)
     window = windowing.WindowConfig(seq_len=args.seq_len, query_len=args.query_len, doc_stride=args.doc_stride)
     eval_config = evaluation.EvalConfig(version_2_with_negative=args.version_2_with_negative)

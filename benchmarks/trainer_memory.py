@@ -6,7 +6,7 @@ RUNS_DIR is a finished local run's --runs-dir (`make run` leaves one in runs/): 
 BertQATransform windows and tokenizer are the input. For each attention budget
 (TrainConfig.attention_budget: windows x tokens^2 per micro-batch; "none" for whole batches)
 this starts a fresh process (peak RSS only grows within a process) that runs the Trainer's
-training phase (components/trainer/module.train_phase, what the pipeline's training process
+training phase (components/trainer/phases.train_phase, what the pipeline's training process
 runs, with the default model, batch 32 and resume checkpoints) for --steps steps, and prints
 its peak resident set and its windows per second (graph tracing included). The settings run
 one after another; on a shared machine, compare them within one run only.
@@ -29,8 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ONE_BUDGET = """
 import dataclasses, glob, json, os, resource, sys, tempfile
 sys.path.insert(0, sys.argv[4])
-from bertqa import model_spec, training
-from components.trainer import module
+from bertqa.model import model_spec, training
+from components.trainer import phases
 runs_dir, steps, budget = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 default_config = training.train_config
 # The pipeline has no option for the budget (it is a TrainConfig default), so this sets it here.
@@ -43,13 +43,13 @@ if not train_files or not transform_outputs:
     sys.exit(f"no BertQATransform output under {runs_dir}: run `make run` (or local_runner.py --runs-dir) first")
 scratch = tempfile.mkdtemp(prefix="trainer-memory-")
 spec = model_spec.get("minilm_offline")
-job = module.TrainingJob(
+job = phases.TrainingJob(
     train_files=tuple(train_files), transform_output=transform_outputs[-1],
     serving_model_dir=os.path.join(scratch, "Trainer", "model", "1", "Format-Serving"),
     model_run_dir=os.path.join(scratch, "Trainer", "model_run", "1"), train_steps=steps,
     custom_config={"model_spec": model_spec.to_json(spec), "batch_size": 32, "cold_start": True})
-module.train_phase(job)
-(trained,) = glob.glob(os.path.join(scratch, "Trainer", "checkpoints", "*", module.TRAINED_FILE))
+phases.train_phase(job)
+(trained,) = glob.glob(os.path.join(scratch, "Trainer", "checkpoints", "*", phases.TRAINED_FILE))
 with open(trained) as f:
     summary = json.load(f)
 print(json.dumps({"peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,

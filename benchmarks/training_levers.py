@@ -8,7 +8,7 @@
 
 `ops` times, for one (32, 12, 384, 384) float32 tensor, the draws a dropout mask can come
 from (TensorFlow's stateful RandomUniform, which tf-keras's Dropout uses; the stateless
-Philox draw that bertqa.modeling.Dropout uses; a tf.random.Generator) against the softmax
+Philox draw that bertqa.model.modeling.Dropout uses; a tf.random.Generator) against the softmax
 beside them. `steps` starts a fresh process per setting (default spec, one synthetic batch
 repeated, 2 warm-up steps), and prints windows/s and how many cores the process kept busy:
 windows/s are timed from the end of the first timed step to the end of the last, by a Keras
@@ -68,7 +68,7 @@ def time_ops() -> None:
     shape = [32, 12, 384, 384]
     x = tf.random.uniform(shape)
     generator = tf.random.Generator.from_seed(3)
-    from bertqa.modeling import Dropout, DropoutSeeds
+    from bertqa.model.modeling import Dropout, DropoutSeeds
 
     dropout = Dropout(0.1, DropoutSeeds(), stream=0)
     draws = {
@@ -77,9 +77,9 @@ def time_ops() -> None:
         "tf.random.stateless_uniform (its float draw alone)": lambda x: tf.random.stateless_uniform(shape, [1, 2]),
         "tf.random.Generator.uniform": lambda x: generator.uniform(shape),
         "tf.nn.softmax (for scale)": tf.nn.softmax,
-        "dropout 0.1, a float32 draw per element (bertqa.modeling.Dropout before)":
+        "dropout 0.1, a float32 draw per element (bertqa.model.modeling.Dropout before)":
             lambda x: tf.where(tf.random.stateless_uniform(shape, [1, 2]) >= 0.1, x * (1 / 0.9), tf.zeros_like(x)),
-        "dropout 0.1, 16 random bits per element (bertqa.modeling.Dropout)": lambda x: dropout(x, training=True),
+        "dropout 0.1, 16 random bits per element (bertqa.model.modeling.Dropout)": lambda x: dropout(x, training=True),
     }
     print("| op on a (32, 12, 384, 384) float32 tensor | ms (median of 5) |\n|---|---|")
     for label, op in draws.items():
@@ -97,7 +97,7 @@ def one_setting(length: int, batch: int, steps: int, settings: dict) -> dict:
     import tensorflow as tf
     import tf_keras as keras
 
-    from bertqa import model_spec, training
+    from bertqa.model import model_spec, training
 
     StepMarks = _step_marks_class()  # noqa: N806
 
@@ -154,7 +154,7 @@ def _step_marks_class():
 def write_windows(path: str, count: int, length: int) -> None:
     import tensorflow as tf
 
-    from bertqa.windowing import Window, window_to_tf_example
+    from bertqa.data.windowing import Window, window_to_tf_example
 
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
         for i in range(count):

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/training_memory.py [--spec minilm_offline] [--batch-size 32]
 
-Training batches are padded to their length bucket (bertqa.training, buckets of 64 tokens),
+Training batches are padded to their length bucket (bertqa.model.training, buckets of 64 tokens),
 so the peak of a run is set by its longest bucket, even when only a few batches reach it.
 For each bucket length this starts a fresh process (peak RSS only grows within a process),
 builds the spec's model, and fits three steps on one synthetic batch of that shape; it prints
@@ -32,7 +32,7 @@ _ONE_SHAPE = """
 import json, os, resource, sys
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1"); os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
-from bertqa import model_spec, training
+from bertqa.model import model_spec, training
 name, length, batch, dropout, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 spec = model_spec.get(name, **({} if dropout == "spec" else {"dropout_rate": float(dropout)}))
 model = training.build_model(spec)
@@ -55,7 +55,7 @@ def peak_of_one_shape(spec: str, length: int, batch_size: int, dropout: str, bud
 
 def sample_buckets(bucket_width: int = 64) -> dict[int, int]:
     """Training windows of the bundled sample per bucket length (windowed as BertQATransform does)."""
-    from bertqa import evaluation, model_spec
+    from bertqa.model import evaluation, model_spec
 
     spec = model_spec.get("minilm_offline")
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ head, AdamW, batch 32, on the same training windows of the bundled sample (a see
 --windows of them, windowed as BertQATransform windows them), one after the other on the same
 machine (nothing else should be running):
 
-1. this project: bertqa.training.train (length-bucketed batches, tf-keras) for --steps steps,
+1. this project: bertqa.model.training.train (length-bucketed batches, tf-keras) for --steps steps,
    once with float32 and once with bfloat16 dense-layer matmuls (TrainConfig.matmul_dtype);
    windows/s over the steps after the first 20, as the issue defines steady state (the first
    steps trace one graph per length bucket);
@@ -44,7 +44,7 @@ MATMUL_DTYPES = ("float32", "bfloat16")
 
 
 def sample_windows(count: int, seed: int = 42):
-    from bertqa import evaluation, model_spec
+    from bertqa.model import evaluation, model_spec
 
     spec = model_spec.get("minilm_offline")
     _, windows = evaluation.squad_file_windows(os.path.join(REPO, "data", "sample", "train.json"),
@@ -70,8 +70,8 @@ def project_windows_per_second(spec, windows, steps: int, batch_size: int, scrat
                                matmul_dtype: str = "auto") -> float:
     import tensorflow as tf
 
-    from bertqa import training
-    from bertqa.windowing import window_to_tf_example
+    from bertqa.data.windowing import window_to_tf_example
+    from bertqa.model import training
 
     path = os.path.join(scratch, "windows.gz")
     if not os.path.exists(path):  # written by the first call, read by both matmul dtypes
@@ -103,7 +103,7 @@ def main() -> int:
     args = parser.parse_args()
     if not os.access(PEER_PYTHON, os.X_OK):
         subprocess.run(["bash", os.path.join(HERE, "peer", "setup.sh")], check=True)
-    from bertqa import training
+    from bertqa.model import training
 
     spec, windows = sample_windows(args.windows)
     with tempfile.TemporaryDirectory() as scratch:

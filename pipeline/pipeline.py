@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from tfx import v1 as tfx
 
-from bertqa import model_spec
+from bertqa.model import model_spec
 from components.bert_qa_transform.component import BertQATransform
 from components.pusher.component import Pusher
 from components.run_reporter.component import RunReporter
@@ -42,7 +42,7 @@ class PipelineConfig:
     batch_size: int | None = None
     train_steps: int | None = None  # overrides epochs when set
     # The Trainer's wall-clock limit: it stops and exports when it ends, with the learning-rate
-    # schedule sized to it (bertqa.training.TrainConfig.time_budget_seconds); None: no limit.
+    # schedule sized to it (bertqa.model.training.TrainConfig.time_budget_seconds); None: no limit.
     train_budget_minutes: float | None = None
     # The dtype of the dense layers' matmuls in training steps (TrainConfig.matmul_dtype).
     train_matmul_dtype: str = "auto"

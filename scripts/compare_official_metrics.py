@@ -1,13 +1,20 @@
-"""Check bertqa.squad_metrics against a line-by-line re-implementation of the official scripts.
+"""Check bertqa.model.squad_metrics against a line-by-line re-implementation of the official scripts.
 
     python scripts/compare_official_metrics.py DATA.json predictions.json [--null-odds null_odds.json]
 
 Prints the project's metrics beside those of `evaluate-v1.1.py` / `evaluate-v2.0.py`
 (re-written below, function for function, from the official scripts) and exits 1
 if the keys differ or any value differs by more than 1e-9. The official scripts
-read the raw JSON while the project reads it through bertqa.squad_io, so a file
+read the raw JSON while the project reads it through bertqa.data.squad_io, so a file
 with dropped questions may differ for that reason alone: the script says so.
 The SQuAD version comes from the file's `version` key unless --version is given.
+
+On a `make run`'s predictions (SquadEvaluator's evaluation artifact):
+
+    python scripts/compare_official_metrics.py data/sample/eval.json PREDICTIONS
+    (PREDICTIONS: runs/bertqa/artifacts/SquadEvaluator/evaluation/<id>/predictions.json)
+
+docs/metrics.md quotes the one comparison recorded so far, with its date and commit.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import re
 import string
 import sys
 
-from bertqa import squad_io, squad_metrics
+from bertqa.data import squad_io
+from bertqa.model import squad_metrics
 
 TOLERANCE = 1e-9
 

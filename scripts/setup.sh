@@ -67,4 +67,4 @@ if ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
   fi
 fi
 
-"$venv/bin/python" -m bertqa.model_cache >/dev/null
+"$venv/bin/python" -m bertqa.model.model_cache >/dev/null

@@ -2,7 +2,7 @@
 
     python scripts/windowing_parity.py DATA.json [--limit 2000] [--vocab vocab.txt] [--show 3] [--version-2]
 
-(the vocab defaults to the BERT uncased one of the model cache, `python -m bertqa.model_cache`).
+(the vocab defaults to the BERT uncased one of the model cache, `python -m bertqa.model.model_cache`).
 
 The reference tokenizes with Hugging Face `tokenizers` (a Rust WordPiece with its own
 BertNormalizer and BertPreTokenizer; a test-only dependency) instead of tensorflow_text,
@@ -18,7 +18,7 @@ and re-implements the window and label rules in the style of Hugging Face's
   characters; otherwise 0, 0 ([CLS]).
 
 It compares input_word_ids, input_mask, input_type_ids, start_position and
-end_position window by window with `bertqa.windowing.make_windows(is_training=True)`
+end_position window by window with `bertqa.data.windowing.make_windows(is_training=True)`
 at the default WindowConfig (384/64/128), on the first `--limit` questions of a SQuAD
 file. Character offsets are not a compared field, but where the two tokenizers'
 offsets differ it is listed, since labels are made from them.
@@ -89,9 +89,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers  # noqa: E402
 
-from bertqa import model_cache, squad_io, windowing  # noqa: E402
-from bertqa.raw_example import SquadExample  # noqa: E402
-from bertqa.tokenization import MAX_BYTES_PER_WORD, UNK_TOKEN, TokenizerConfig, WordPieceTokenizer  # noqa: E402
+from bertqa.data import squad_io, windowing
+from bertqa.data.raw_example import SquadExample  # noqa: E402
+from bertqa.data.tokenization import MAX_BYTES_PER_WORD, UNK_TOKEN, TokenizerConfig, WordPieceTokenizer  # noqa: E402
+from bertqa.model import model_cache  # noqa: E402
 
 COMPARED_FIELDS = ("input_word_ids", "input_mask", "input_type_ids", "start_position", "end_position")
 INPUT_FIELDS = COMPARED_FIELDS[:3]

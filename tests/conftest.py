@@ -19,6 +19,6 @@ def fixtures_dir() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def vocab_path() -> str:
-    from bertqa import model_cache
+    from bertqa.model import model_cache
 
     return str(model_cache.ensure_default_model() / "vocab.txt")

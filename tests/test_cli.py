@@ -15,10 +15,11 @@ import tempfile
 
 import pytest
 
-from bertqa import cli, task_library
+from bertqa import cli
 from bertqa.model_maker import question_answer
 from bertqa.model_maker.config import ExportFormat
 from bertqa.model_maker.question_answer import DataLoader
+from bertqa.on_device import task_library
 
 AGREEMENT = 0.5  # points
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from bertqa import squad_io, windowing
-from bertqa.evaluation import EvalConfig, score
-from bertqa.raw_example import from_tf_example, to_tf_example
+from bertqa.data import squad_io, windowing
+from bertqa.data.raw_example import from_tf_example, to_tf_example
+from bertqa.model.evaluation import EvalConfig, score
 from components.bert_qa_transform import core as transform_core
 from components.squad_evaluator import core as evaluator_core
 from components.squad_example_gen import core as example_gen_core
@@ -90,7 +90,7 @@ def _span_or_null_logits(null: float) -> np.ndarray:
 
 def _answerable_and_impossible():
     """Two questions on the context "a b c": one answered by "b", one unanswerable; one window each."""
-    from bertqa.raw_example import SquadExample
+    from bertqa.data.raw_example import SquadExample
 
     examples = [SquadExample("has", "t", "a b c", "q?", ("b",), (2,)),
                 SquadExample("none", "t", "a b c", "q?", is_impossible=True)]

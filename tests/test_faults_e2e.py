@@ -19,9 +19,9 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 import local_runner
-from bertqa import atomic_push, pushed_models, run_lock, task_library
-from components.trainer import module as trainer_module
-from pipeline import metadata
+from bertqa.on_device import task_library
+from bertqa.operations import atomic_push, metadata_store, pushed_models, run_lock
+from components.trainer import phases as trainer_phases
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ def _latest_checkpoint_step(trainer_dir: pathlib.Path) -> int:
     import tensorflow as tf
 
     steps = [int(latest.rsplit("-", 1)[1])
-             for directory in trainer_dir.glob(f"{trainer_module.CHECKPOINTS_SUBDIR}/*")
+             for directory in trainer_dir.glob(f"{trainer_phases.CHECKPOINTS_SUBDIR}/*")
              if (latest := tf.train.latest_checkpoint(str(directory)))]
     return max(steps, default=0)
 
@@ -113,7 +113,7 @@ def killed_then_resumed(tmp_path_factory, fixtures_dir) -> KilledRun:
         log.close()
     assert first.returncode == -signal.SIGKILL
     assert second_run is not None, "the lock was never seen held"
-    store = metadata.sqlite_store(local_runner.metadata_path(config))
+    store = metadata_store.sqlite_store(local_runner.metadata_path(config))
     killed = KilledRun(
         runs_dir=runs_dir, config=config, checkpoint_step=_latest_checkpoint_step(trainer_dir),
         killed_store_trainer_states=[e.last_known_state for e in _executions(store, "Trainer")],
@@ -128,19 +128,19 @@ def killed_then_resumed(tmp_path_factory, fixtures_dir) -> KilledRun:
 
 @pytest.fixture(scope="module")
 def store(killed_then_resumed):
-    return metadata.sqlite_store(local_runner.metadata_path(killed_then_resumed.config))
+    return metadata_store.sqlite_store(local_runner.metadata_path(killed_then_resumed.config))
 
 
 def _trainer_model(store):
     """The one published (LIVE) model of the Trainer."""
     (model,) = [a for a in store.get_artifacts_by_type("Model") if a.state == metadata_store_pb2.Artifact.LIVE
-                and metadata.producer_component(store, a.id) == "Trainer"]
+                and metadata_store.producer_component(store, a.id) == "Trainer"]
     return model
 
 
 def _training_summary(store) -> dict:
     model = _trainer_model(store)
-    with open(os.path.join(model.uri, trainer_module.TRAINING_SUMMARY_FILE)) as f:
+    with open(os.path.join(model.uri, trainer_phases.TRAINING_SUMMARY_FILE)) as f:
         return json.load(f)
 
 
@@ -168,7 +168,7 @@ def test_components_that_finished_before_the_kill_come_from_the_cache(killed_the
 def test_the_killed_execution_is_marked_not_completed_and_nothing_of_it_is_blessed(store):
     killed, resumed = _executions(store, "Trainer")
     assert killed.last_known_state == State.CANCELED
-    assert metadata.INTERRUPTED_PROPERTY in killed.custom_properties
+    assert metadata_store.INTERRUPTED_PROPERTY in killed.custom_properties
     assert resumed.last_known_state == State.COMPLETE
     killed_outputs = {e.artifact_id for e in store.get_events_by_execution_ids([killed.id])
                       if e.type == metadata_store_pb2.Event.OUTPUT}
@@ -176,12 +176,12 @@ def test_the_killed_execution_is_marked_not_completed_and_nothing_of_it_is_bless
     assert live == []
     trainer_model = _trainer_model(store)
     for blessing in store.get_artifacts_by_type("ModelBlessing"):
-        props = metadata.custom_properties(blessing)
+        props = metadata_store.custom_properties(blessing)
         assert props.get("current_model_id") in (None, trainer_model.id), props
 
 
 def test_resume_checkpoints_are_removed_once_the_model_is_written(killed_then_resumed):
-    checkpoints = pathlib.Path(killed_then_resumed.config.pipeline_root, "Trainer", trainer_module.CHECKPOINTS_SUBDIR)
+    checkpoints = pathlib.Path(killed_then_resumed.config.pipeline_root, "Trainer", trainer_phases.CHECKPOINTS_SUBDIR)
     assert not list(checkpoints.iterdir())
 
 
@@ -200,7 +200,7 @@ def test_the_resumed_run_pushed_one_whole_version(killed_then_resumed):
 # A push stopped by SIGKILL after its k-th step, in a process of its own.
 _PUSH_AND_DIE = """
 import os, signal, sys
-from bertqa import atomic_push
+from bertqa.operations import atomic_push
 source, serving, version, kill_after = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 steps = []
 def on_step(step):
@@ -278,9 +278,9 @@ def test_a_full_disk_stops_the_run_with_one_message_naming_the_runs_dir_and_push
         code, stderr, _ = _main(args)
         config = local_runner.build_config(local_runner.parse_args(args))
         versions = pushed_models.list_pushed(config.serving_dir)
-        store = metadata.sqlite_store(local_runner.metadata_path(config))
+        store = metadata_store.sqlite_store(local_runner.metadata_path(config))
         blessed = [a for a in store.get_artifacts_by_type("ModelBlessing")
-                   if metadata.custom_properties(a).get("blessed")]
+                   if metadata_store.custom_properties(a).get("blessed")]
     assert code == local_runner.EXIT_BAD_INPUT
     (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert str(runs_dir) in line and "No space left on device" in line and "--runs-dir" in line

@@ -1,12 +1,12 @@
 """`bertqa predict` and `bertqa evaluate` given model files that are damaged or of another model.
 
 Each must stop with exit status 2 and one `error:` line on stderr naming the path, with no
-traceback, and above all without the interpreter dying: before bertqa.model_files checked
+traceback, and above all without the interpreter dying: before bertqa.on_device.model_files checked
 the files, a truncated .tflite made `tf.lite.Interpreter` segfault in `bertqa evaluate`.
 So the real CLI runs in a subprocess, where a crash shows as a negative return code.
 
 The valid model is tiny_random's encoder and span head (untrained), exported as the pipeline
-exports it (bertqa.serving, then bertqa.tflite_export); the hostile files are cut from it or
+exports it (bertqa.model.serving, then bertqa.on_device.tflite_export); the hostile files are cut from it or
 built beside it. All CLI runs happen at once in one module fixture, a few at a time.
 """
 
@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from bertqa import model_files
+from bertqa.on_device import model_files
 
 ERROR_EXIT = 2  # bertqa's exit status for a user error (cli.main)
 COMMANDS = ("predict", "evaluate")
@@ -62,16 +62,17 @@ def _tiny_models(directory: str) -> dict[str, str]:
     import tf_keras as keras
     from tensorflow_lite_support.metadata.python.metadata_writers import metadata_info, metadata_writer
 
-    from bertqa import model_spec, serving, tflite_export, training
+    from bertqa.model import model_spec, serving, training
+    from bertqa.on_device import conversion, task_metadata
 
     spec = model_spec.get("tiny_random")
     vocab = spec.resolved_vocab_path()
     tf.keras.utils.set_random_seed(3)
     paths = {"saved_model": os.path.join(directory, "saved_model"), "vocab": vocab}
     serving.export_saved_model(training.build_model(spec), vocab, True, spec.window_config(), paths["saved_model"])
-    bare = tflite_export.convert_saved_model(paths["saved_model"], tflite_export.TfliteExportConfig(),
-                                             tflite_export.QuantizationConfig.none())
-    files = {"model.tflite": tflite_export.add_task_library_metadata(bare, vocab), "no_metadata.tflite": bare}
+    bare = conversion.convert_saved_model(paths["saved_model"], conversion.TfliteExportConfig(),
+                                             conversion.QuantizationConfig.none())
+    files = {"model.tflite": task_metadata.add_task_library_metadata(bare, vocab), "no_metadata.tflite": bare}
 
     dense = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(2)])
     files["dense.tflite"] = tf.lite.TFLiteConverter.from_keras_model(dense).convert()
@@ -84,14 +85,14 @@ def _tiny_models(directory: str) -> dict[str, str]:
 
     class TenLogits(tf.Module):  # the contract's names and inputs, but 10 logits instead of 384
         @tf.function(input_signature=[tf.TensorSpec([1, 384], tf.int32, name=name)
-                                      for name in tflite_export.INPUT_NAMES])
+                                      for name in conversion.INPUT_NAMES])
         def __call__(self, input_word_ids, input_mask, input_type_ids):
             x = tf.cast(input_word_ids[:, :10] + input_mask[:, :10] + input_type_ids[:, :10], tf.float32)
             return {"start_logits": x, "end_logits": -x}
 
     ten = TenLogits()
     converted = tf.lite.TFLiteConverter.from_concrete_functions([ten.__call__.get_concrete_function()], ten).convert()
-    files["ten_logits.tflite"] = tflite_export.add_task_library_metadata(converted, vocab)
+    files["ten_logits.tflite"] = task_metadata.add_task_library_metadata(converted, vocab)
 
     class Doubler(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
@@ -214,14 +215,15 @@ def test_the_checks_read_what_tensorflow_reads(models):
     """model_files keeps its own copy of the export contract and of the SavedModel signature fields."""
     import tensorflow as tf
 
-    from bertqa import tflite_export
+    from bertqa.model import serving
+    from bertqa.on_device import conversion
 
-    assert model_files.INPUT_NAMES == tflite_export.INPUT_NAMES
-    assert model_files.OUTPUT_NAMES == tflite_export.OUTPUT_NAMES
-    assert model_files.TASK_LIBRARY_INPUT_NAMES == tflite_export.TASK_LIBRARY_INPUT_NAMES
-    assert model_files.TASK_LIBRARY_OUTPUT_NAMES == tflite_export.TASK_LIBRARY_OUTPUT_NAMES
-    assert model_files.TASK_LIBRARY_SEQ_LEN == tflite_export.TASK_LIBRARY_SEQ_LEN
-    assert model_files.LOGITS_SIGNATURE == tflite_export.LOGITS_SIGNATURE
+    assert model_files.INPUT_NAMES == conversion.INPUT_NAMES
+    assert model_files.OUTPUT_NAMES == conversion.OUTPUT_NAMES
+    assert model_files.TASK_LIBRARY_INPUT_NAMES == conversion.TASK_LIBRARY_INPUT_NAMES
+    assert model_files.TASK_LIBRARY_OUTPUT_NAMES == conversion.TASK_LIBRARY_OUTPUT_NAMES
+    assert model_files.TASK_LIBRARY_SEQ_LEN == conversion.TASK_LIBRARY_SEQ_LEN
+    assert model_files.LOGITS_SIGNATURE == serving.LOGITS_SIGNATURE
     loaded = tf.saved_model.load(models["saved_model"])
     expected = {
         name: ({key: spec.dtype.name for key, spec in function.structured_input_signature[1].items()},

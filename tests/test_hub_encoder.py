@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertqa import evaluation, hub_encoder, model_spec, serving, squad_io, training, windowing
-from bertqa.tokenization import TokenizerConfig, WordPieceTokenizer
+from bertqa.data import squad_io, windowing
+from bertqa.data.tokenization import TokenizerConfig, WordPieceTokenizer
+from bertqa.model import evaluation, hub_encoder, model_spec, serving, training
 
 HIDDEN = 16
 WINDOW = windowing.WindowConfig(seq_len=64, query_len=16, doc_stride=32)

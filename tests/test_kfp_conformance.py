@@ -17,7 +17,7 @@ import test_pipeline_e2e
 from variant_checks import assert_every_variant_has_its_figures
 
 import kubeflow_runner
-from bertqa import model_cache
+from bertqa.model import model_cache
 from components.tflite_exporter import core as exporter_core
 
 TINY_ARGS = ["--train-pattern", "tiny_train.json", "--eval-pattern", "tiny_eval.json", "--spec", "tiny_random",

@@ -128,7 +128,7 @@ def test_kfp_target_refuses_a_json_package(tmp_path, capsys):
 def test_kfp_target_refuses_a_pipeline_with_a_resolver_node():
     from tfx import v1 as tfx
 
-    from bertqa import model_spec
+    from bertqa.model import model_spec
     from pipeline.pipeline import PipelineConfig, create_pipeline
 
     config = PipelineConfig(pipeline_name="bertqa", pipeline_root="/r", data_root="/d", serving_dir="/s",
@@ -179,7 +179,7 @@ def test_budget_minutes_and_matmul_dtype_reach_the_trainer_on_either_runner(runn
     custom_config = json.loads(trainer.exec_properties["custom_config"])
     assert custom_config["train_budget_minutes"] == 45.0
     assert custom_config["matmul_dtype"] == "float32"
-    from bertqa import training
+    from bertqa.model import training
 
     parser = local_runner.build_parser()
     choices = next(a.choices for a in parser._actions if a.dest == "matmul_dtype")

@@ -32,8 +32,8 @@ def test_image_python_is_the_venv_and_model_cache_is_where_specs_are_compiled_fo
     assert re.search(r"PATH=/pipeline/\.venv/bin:\$PATH", DOCKERFILE)
     assert re.search(rf"BERTQA_CACHE={re.escape(kubeflow_runner.IMAGE_MODEL_CACHE)}\b", DOCKERFILE)
     assert "TF_USE_LEGACY_KERAS=1" in DOCKERFILE
-    # setup.sh fills the model cache (python -m bertqa.model_cache) while the image is built.
-    assert "bertqa.model_cache" in (REPO / "scripts" / "setup.sh").read_text()
+    # setup.sh fills the model cache (python -m bertqa.model.model_cache) while the image is built.
+    assert "bertqa.model.model_cache" in (REPO / "scripts" / "setup.sh").read_text()
 
 
 def test_make_image_without_a_container_engine_says_so(tmp_path):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertqa import checkpoint, model_cache, model_spec, training
-from bertqa.modeling import BertEncoder
-from bertqa.tokenization import TokenizerConfig, WordPieceTokenizer
+from bertqa.data.tokenization import TokenizerConfig, WordPieceTokenizer
+from bertqa.model import checkpoint, model_cache, model_spec, training
+from bertqa.model.modeling import BertEncoder
 
 
 def _mean_pooled(encoder, tokenizer, sentences):
@@ -62,7 +62,7 @@ def test_padding_changes_neither_logits_of_real_tokens_nor_allows_answers_in_pad
 def test_on_device_ops_compute_the_same_logits_as_training_ops():
     # The TFLite signature is traced under on_device_ops() (LayerNorm through matrix products,
     # GELU in its tanh form): it must be the trained function, not a different model.
-    from bertqa import modeling
+    from bertqa.model import modeling
 
     checkpoint_dir = str(model_cache.ensure_default_model())
     config = checkpoint.read_encoder_config(checkpoint_dir, dropout_rate=0.0, initializer_range=0.02)
@@ -88,7 +88,7 @@ def test_on_device_ops_compute_the_same_logits_as_training_ops():
 
 
 def test_dropout_masks_differ_per_step_and_per_layer_keep_the_rate_and_are_off_at_inference():
-    from bertqa.modeling import Dropout, DropoutSeeds
+    from bertqa.model.modeling import Dropout, DropoutSeeds
 
     tf.random.set_seed(3)
     seeds = DropoutSeeds()

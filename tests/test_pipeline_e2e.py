@@ -9,8 +9,9 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 import local_runner
-from bertqa import cli, task_library, tflite_export
-from pipeline import metadata
+from bertqa import cli
+from bertqa.on_device import runtime, task_library
+from bertqa.operations import metadata_store
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,7 @@ def first_run(tmp_path_factory, fixtures_dir):
 
 @pytest.fixture(scope="module")
 def store(first_run):
-    return metadata.sqlite_store(local_runner.metadata_path(first_run[0]))
+    return metadata_store.sqlite_store(local_runner.metadata_path(first_run[0]))
 
 
 @pytest.fixture(scope="module")
@@ -52,25 +53,25 @@ def test_blessed_model_tflite_and_vocab_are_pushed(pushed_tflite):
 def test_pushed_model_tflite_is_static_so_xnnpack_runs_it(pushed_tflite):
     # One dynamic-sized tensor and TFLite keeps XNNPACK (the CPU delegate phones use) off the
     # whole model; the report loads the pushed file with the interpreter's default XNNPACK.
-    report = tflite_export.xnnpack_report(str(pushed_tflite))
+    report = runtime.xnnpack_report(str(pushed_tflite))
     assert report.dynamic_tensors == (), report.summary()
     assert report.partitions >= 1 and report.delegated > report.nodes // 2, report.summary()
 
 
 def test_blessing_and_metrics_are_recorded_in_ml_metadata(store):
-    blessing = metadata.custom_properties(metadata.latest_artifact(store, "ModelBlessing"))
+    blessing = metadata_store.custom_properties(metadata_store.latest_artifact(store, "ModelBlessing"))
     assert blessing["blessed"] == 1
-    evaluation = metadata.custom_properties(metadata.latest_artifact(store, "ModelEvaluation"))
+    evaluation = metadata_store.custom_properties(metadata_store.latest_artifact(store, "ModelEvaluation"))
     assert 0.0 <= evaluation["exact_match"] <= evaluation["f1"] <= 100.0
 
 
 def test_lineage_links_the_tflite_back_to_the_example_gen_output(store):
     tflite = next(a for a in store.get_artifacts_by_type("Model")
-                  if metadata.producer_component(store, a.id) == "TFLiteExporter")
-    upstream = store.get_artifacts_by_id(sorted(metadata.upstream_artifact_ids(store, tflite.id)))
-    producers = {metadata.producer_component(store, a.id) for a in upstream}
+                  if metadata_store.producer_component(store, a.id) == "TFLiteExporter")
+    upstream = store.get_artifacts_by_id(sorted(metadata_store.upstream_artifact_ids(store, tflite.id)))
+    producers = {metadata_store.producer_component(store, a.id) for a in upstream}
     assert {"SquadExampleGen", "BertQATransform", "Trainer", "SquadEvaluator"} <= producers
-    assert any(a.type == "Examples" and metadata.producer_component(store, a.id) == "SquadExampleGen"
+    assert any(a.type == "Examples" and metadata_store.producer_component(store, a.id) == "SquadExampleGen"
                for a in [_with_type(store, a) for a in upstream])
 
 
@@ -116,21 +117,21 @@ def test_second_run_reuses_every_component_from_the_cache(first_run, fixtures_di
     config, runs_dir = first_run
     code, _ = _run(runs_dir, fixtures_dir)
     assert code == 0
-    store = metadata.sqlite_store(local_runner.metadata_path(config))
+    store = metadata_store.sqlite_store(local_runner.metadata_path(config))
     executions = sorted(store.get_executions(), key=lambda e: e.id)
     second = executions[len(executions) // 2:]
     assert len(executions) % 2 == 0
-    # Speed is measured in the README (24 s against 12 min), not asserted here.
+    # Speed is not asserted here: docs/make-run.md gives the cached re-run's time and its command.
     assert all(e.last_known_state == metadata_store_pb2.Execution.CACHED for e in second)
 
 
 def test_trainer_writes_tensorboard_logs_with_the_loss_series(first_run):
-    from bertqa import run_report
+    from bertqa.operations import report_data
 
     config = first_run[0]
     model_run = next(pathlib.Path(config.pipeline_root, "Trainer", "model_run").iterdir())
     assert list((model_run / "train").glob("events.out.tfevents.*"))
-    curve = run_report.read_training_curve(str(model_run))
+    curve = report_data.read_training_curve(str(model_run))
     summary = _training_summary(config)
     assert curve and curve[-1].step == summary["steps"]
     assert all(point.loss > 0 and point.learning_rate >= 0 and point.windows_per_second > 0 for point in curve)
@@ -150,14 +151,14 @@ def test_trainer_trains_and_exports_each_in_a_process_of_its_own(first_run):
 
 
 def test_trainer_phases_fail_clearly_and_a_kill_between_them_leaves_only_the_export(first_run, tmp_path):
-    from bertqa import model_spec
+    from bertqa.model import model_spec
     from components.trainer import child_process
-    from components.trainer import module as trainer_module
+    from components.trainer import phases as trainer_phases
 
     config = first_run[0]
     root = pathlib.Path(config.pipeline_root, "BertQATransform")
     model_dir = tmp_path / "Trainer" / "model" / "2"
-    job = trainer_module.TrainingJob(
+    job = trainer_phases.TrainingJob(
         train_files=tuple(sorted(str(p) for p in root.glob("transformed_examples/*/Split-train/*"))),
         transform_output=str(next(root.glob("transform_graph/*"))),
         serving_model_dir=str(model_dir / "Format-Serving"),
@@ -170,8 +171,8 @@ def test_trainer_phases_fail_clearly_and_a_kill_between_them_leaves_only_the_exp
         child_process.run_phase("export", job)
 
     child_process.run_phase("train", job)
-    (trained_file,) = (tmp_path / "Trainer" / trainer_module.CHECKPOINTS_SUBDIR).glob(
-        f"*/{trainer_module.TRAINED_FILE}")
+    (trained_file,) = (tmp_path / "Trainer" / trainer_phases.CHECKPOINTS_SUBDIR).glob(
+        f"*/{trainer_phases.TRAINED_FILE}")
     trained = json.loads(trained_file.read_text())
     assert trained["steps_trained"] == 3
     # The pipeline killed after the training's process ended: the rerun's training process finds
@@ -179,7 +180,7 @@ def test_trainer_phases_fail_clearly_and_a_kill_between_them_leaves_only_the_exp
     child_process.run_phase("train", job)
     assert json.loads(trained_file.read_text()) == trained
     child_process.run_phase("export", job)
-    summary = json.loads((model_dir / trainer_module.TRAINING_SUMMARY_FILE).read_text())
+    summary = json.loads((model_dir / trainer_phases.TRAINING_SUMMARY_FILE).read_text())
     assert summary["process_ids"]["train"] == trained["process_ids"]["train"]
     assert summary["steps_trained"] == 3
     assert (model_dir / "Format-Serving" / "saved_model.pb").exists()
@@ -188,9 +189,9 @@ def test_trainer_phases_fail_clearly_and_a_kill_between_them_leaves_only_the_exp
 
 @pytest.fixture(scope="module")
 def report_path(store) -> pathlib.Path:
-    report = metadata.latest_artifact(store, "bertqa_artifacts.RunReport")
+    report = metadata_store.latest_artifact(store, "bertqa_artifacts.RunReport")
     assert report is not None, "RunReporter recorded no RunReport"
-    return pathlib.Path(metadata.custom_properties(report)["report"])
+    return pathlib.Path(metadata_store.custom_properties(report)["report"])
 
 
 def _non_blank_fraction(png: bytes) -> float:
@@ -206,7 +207,7 @@ def _non_blank_fraction(png: bytes) -> float:
 def test_run_report_shows_metrics_variants_and_plots_in_chromium(report_path, store, tmp_path):
     import browser
 
-    evaluation = metadata.custom_properties(metadata.latest_artifact(store, "ModelEvaluation"))
+    evaluation = metadata_store.custom_properties(metadata_store.latest_artifact(store, "ModelEvaluation"))
 
     def look(page):
         return {"headline": page.inner_text("#headline"),
@@ -243,7 +244,7 @@ def test_report_sits_beside_the_pushed_model_and_the_report_command_rebuilds_it(
 def _assert_nothing_blessed_or_pushed(runs_dir):
     metadata_file = runs_dir / "bertqa" / "metadata.sqlite"
     if metadata_file.exists():
-        store = metadata.sqlite_store(str(metadata_file))
+        store = metadata_store.sqlite_store(str(metadata_file))
         assert not store.get_artifacts_by_type("ModelBlessing")
         assert not store.get_artifacts_by_type("PushedModel")
     assert not (runs_dir / "bertqa" / "serving").exists()

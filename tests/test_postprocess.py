@@ -1,4 +1,4 @@
-"""Tests for bertqa.postprocess on hand-made windows over a tiny context."""
+"""Tests for bertqa.model.postprocess on hand-made windows over a tiny context."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from bertqa.postprocess import PostprocessConfig, Predictions, compute_predictions, write_prediction_files
-from bertqa.raw_example import SquadExample
+from bertqa.data.raw_example import SquadExample
+from bertqa.model.postprocess import PostprocessConfig, Predictions, compute_predictions, write_prediction_files
 
 CONTEXT = "Émile ZOLA wrote Nana in Paris"
 # Context tokens as (start, end) char offsets: Émile, zo, ##la, wrote, nana, in, paris.

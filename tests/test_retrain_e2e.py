@@ -17,8 +17,10 @@ import types
 import pytest
 from synthetic_spans import write_span
 
-from bertqa import cli, pushed_models, retrain, run_lock, task_library
-from pipeline import metadata
+from bertqa import cli
+from bertqa.cli import retrain
+from bertqa.on_device import task_library
+from bertqa.operations import metadata_store, pushed_models, run_lock
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +38,14 @@ def _tree_bytes(folder: pathlib.Path) -> dict:
 
 
 def _store(runs_dir):
-    return metadata.sqlite_store(str(runs_dir / "bertqa" / "metadata.sqlite"))
+    return metadata_store.sqlite_store(str(runs_dir / "bertqa" / "metadata.sqlite"))
 
 
 def _evaluator_blessings(runs_dir) -> list[dict]:
     store = _store(runs_dir)
     found = [a for a in store.get_artifacts_by_type("ModelBlessing")
-             if metadata.producer_component(store, a.id) == "SquadEvaluator"]
-    return [metadata.custom_properties(a) for a in sorted(found, key=lambda a: a.id)]
+             if metadata_store.producer_component(store, a.id) == "SquadEvaluator"]
+    return [metadata_store.custom_properties(a) for a in sorted(found, key=lambda a: a.id)]
 
 
 def _trainer_executions(runs_dir) -> int:
@@ -201,14 +203,14 @@ def test_task_library_answers_with_the_pushed_retrained_model(loop):
 def test_run_reports_compare_with_the_baseline_overall_and_per_slice(loop):
     store = _store(loop.runs_dir)
     reports = sorted(store.get_artifacts_by_type("bertqa_artifacts.RunReport"), key=lambda a: a.id)
-    pages = [pathlib.Path(metadata.custom_properties(a)["report"]).read_text() for a in reports]
+    pages = [pathlib.Path(metadata_store.custom_properties(a)["report"]).read_text() for a in reports]
     span_2, span_3 = pages[1], pages[2]
     # Span 2's report went out with its model; span 3's (not pushed) stayed in the run.
     assert (loop.serving / loop.pushed[2].version / "report.html").read_text() == span_2
     assert f"pushed version {loop.pushed[1].version}" in span_2 and 'id="baseline-table"' in span_2
     assert "not blessed" in span_3 and f"pushed version {loop.pushed[2].version}" in span_3
     assert "nothing pushed" in span_3 and "<th>baseline F1</th>" in span_3
-    sliced = json.loads(pathlib.Path(metadata.custom_properties(reports[2])["report"]).parent
+    sliced = json.loads(pathlib.Path(metadata_store.custom_properties(reports[2])["report"]).parent
                         .joinpath("sliced_metrics.json").read_text())
     assert sliced["overall"]["baseline_f1"] == pytest.approx(loop.blessings[2]["baseline_f1"])
     assert all(row["baseline_f1"] is not None for row in sliced["slices"]["article"])

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from bertqa import model_spec, pushed_models, run_lock, serving, training
+from bertqa.model import model_spec, serving, training
+from bertqa.operations import pushed_models, run_lock
 from components.squad_evaluator import core as evaluator
 
 BASELINE = evaluator.Baseline(version="100", model_id=7, saved_model_dir="/nowhere", identity={"name": "x"}, span=1)
@@ -95,7 +96,7 @@ def test_warm_start_copies_every_weight_of_the_baseline(exported_tiny):
 
 def test_warm_start_refuses_another_architecture_and_changes_nothing(exported_tiny):
     _, path = exported_tiny
-    from bertqa.modeling import EncoderConfig
+    from bertqa.model.modeling import EncoderConfig
 
     wider = model_spec.get("tiny_random", random_encoder=EncoderConfig(
         hidden_size=48, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=512))

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertqa import model_spec, serving, training
-from bertqa.tflite_export import LOGITS_SIGNATURE
-from bertqa.windowing import WindowConfig
+from bertqa.data.windowing import WindowConfig
+from bertqa.model import model_spec, serving, training
+from bertqa.model.serving import LOGITS_SIGNATURE
 
 CONTEXT = "The Eiffel Tower was completed in 1889 and stands in Paris, the capital of France."
 

@@ -1,4 +1,4 @@
-"""Tests for bertqa.serving_windows: in-graph windows identical to make_windows, and SavedModel export."""
+"""Tests for bertqa.data.serving_windows: in-graph windows identical to make_windows, and SavedModel export."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tf_text ops a reloaded SavedModel needs)
 
-from bertqa import model_cache
-from bertqa.raw_example import SquadExample
-from bertqa.serving_windows import ServingWindower
-from bertqa.tokenization import TokenizerConfig, WordPieceTokenizer, char_to_byte_offsets
-from bertqa.windowing import Window, WindowConfig, make_windows
+from bertqa.data.raw_example import SquadExample
+from bertqa.data.serving_windows import ServingWindower
+from bertqa.data.tokenization import TokenizerConfig, WordPieceTokenizer, char_to_byte_offsets
+from bertqa.data.windowing import Window, WindowConfig, make_windows
+from bertqa.model import model_cache
 
 SMALL = WindowConfig(seq_len=48, query_len=12, doc_stride=16)
 

@@ -1,4 +1,4 @@
-"""Fuzzing the SQuAD reader (bertqa.squad_io) with hostile files, by property-based testing.
+"""Fuzzing the SQuAD reader (bertqa.data.squad_io) with hostile files, by property-based testing.
 
 Hypothesis generates SQuAD files three ways, so that the cases reach the reader's deep
 paths and not only the JSON parse error: mostly-valid documents with a few structural
@@ -43,9 +43,9 @@ import pytest
 from hypothesis import HealthCheck, configuration, given, seed, settings
 from hypothesis import strategies as st
 
-from bertqa import squad_io
-from bertqa.raw_example import from_tf_example, to_tf_example
-from bertqa.squad_io import SquadDataError, SquadReadConfig, parse_squad, read_squad_file
+from bertqa.data import squad_io
+from bertqa.data.raw_example import from_tf_example, to_tf_example
+from bertqa.data.squad_io import SquadDataError, SquadReadConfig, parse_squad, read_squad_file
 
 FUZZ_CASES = int(os.environ.get("BERTQA_FUZZ_CASES", "1500"))
 FUZZ_SEED = os.environ.get("BERTQA_FUZZ_SEED")

@@ -1,4 +1,4 @@
-"""Tests for bertqa.squad_io on small inline SQuAD files."""
+"""Tests for bertqa.data.squad_io on small inline SQuAD files."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from bertqa.raw_example import SquadExample
-from bertqa.squad_io import (
+from bertqa.data.raw_example import SquadExample
+from bertqa.data.squad_io import (
     DataReport,
     SquadDataError,
     SquadReadConfig,

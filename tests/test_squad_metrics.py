@@ -1,11 +1,11 @@
-"""Tests for bertqa.squad_metrics, with every expected number worked out by hand."""
+"""Tests for bertqa.model.squad_metrics, with every expected number worked out by hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from bertqa.raw_example import SquadExample
-from bertqa.squad_metrics import (
+from bertqa.data.raw_example import SquadExample
+from bertqa.model.squad_metrics import (
     f1_v1,
     f1_v2,
     find_best_thresh,

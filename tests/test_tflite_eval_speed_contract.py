@@ -2,7 +2,7 @@
 
 How much faster it is belongs to benchmarks/evaluate_tflite.py; here only what makes it
 correct: a model of the project (tiny_random's encoder and span head, exported by
-bertqa.serving and bertqa.tflite_export as the pipeline does) runs a batch of windows in
+bertqa.model.serving and bertqa.on_device.tflite_export as the pipeline does) runs a batch of windows in
 one invocation, and the batched, multi-threaded path scores exactly what Model Maker's
 one-window-per-run loop scores.
 """
@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertqa import evaluation, model_spec, serving, tflite_export, training, windowing
+from bertqa.data import windowing
+from bertqa.data.tokenization import TokenizerConfig
+from bertqa.model import evaluation, model_spec, serving, training
 from bertqa.model_maker import question_answer
-from bertqa.tokenization import TokenizerConfig
+from bertqa.on_device import conversion, runtime, scoring, tflite_export
 
 SPEC = model_spec.get("tiny_random")
 WINDOW = windowing.WindowConfig(seq_len=SPEC.seq_len, query_len=SPEC.query_len, doc_stride=SPEC.doc_stride)
@@ -33,10 +35,10 @@ def saved_model(tmp_path_factory) -> str:
 
 
 def _export(saved_model: str, directory, variant: str, resizable_batch: bool = True) -> str:
-    config = tflite_export.TfliteExportConfig(resizable_batch=resizable_batch)
+    config = conversion.TfliteExportConfig(resizable_batch=resizable_batch)
     path = str(directory / f"{variant}_{resizable_batch}.tflite")
     tflite_export.export_tflite(saved_model, SPEC.resolved_vocab_path(), path, config,
-                                tflite_export.QuantizationConfig.from_name(variant))
+                                conversion.QuantizationConfig.from_name(variant))
     return path
 
 
@@ -53,19 +55,19 @@ def eval_data(fixtures_dir):
 
 
 def _inputs(windows, seq_len=SPEC.seq_len):
-    return [evaluation._padded(windows, name, seq_len) for name in tflite_export.INPUT_NAMES]
+    return [evaluation._padded(windows, name, seq_len) for name in conversion.INPUT_NAMES]
 
 
 def _one_window_loop(path, examples, windows) -> evaluation.EvalResult:
     """Model Maker's evaluate_tflite: one window per run, one thread."""
-    runner = tflite_export.TfliteQaRunner(path, num_threads=1)
+    runner = runtime.TfliteQaRunner(path, num_threads=1)
     config = dataclasses.replace(evaluation.EvalConfig(), batch_size=1)
     return evaluation.evaluate(runner.run, examples, windows, config, pad_to=runner.seq_len)
 
 
 @pytest.mark.parametrize("variant", ["none", "dynamic"])
 def test_project_model_loads_with_batch_one_and_resizes_to_a_batch(exported, eval_data, variant):
-    runner = tflite_export.TfliteQaRunner(exported[variant])
+    runner = runtime.TfliteQaRunner(exported[variant])
     details = tf.lite.Interpreter(model_path=exported[variant]).get_input_details()
     assert {tuple(d["shape"]) for d in details} == {(1, SPEC.seq_len)}  # what the Task Library fills
     windows = eval_data[1][:5]
@@ -81,8 +83,8 @@ def test_project_model_loads_with_batch_one_and_resizes_to_a_batch(exported, eva
 @pytest.mark.parametrize("variant", ["none", "dynamic"])
 def test_fast_evaluate_tflite_scores_exactly_what_the_one_window_loop_scores(exported, eval_data, variant):
     examples, windows = eval_data
-    fast = evaluation.evaluate_tflite(exported[variant], examples, windows, evaluation.EvalConfig(), num_threads=2,
-                                      batch_size=4, show_progress=False)
+    fast = scoring.evaluate_tflite(exported[variant], examples, windows, evaluation.EvalConfig(), num_threads=2,
+                                   batch_size=4, show_progress=False)
     loop = _one_window_loop(exported[variant], examples, windows)
     assert fast.metrics == loop.metrics
     assert fast.predictions.answers == loop.predictions.answers
@@ -91,29 +93,29 @@ def test_fast_evaluate_tflite_scores_exactly_what_the_one_window_loop_scores(exp
 def test_a_model_whose_batch_is_frozen_falls_back_and_scores_the_same(saved_model, tmp_path, eval_data):
     examples, windows = eval_data
     path = _export(saved_model, tmp_path, "none", resizable_batch=False)
-    runner = tflite_export.TfliteQaRunner(path)
+    runner = runtime.TfliteQaRunner(path)
     runner.run(*_inputs(windows[:2]))
     assert runner.batching_supported is False
-    fast = evaluation.evaluate_tflite(path, examples, windows, evaluation.EvalConfig(), show_progress=False)
+    fast = scoring.evaluate_tflite(path, examples, windows, evaluation.EvalConfig(), show_progress=False)
     assert fast.metrics == _one_window_loop(path, examples, windows).metrics
 
 
 def test_evaluate_tflite_runs_one_single_threaded_interpreter_per_requested_thread(exported, eval_data, monkeypatch):
     threads = []
-    original = tflite_export.TfliteQaRunner.__init__
+    original = runtime.TfliteQaRunner.__init__
 
     def spy(self, path, num_threads=1):
         threads.append(num_threads)
         original(self, path, num_threads)
 
-    monkeypatch.setattr(tflite_export.TfliteQaRunner, "__init__", spy)
+    monkeypatch.setattr(runtime.TfliteQaRunner, "__init__", spy)
     examples, windows = eval_data
     assert len(windows) >= 3
-    evaluation.evaluate_tflite(exported["none"], examples, windows, evaluation.EvalConfig(), num_threads=3,
-                               show_progress=False)
+    scoring.evaluate_tflite(exported["none"], examples, windows, evaluation.EvalConfig(), num_threads=3,
+                            show_progress=False)
     assert threads == [1, 1, 1]
     threads.clear()
-    evaluation.evaluate_tflite(exported["none"], examples, windows, evaluation.EvalConfig(), show_progress=False)
+    scoring.evaluate_tflite(exported["none"], examples, windows, evaluation.EvalConfig(), show_progress=False)
     assert threads == [1] * min(evaluation.default_num_threads(), len(windows))
 
 
@@ -122,8 +124,8 @@ def test_evaluate_tflite_refuses_windows_longer_than_the_model_takes(exported, e
     extra = (0,) * (SPEC.seq_len + 1 - len(windows[0].input_word_ids))
     too_long = dataclasses.replace(windows[0], input_word_ids=windows[0].input_word_ids + extra)
     with pytest.raises(ValueError, match=f"takes {SPEC.seq_len} tokens"):
-        evaluation.evaluate_tflite(exported["none"], examples, [too_long, *windows[1:]], evaluation.EvalConfig(),
-                                   show_progress=False)
+        scoring.evaluate_tflite(exported["none"], examples, [too_long, *windows[1:]], evaluation.EvalConfig(),
+                                show_progress=False)
 
 
 def test_model_maker_evaluate_tflite_goes_through_the_fast_path(monkeypatch, eval_data):
@@ -134,12 +136,12 @@ def test_model_maker_evaluate_tflite_goes_through_the_fast_path(monkeypatch, eva
         return evaluation.EvalResult(metrics={"exact_match": 1.0, "f1": 2.0},
                                      predictions=types.SimpleNamespace(answers={}))
 
-    monkeypatch.setattr(evaluation, "evaluate_tflite", fast_path)
+    monkeypatch.setattr(scoring, "evaluate_tflite", fast_path)
     examples, windows = eval_data
     data = types.SimpleNamespace(examples=examples, windows=windows, version_2_with_negative=False)
     model = question_answer.QuestionAnswer("tiny_random")
     assert model.evaluate_tflite("m.tflite", data, max_answer_length=12, num_threads=2) == {"exact_match": 1.0,
-                                                                                           "f1": 2.0}
+                                                                                            "f1": 2.0}
     assert calls == [("m.tflite", 2, 12)]
 
 
@@ -148,14 +150,14 @@ def test_shipped_export_is_static_and_xnnpack_takes_layernorm_and_gelu(saved_mod
     # the whole model), and the on-device signature leaves XNNPACK only the attention's
     # activation-by-activation matmuls (and the embedding lookups) to hand back.
     path = _export(saved_model, tmp_path, "float16", resizable_batch=False)
-    report = tflite_export.xnnpack_report(path)
+    report = runtime.xnnpack_report(path)
     assert report.dynamic_tensors == ()
     outside = dict(report.outside)
     assert not {"MEAN", "RSQRT", "GELU", "FULLY_CONNECTED"} & set(outside), report.summary()
     assert report.delegated > 0.8 * report.nodes, report.summary()
     # The on-device graph computes the training graph's logits (here against the `logits` signature's export).
     windows = eval_data[1][:3]
-    on_device = tflite_export.TfliteQaRunner(_export(saved_model, tmp_path, "none", resizable_batch=False))
-    trained = tflite_export.TfliteQaRunner(_export(saved_model, tmp_path, "none"))
+    on_device = runtime.TfliteQaRunner(_export(saved_model, tmp_path, "none", resizable_batch=False))
+    trained = runtime.TfliteQaRunner(_export(saved_model, tmp_path, "none"))
     for got, want in zip(on_device.run(*_inputs(windows)), trained.run(*_inputs(windows)), strict=True):
         np.testing.assert_allclose(got, want, atol=2e-3)

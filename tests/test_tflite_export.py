@@ -20,14 +20,15 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from bertqa import model_cache, task_library, tflite_export  # noqa: E402
-from bertqa.tflite_export import (  # noqa: E402
-    QuantizationConfig,
-    TfliteExportConfig,
-    TfliteQaRunner,
+from bertqa.model import (
+    model_cache,
+    serving,  # noqa: E402
 )
+from bertqa.on_device import conversion, task_library, tflite_export  # noqa: E402
+from bertqa.on_device.conversion import QuantizationConfig, TfliteExportConfig
+from bertqa.on_device.runtime import TfliteQaRunner
 
-SEQ_LEN = tflite_export.TASK_LIBRARY_SEQ_LEN
+SEQ_LEN = conversion.TASK_LIBRARY_SEQ_LEN
 VOCAB_SIZE = 30522
 CLS, SEP = 101, 102
 VARIANTS = {
@@ -65,7 +66,7 @@ class _StandIn(tf.Module):
         self.model = model
 
     @tf.function(
-        input_signature=[tf.TensorSpec([None, None], tf.int32, name) for name in tflite_export.INPUT_NAMES]
+        input_signature=[tf.TensorSpec([None, None], tf.int32, name) for name in conversion.INPUT_NAMES]
     )
     def logits(self, input_word_ids, input_mask, input_type_ids):
         out = self.model([input_word_ids, input_mask, input_type_ids])
@@ -80,7 +81,7 @@ class _StandIn(tf.Module):
 def _save_standin(directory: str, attention: bool) -> str:
     keras.utils.set_random_seed(0)
     module = _StandIn(_standin_keras_model(attention))
-    tf.saved_model.save(module, directory, signatures={tflite_export.LOGITS_SIGNATURE: module.logits})
+    tf.saved_model.save(module, directory, signatures={serving.LOGITS_SIGNATURE: module.logits})
     return directory
 
 
@@ -110,7 +111,7 @@ def _rows(windows: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
 def vocab_path() -> str:
     path = model_cache.default_model_dir() / "vocab.txt"
     if not path.is_file():
-        pytest.fail(f"{path} is missing; run `python -m bertqa.model_cache` (scripts/setup.sh does).")
+        pytest.fail(f"{path} is missing; run `python -m bertqa.model.model_cache` (scripts/setup.sh does).")
     return str(path)
 
 
@@ -120,7 +121,7 @@ def standin_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def exported(standin_dir, vocab_path, tmp_path_factory) -> dict[str, tflite_export.ExportResult]:
+def exported(standin_dir, vocab_path, tmp_path_factory) -> dict[str, conversion.ExportResult]:
     out_dir = tmp_path_factory.mktemp("tflite")
     calibration = _rows(_windows(16, seed=1))  # unpadded 1-D rows work too, but these are padded
     return {
@@ -143,7 +144,7 @@ def eval_windows() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference_logits(standin_dir, eval_windows) -> tuple[np.ndarray, np.ndarray]:
-    logits_fn = tf.saved_model.load(standin_dir).signatures[tflite_export.LOGITS_SIGNATURE]
+    logits_fn = tf.saved_model.load(standin_dir).signatures[serving.LOGITS_SIGNATURE]
     outputs = logits_fn(**{name: tf.constant(array) for name, array in eval_windows.items()})
     return outputs["start_logits"].numpy(), outputs["end_logits"].numpy()
 
@@ -178,7 +179,7 @@ def test_variant_matches_float_saved_model_within_its_tolerance(
     runner = TfliteQaRunner(exported[variant].path)
     got = runner.run(**eval_windows)
     for name, tflite_logits, saved_model_logits in zip(
-        tflite_export.OUTPUT_NAMES, got, reference_logits, strict=True
+        conversion.OUTPUT_NAMES, got, reference_logits, strict=True
     ):
         scale = np.abs(saved_model_logits).max()
         error = np.abs(tflite_logits - saved_model_logits).max()
@@ -212,7 +213,7 @@ def test_metadata_packs_vocab_and_names_tensors_as_the_task_library_expects(expo
     role_by_index = {d["index"]: name for name, d in runner.get_input_details().items()}
     input_names = [md["name"] for md in subgraph["input_tensor_metadata"]]
     input_roles = [role_by_index[d["index"]] for d in interpreter.get_input_details()]
-    assert dict(zip(input_roles, input_names, strict=True)) == tflite_export.TASK_LIBRARY_INPUT_NAMES
+    assert dict(zip(input_roles, input_names, strict=True)) == conversion.TASK_LIBRARY_INPUT_NAMES
     assert sorted(input_names) == ["ids", "mask", "segment_ids"]
 
     role_by_index = {d["index"]: name for name, d in runner.get_output_details().items()}
@@ -241,7 +242,7 @@ def test_task_library_top_k_must_be_positive(exported):
 def test_task_library_check_reports_a_model_without_metadata(standin_dir, tmp_path):
     path = tmp_path / "bare.tflite"
     path.write_bytes(
-        tflite_export.convert_saved_model(standin_dir, TfliteExportConfig(), QuantizationConfig.none())
+        conversion.convert_saved_model(standin_dir, TfliteExportConfig(), QuantizationConfig.none())
     )
     problems = task_library.task_library_load_problems(str(path))
     assert len(problems) == 1
@@ -249,7 +250,7 @@ def test_task_library_check_reports_a_model_without_metadata(standin_dir, tmp_pa
 
 
 def test_task_library_incompatibilities_are_empty_for_the_defaults():
-    assert tflite_export.task_library_incompatibilities(TfliteExportConfig()) == []
+    assert conversion.task_library_incompatibilities(TfliteExportConfig()) == []
 
 
 @pytest.mark.parametrize(
@@ -261,7 +262,7 @@ def test_task_library_incompatibilities_are_empty_for_the_defaults():
     ],
 )
 def test_task_library_incompatibilities_flag_each_difference(config, mentions):
-    problems = tflite_export.task_library_incompatibilities(config)
+    problems = conversion.task_library_incompatibilities(config)
     assert len(problems) == 1
     assert mentions in problems[0]
 
@@ -274,13 +275,13 @@ def test_export_for_another_seq_len_warns_and_still_runs(standin_dir, vocab_path
     assert len(result.warnings) == 1 and "128" in result.warnings[0]
     runner = TfliteQaRunner(result.path)
     assert runner.seq_len == 128
-    start, end = runner.run(*(eval_windows[name][:, :128] for name in tflite_export.INPUT_NAMES))
+    start, end = runner.run(*(eval_windows[name][:, :128] for name in conversion.INPUT_NAMES))
     assert start.shape == end.shape == (3, 128)
 
 
 def test_int8_without_representative_windows_is_refused(standin_dir):
     with pytest.raises(ValueError, match="representative_windows"):
-        tflite_export.convert_saved_model(standin_dir, TfliteExportConfig(), QuantizationConfig.for_int8())
+        conversion.convert_saved_model(standin_dir, TfliteExportConfig(), QuantizationConfig.for_int8())
 
 
 def test_conversion_refuses_a_saved_model_without_logits_signature(tmp_path):
@@ -288,7 +289,7 @@ def test_conversion_refuses_a_saved_model_without_logits_signature(tmp_path):
     module.f = tf.function(lambda x: {"y": x}, input_signature=[tf.TensorSpec([None], tf.float32)])
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.f})
     with pytest.raises(ValueError, match="'logits' signature"):
-        tflite_export.convert_saved_model(str(tmp_path), TfliteExportConfig(), QuantizationConfig.none())
+        conversion.convert_saved_model(str(tmp_path), TfliteExportConfig(), QuantizationConfig.none())
 
 
 def test_unknown_quantization_is_refused():
@@ -297,7 +298,7 @@ def test_unknown_quantization_is_refused():
 
 
 def _per_window(runner: TfliteQaRunner, windows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    names = tflite_export.INPUT_NAMES
+    names = conversion.INPUT_NAMES
     singles = [runner.run(*(row[name][None, :] for name in names)) for row in _rows(windows)]
     return np.concatenate([s for s, _ in singles]), np.concatenate([e for _, e in singles])
 

@@ -1,7 +1,7 @@
 """TFLiteExporter: every quantization variant exported, scored, timed, checked and blessed; only blessed ones pushed.
 
 The core runs on a real project model (tiny_random's encoder and span head, untrained,
-exported by bertqa.serving) and the tiny fixtures. Its F1 is a few points at most, so
+exported by bertqa.model.serving) and the tiny fixtures. Its F1 is a few points at most, so
 blessing outcomes are forced through the reference F1 the variants are compared with:
 a reference 50 points above any variant makes every drop about 50 points.
 """
@@ -16,9 +16,11 @@ import pytest
 import tensorflow as tf
 from tfx.types import artifact_utils, standard_artifacts
 
-from bertqa import evaluation, model_spec, serving, task_library, training, windowing
-from bertqa.raw_example import to_tf_example
-from bertqa.tokenization import TokenizerConfig
+from bertqa.data import windowing
+from bertqa.data.raw_example import to_tf_example
+from bertqa.data.tokenization import TokenizerConfig
+from bertqa.model import evaluation, model_spec, serving, training
+from bertqa.on_device import task_library
 from components.bert_qa_transform import core as transform_core
 from components.tflite_exporter import component, core
 

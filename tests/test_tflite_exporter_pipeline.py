@@ -17,8 +17,8 @@ import pytest
 from variant_checks import assert_every_variant_has_its_figures
 
 import local_runner
+from bertqa.operations import metadata_store
 from components.tflite_exporter import core
-from pipeline import metadata
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,7 @@ def _run(runs_dir, fixtures_dir, *extra):
 def _exporter_outputs(store):
     def produced(type_name):
         return [a for a in store.get_artifacts_by_type(type_name)
-                if metadata.producer_component(store, a.id) == "TFLiteExporter"]
+                if metadata_store.producer_component(store, a.id) == "TFLiteExporter"]
     return produced("Model"), produced("ModelBlessing")
 
 
@@ -54,24 +54,24 @@ def all_variants_run(tmp_path_factory, fixtures_dir):
         patch.setattr(core, "read_reference", raised)
         code, config = _run(runs_dir, fixtures_dir, "--quantization", "all", *LIMITS)
     assert code == 0
-    return config, metadata.sqlite_store(local_runner.metadata_path(config))
+    return config, metadata_store.sqlite_store(local_runner.metadata_path(config))
 
 
 def test_every_variant_is_recorded_as_custom_properties_in_ml_metadata(all_variants_run):
     _, store = all_variants_run
     (exported,), _ = _exporter_outputs(store)
-    props = metadata.custom_properties(exported)
+    props = metadata_store.custom_properties(exported)
     assert_every_variant_has_its_figures(props)
     assert props["float16_blessed"] == 0 and props["dynamic_blessed"] == 1
     # The reference is SquadEvaluator's own F1 for the SavedModel (raised by the test).
-    evaluation = metadata.custom_properties(metadata.latest_artifact(store, "ModelEvaluation"))
+    evaluation = metadata_store.custom_properties(metadata_store.latest_artifact(store, "ModelEvaluation"))
     assert props["saved_model_f1"] == pytest.approx(evaluation["f1"] + RAISED)
 
 
 def test_pusher_ships_model_tflite_and_each_blessed_variant_only(all_variants_run):
     config, store = all_variants_run
     _, (blessing,) = _exporter_outputs(store)
-    assert metadata.custom_properties(blessing)["blessed"] == 1
+    assert metadata_store.custom_properties(blessing)["blessed"] == 1
     (version,) = os.listdir(config.serving_dir)
     pushed = sorted(os.listdir(os.path.join(config.serving_dir, version)))
     assert pushed == ["model.tflite", "model_float32.tflite", "model_int8.tflite", "model_record.json", "report.html",
@@ -95,20 +95,20 @@ def test_a_failing_exporter_leaves_nothing_blessed_or_pushed(tmp_path, fixtures_
     monkeypatch.setattr(core, "export_variants", fail)
     with pytest.raises(Exception, match="conversion failed"):
         _run(tmp_path / "runs", fixtures_dir, "--max-f1-drop", "dynamic=100")
-    store = metadata.sqlite_store(str(tmp_path / "runs" / "bertqa" / "metadata.sqlite"))
+    store = metadata_store.sqlite_store(str(tmp_path / "runs" / "bertqa" / "metadata.sqlite"))
     exported, blessings = _exporter_outputs(store)
-    assert not [b for b in blessings if metadata.custom_properties(b).get("blessed")]
+    assert not [b for b in blessings if metadata_store.custom_properties(b).get("blessed")]
     assert not [a for a in store.get_artifacts_by_type("PushedModel")
-                if metadata.custom_properties(a).get("pushed")]
+                if metadata_store.custom_properties(a).get("pushed")]
     assert not (tmp_path / "runs" / "bertqa" / "serving").exists()
 
 
 def test_a_saved_model_the_evaluator_did_not_bless_is_neither_exported_nor_pushed(tmp_path, fixtures_dir):
     code, config = _run(tmp_path / "runs", fixtures_dir, "--min-f1", "100")
     assert code == 0
-    store = metadata.sqlite_store(local_runner.metadata_path(config))
+    store = metadata_store.sqlite_store(local_runner.metadata_path(config))
     (exported,), (blessing,) = _exporter_outputs(store)
-    assert metadata.custom_properties(exported)["exported"] == 0
-    assert metadata.custom_properties(blessing)["blessed"] == 0
+    assert metadata_store.custom_properties(exported)["exported"] == 0
+    assert metadata_store.custom_properties(blessing)["blessed"] == 0
     assert not os.path.exists(config.serving_dir)
     assert "pushed: nothing" in local_runner.summary(config)

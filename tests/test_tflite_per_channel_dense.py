@@ -16,8 +16,9 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from bertqa import tflite_export
-from bertqa.tflite_export import QuantizationConfig, TfliteExportConfig
+from bertqa.model import serving
+from bertqa.on_device import conversion, per_channel, task_metadata, tflite_export
+from bertqa.on_device.conversion import QuantizationConfig, TfliteExportConfig
 
 SEQ_LEN = 32
 HIDDEN = 64
@@ -33,7 +34,7 @@ class _Skewed(tf.Module):
         self.kernel = tf.Variable(kernel)
         self.head = tf.Variable(rng.normal(size=(HIDDEN, 2)).astype(np.float32) / HIDDEN)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name) for name in tflite_export.INPUT_NAMES])
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name) for name in conversion.INPUT_NAMES])
     def logits(self, input_word_ids, input_mask, input_type_ids):
         hidden = tf.gather(self.embedding, input_word_ids)  # (batch, seq, hidden)
         hidden = tf.reshape(tf.matmul(tf.reshape(hidden, [-1, HIDDEN]), self.kernel), [-1, SEQ_LEN, HIDDEN])
@@ -46,18 +47,18 @@ class _Skewed(tf.Module):
 def skewed_dir(tmp_path_factory) -> str:
     module = _Skewed()
     path = str(tmp_path_factory.mktemp("skewed"))
-    tf.saved_model.save(module, path, signatures={tflite_export.LOGITS_SIGNATURE: module.logits})
+    tf.saved_model.save(module, path, signatures={serving.LOGITS_SIGNATURE: module.logits})
     return path
 
 
 def _convert(path: str, per_channel: bool) -> bytes:
-    return tflite_export.convert_saved_model(path, TfliteExportConfig(seq_len=SEQ_LEN, query_len=8),
-                                             QuantizationConfig("dynamic", per_channel_dense=per_channel))
+    return conversion.convert_saved_model(path, TfliteExportConfig(seq_len=SEQ_LEN, query_len=8),
+                                          QuantizationConfig("dynamic", per_channel_dense=per_channel))
 
 
 def _int8_dense_weights(model: bytes) -> list:
     graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
-    return [(t, graph) for t in tflite_export._fully_connected_weights(graph) if t.type == schema.TensorType.INT8]
+    return [(t, graph) for t in per_channel._fully_connected_weights(graph) if t.type == schema.TensorType.INT8]
 
 
 def _rescale_after_each_dense(model: bytes) -> list[np.ndarray]:
@@ -66,9 +67,9 @@ def _rescale_after_each_dense(model: bytes) -> list[np.ndarray]:
     ops = graph.subgraphs[0].operators
     scales = []
     for i, op in enumerate(ops):
-        if op in tflite_export._fully_connected_ops(graph):
+        if op in per_channel._fully_connected_ops(graph):
             following = ops[i + 1] if i + 1 < len(ops) else None
-            is_mul = following is not None and tflite_export._builtin_code(graph, following) == \
+            is_mul = following is not None and per_channel._builtin_code(graph, following) == \
                 schema.BuiltinOperator.MUL and following.inputs[0] == op.outputs[0]
             if is_mul:
                 constant = graph.subgraphs[0].tensors[following.inputs[1]]
@@ -82,10 +83,10 @@ def _max_error(model: bytes, path: str) -> float:
     rng = np.random.default_rng(1)
     inputs = {"input_word_ids": rng.integers(1000, 30000, (4, SEQ_LEN)).astype(np.int32),
               "input_mask": np.ones((4, SEQ_LEN), np.int32), "input_type_ids": np.zeros((4, SEQ_LEN), np.int32)}
-    want = tf.saved_model.load(path).signatures[tflite_export.LOGITS_SIGNATURE](
+    want = tf.saved_model.load(path).signatures[serving.LOGITS_SIGNATURE](
         **{k: tf.constant(v) for k, v in inputs.items()})
     got = tf.lite.Interpreter(model_content=model).get_signature_runner()(**inputs)
-    return max(float(np.abs(got[k] - want[k].numpy()).max()) for k in tflite_export.OUTPUT_NAMES)
+    return max(float(np.abs(got[k] - want[k].numpy()).max()) for k in conversion.OUTPUT_NAMES)
 
 
 def test_dynamic_export_gives_every_dense_row_the_full_int8_range_and_rescales_it(skewed_dir):
@@ -114,7 +115,7 @@ def test_the_rescaled_model_computes_the_same_on_tflite_reference_kernels(skewed
                .get_signature_runner()(**inputs)
                for resolver in (tf.lite.experimental.OpResolverType.AUTO,
                                 tf.lite.experimental.OpResolverType.BUILTIN_REF)]
-    for name in tflite_export.OUTPUT_NAMES:
+    for name in conversion.OUTPUT_NAMES:
         np.testing.assert_allclose(outputs[0][name], outputs[1][name], rtol=1e-3, atol=1e-3)
 
 
@@ -128,13 +129,13 @@ def test_weights_of_another_model_are_refused(skewed_dir, tmp_path):
     module = _Skewed()
     module.kernel.assign(module.kernel * -1.0)
     other = str(tmp_path / "other")
-    tf.saved_model.save(module, other, signatures={tflite_export.LOGITS_SIGNATURE: module.logits})
+    tf.saved_model.save(module, other, signatures={serving.LOGITS_SIGNATURE: module.logits})
     config = TfliteExportConfig(seq_len=SEQ_LEN, query_len=8)
     per_tensor = QuantizationConfig("dynamic", per_channel_dense=False)
-    dynamic = tflite_export.convert_saved_model(skewed_dir, config, per_tensor)
-    float_model = tflite_export.convert_saved_model(other, config, QuantizationConfig.none())
+    dynamic = conversion.convert_saved_model(skewed_dir, config, per_tensor)
+    float_model = conversion.convert_saved_model(other, config, QuantizationConfig.none())
     with pytest.raises(ValueError, match="not a quantization of their float counterpart"):
-        tflite_export.per_channel_dense_weights(dynamic, float_model)
+        per_channel.per_channel_dense_weights(dynamic, float_model)
 
 
 # --- The Task Library check: a file its runtime reads otherwise is caught ------------------------------
@@ -159,7 +160,7 @@ class _Answering(tf.Module):
         # Large enough that the dense layer moves each logit by several units.
         self.head = tf.Variable(rng.normal(size=(HIDDEN, 2)).astype(np.float32) / 4.0)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name) for name in tflite_export.INPUT_NAMES])
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name) for name in conversion.INPUT_NAMES])
     def logits(self, input_word_ids, input_mask, input_type_ids):
         hidden = tf.gather(self.embedding, input_word_ids)
         seq = tf.shape(input_word_ids)[1]
@@ -174,8 +175,8 @@ def _per_channel_parameters(per_tensor_model: bytes, float_model: bytes) -> byte
     """Per-channel scales as quantization parameters: TF's interpreter runs them, the Task Library misreads them."""
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(per_tensor_model))
     reference = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_model))
-    for weights, float_weights in zip(tflite_export._fully_connected_weights(model),
-                                      tflite_export._fully_connected_weights(reference), strict=True):
+    for weights, float_weights in zip(per_channel._fully_connected_weights(model),
+                                      per_channel._fully_connected_weights(reference), strict=True):
         if weights.type != schema.TensorType.INT8:
             continue
         values = np.frombuffer(bytes(reference.buffers[float_weights.buffer].data), np.float32)
@@ -190,26 +191,26 @@ def _per_channel_parameters(per_tensor_model: bytes, float_model: bytes) -> byte
 
 
 def test_the_task_library_check_refuses_a_file_its_runtime_reads_otherwise(tmp_path):
-    from bertqa import model_spec
+    from bertqa.model import model_spec
 
     vocab_path = model_spec.get("tiny_random").resolved_vocab_path()
     with open(vocab_path, encoding="utf-8") as f:
         vocab = [line.rstrip("\n") for line in f]
     module = _Answering(vocab.index("denver"), len(vocab))
     saved = str(tmp_path / "answering")
-    tf.saved_model.save(module, saved, signatures={tflite_export.LOGITS_SIGNATURE: module.logits})
+    tf.saved_model.save(module, saved, signatures={serving.LOGITS_SIGNATURE: module.logits})
     config = TfliteExportConfig()  # the Task Library's [1, 384]
-    float_model = tflite_export.convert_saved_model(saved, config, QuantizationConfig.none())
-    per_tensor = tflite_export.convert_saved_model(saved, config,
-                                                   QuantizationConfig("dynamic", per_channel_dense=False))
+    float_model = conversion.convert_saved_model(saved, config, QuantizationConfig.none())
+    per_tensor = conversion.convert_saved_model(saved, config,
+                                                QuantizationConfig("dynamic", per_channel_dense=False))
 
     def problems(model: bytes, name: str) -> list[str]:
         scratch = tmp_path / name
         scratch.mkdir()
         return tflite_export._task_library_run_problems(
-            tflite_export.add_task_library_metadata(model, vocab_path), str(scratch), vocab_path, config)
+            task_metadata.add_task_library_metadata(model, vocab_path), str(scratch), vocab_path, config)
 
-    assert problems(tflite_export.per_channel_dense_weights(per_tensor, float_model), "rescaled") == []
+    assert problems(per_channel.per_channel_dense_weights(per_tensor, float_model), "rescaled") == []
     assert problems(float_model, "float") == []
     (problem,) = problems(_per_channel_parameters(per_tensor, float_model), "misread")
     assert "runs the model otherwise than TensorFlow Lite's interpreter" in problem

@@ -1,4 +1,4 @@
-"""Tests for bertqa.tokenization: WordPiece ids and character offsets into the original text."""
+"""Tests for bertqa.data.tokenization: WordPiece ids and character offsets into the original text."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from bertqa import model_cache, tokenization
-from bertqa.tokenization import TokenizerConfig, WordPieceTokenizer
+from bertqa.data import tokenization
+from bertqa.data.tokenization import TokenizerConfig, WordPieceTokenizer
+from bertqa.model import model_cache
 
 SMALL_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "hello", "Hello", "world", "!"]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertqa import training
-from bertqa.windowing import Window, window_to_tf_example
+from bertqa.data.windowing import Window, window_to_tf_example
+from bertqa.model import training
 
 
 def _window(length: int, start: int) -> Window:
@@ -64,11 +64,11 @@ def _monitor_run(tmp_path, running_means, every, show_bar=False):
 
 
 def test_training_monitor_logs_each_interval_loss_not_keras_running_mean(tmp_path):
-    from bertqa import run_report
+    from bertqa.operations import report_data
 
     # Batch losses 4, 2, 6, 0, 3: Keras reports their running means 4, 3, 4, 3, 3.
     schedule = _monitor_run(tmp_path, [4.0, 3.0, 4.0, 3.0, 3.0], every=2)
-    curve = run_report.read_training_curve(str(tmp_path))
+    curve = report_data.read_training_curve(str(tmp_path))
     assert [p.step for p in curve] == [2, 4, 5]
     np.testing.assert_allclose([p.loss for p in curve], [3.0, 3.0, 3.0], rtol=1e-6)
     np.testing.assert_allclose([p.learning_rate for p in curve], [float(schedule(s - 1)) for s in (2, 4, 5)],
@@ -113,7 +113,7 @@ def many_windows(tmp_path):
 
 
 def _tiny_model(initial_weights=None):
-    from bertqa import model_spec
+    from bertqa.model import model_spec
 
     # No dropout: with the same batches, an interrupted and an uninterrupted run compute the same updates.
     model = training.build_model(model_spec.get("tiny_random", dropout_rate=0.0))

@@ -24,7 +24,7 @@ import pathlib
 
 import pytest
 
-from bertqa.squad_io import read_squad_file
+from bertqa.data.squad_io import read_squad_file
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 AUDITED_DIRS = ("bertqa", "components", "pipeline", "scripts", "benchmarks")
@@ -206,7 +206,7 @@ def test_the_audit_passes_safe_calls(snippet):
 
 def test_no_project_source_executes_or_unpickles_what_it_reads():
     files = _audited_files()
-    assert len(files) > 40 and REPO / "bertqa" / "squad_io.py" in files
+    assert len(files) > 40 and REPO / "bertqa" / "data" / "squad_io.py" in files
     assert not any("tests" in f.relative_to(REPO).parts[:1] for f in files)
     findings = []
     for path in files:
@@ -270,7 +270,7 @@ def test_split_by_title_hashes_the_title_and_writes_nothing(sandbox, tmp_path):
     # the feature's bytes (sha256) into buckets: this is the function its Beam step calls.
     from tfx.components.example_gen.base_example_gen_executor import _PartitionFn
 
-    from bertqa.raw_example import to_tf_example
+    from bertqa.data.raw_example import to_tf_example
     from components.squad_example_gen.component import split_by_title
 
     source, out, before = sandbox
@@ -286,12 +286,12 @@ def test_split_by_title_hashes_the_title_and_writes_nothing(sandbox, tmp_path):
 
 
 def test_run_report_with_hostile_titles_writes_only_into_its_directory(sandbox, tmp_path):
-    from bertqa import run_report
+    from bertqa.operations import report_data, run_report
     from components.run_reporter.core import write_report
 
     source, out, before = sandbox
     examples, data_report = read_squad_file(str(source))
-    scores = run_report.score_questions(examples, {e.id: "cat" for e in examples[::2]})
+    scores = report_data.score_questions(examples, {e.id: "cat" for e in examples[::2]})
     report = run_report.RunReport(
         metrics={"exact_match": 50.0, "f1": 50.0}, blessed=False, reason="not blessed", pushed=False,
         pushed_destination=None, scores=scores,
@@ -329,7 +329,7 @@ def test_split_names_that_would_be_paths_are_refused():
 
 
 def test_run_report_goes_beside_a_pushed_version_only(tmp_path):
-    from bertqa import run_report
+    from bertqa.operations import run_report
     from components.run_reporter.core import write_report
 
     def report_to(destination):

@@ -1,4 +1,4 @@
-"""Tests for bertqa.windowing: doc-stride windows, labels, max-context flags, tf.Example codec."""
+"""Tests for bertqa.data.windowing: doc-stride windows, labels, max-context flags, tf.Example codec."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertqa import model_cache
-from bertqa.raw_example import SquadExample
-from bertqa.tokenization import TokenizerConfig, WordPieceTokenizer
-from bertqa.windowing import (
+from bertqa.data.raw_example import SquadExample
+from bertqa.data.tokenization import TokenizerConfig, WordPieceTokenizer
+from bertqa.data.windowing import (
     Window,
     WindowConfig,
     answer_token_span,
@@ -25,6 +24,7 @@ from bertqa.windowing import (
     window_to_tf_example,
     window_unique_id,
 )
+from bertqa.model import model_cache
 
 WORDS = [f"w{i}" for i in range(60)]
 VOCAB = [

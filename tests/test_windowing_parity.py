@@ -17,9 +17,9 @@ import sys
 
 import pytest
 
-from bertqa import windowing
-from bertqa.raw_example import SquadExample
-from bertqa.tokenization import TokenizerConfig, WordPieceTokenizer
+from bertqa.data import windowing
+from bertqa.data.raw_example import SquadExample
+from bertqa.data.tokenization import TokenizerConfig, WordPieceTokenizer
 
 
 def _load_parity_script():

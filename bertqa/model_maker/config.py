@@ -1,4 +1,4 @@
-"""Model Maker's export formats and post-training quantization configs, mapped onto bertqa.tflite_export.
+"""Model Maker's export formats and post-training quantization configs, mapped onto bertqa.on_device.tflite_export.
 
 The TFLite file must stay runnable by the TFLite Task Library's BertQuestionAnswerer,
 which fixes more of the conversion than Model Maker's QuantizationConfig exposes; what
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from bertqa import tflite_export
-from bertqa.modeling import INPUT_NAMES
+from bertqa.model.modeling import INPUT_NAMES
+from bertqa.on_device import conversion
 
 _log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ExportFormat(enum.Enum):
 class QuantizationConfig:
     """One of Model Maker's quantization recipes; build it with the for_* factories.
 
-    scheme: "dynamic", "float16" or "int8" (bertqa.tflite_export's names).
+    scheme: "dynamic", "float16" or "int8" (bertqa.on_device.tflite_export's names).
     representative_data: for int8, a DataLoader whose windows calibrate activation ranges.
     quantization_steps: how many of those windows calibration reads.
     """
@@ -84,7 +84,7 @@ class QuantizationConfig:
         * supported_ops: TFLITE_BUILTINS_INT8 means integer-only, which float32 logits rule
           out, and Flex (select TF) ops are absent from the Task Library; the export uses
           TFLITE_BUILTINS: int8 kernels wherever they exist, float kernels elsewhere
-          (bertqa.tflite_export's choice, made for the same reason).
+          (bertqa.on_device.tflite_export's choice, made for the same reason).
         """
         defaults = (tf.uint8, tf.uint8, tf.lite.OpsSet.TFLITE_BUILTINS_INT8)
         given = (inference_input_type, inference_output_type, supported_ops)
@@ -93,8 +93,8 @@ class QuantizationConfig:
                          "the model keeps int32 inputs, float32 logits and builtin ops for the Task Library.")
         return cls("int8", representative_data, quantization_steps)
 
-    def to_core(self) -> tflite_export.QuantizationConfig:
-        return tflite_export.QuantizationConfig(self.scheme, self.quantization_steps)
+    def to_core(self) -> conversion.QuantizationConfig:
+        return conversion.QuantizationConfig(self.scheme, self.quantization_steps)
 
     def representative_windows(self) -> Iterator[dict[str, np.ndarray]] | None:
         """The calibration windows (the three id arrays of each), or None for schemes without calibration."""

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from bertqa import squad_io, windowing
+from bertqa.data import squad_io, windowing
+from bertqa.data.raw_example import SquadExample
+from bertqa.data.tokenization import TokenizerConfig, cached_tokenizer
 from bertqa.model_maker import model_spec as mm_spec
-from bertqa.raw_example import SquadExample
-from bertqa.tokenization import TokenizerConfig, cached_tokenizer
 
 _log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class DataLoader:
     def __init__(self, *, spec, squad_file: str, examples: Sequence[SquadExample], windows: Sequence[windowing.Window],
                  record_file: str, window_config: windowing.WindowConfig, tokenizer_config: TokenizerConfig,
                  version_2_with_negative: bool, is_training: bool, report: squad_io.DataReport):
-        self.spec = spec  # the frozen bertqa.model_spec.BertQaSpec the windows were made for
+        self.spec = spec  # the frozen bertqa.model.model_spec.BertQaSpec the windows were made for
         self.squad_file = squad_file
         self.examples = list(examples)
         self.windows = list(windows)

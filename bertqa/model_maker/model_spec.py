@@ -2,7 +2,7 @@
 
 `get(name)` returns a `QaModelSpec`: plain attributes for Model Maker's tunables that
 anyone may change until the spec is used; `to_spec()` turns the current values into
-the frozen `bertqa.model_spec.BertQaSpec` that DataLoader and create() hand to the core.
+the frozen `bertqa.model.model_spec.BertQaSpec` that DataLoader and create() hand to the core.
 `uri` is Model Maker's name for the TF Hub handle.
 """
 
@@ -12,7 +12,7 @@ import dataclasses
 import tempfile
 import warnings
 
-from bertqa import model_spec as core_specs
+from bertqa.model import model_spec as core_specs
 
 # Model Maker's tunables that map one-to-one onto BertQaSpec fields.
 TUNABLES = (

@@ -4,7 +4,7 @@ Each method is a thin call into the core the TFX components use:
   create -> training.build_model + training.train (on the DataLoader's window TFRecords)
   evaluate -> evaluation.evaluate on the Keras model's logits
   export -> serving.export_saved_model, then tflite_export.export_tflite from that SavedModel
-  evaluate_tflite -> evaluation.evaluate_tflite (tflite_export.TfliteQaRunner's logits, batched)
+  evaluate_tflite -> scoring.evaluate_tflite (runtime.TfliteQaRunner's logits, batched)
 so a model made here is the model the pipeline would make from the same spec and data.
 """
 
@@ -21,12 +21,13 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from bertqa import evaluation, postprocess, serving, tflite_export, training
+from bertqa.model import evaluation, postprocess, serving, training
+from bertqa.model.modeling import INPUT_NAMES
 from bertqa.model_maker import model_spec as mm_spec
 from bertqa.model_maker.config import ExportFormat, QuantizationConfig, resolve_quantization
 from bertqa.model_maker.data_loader import DataLoader
 from bertqa.model_maker.model_spec import BertQaSpec, MobileBertQaSpec, MobileBertQaSquadSpec  # noqa: F401
-from bertqa.modeling import INPUT_NAMES
+from bertqa.on_device import conversion, scoring, tflite_export
 
 _log = logging.getLogger(__name__)
 
@@ -174,8 +175,8 @@ class QuestionAnswer:
         at a time as in Model Maker; the metrics are the same (benchmarks/evaluate_tflite.py).
         """
         config = self._eval_config(data, max_answer_length, null_score_diff_threshold)
-        result = evaluation.evaluate_tflite(tflite_filepath, data.examples, data.windows, config,
-                                            num_threads=num_threads)
+        result = scoring.evaluate_tflite(tflite_filepath, data.examples, data.windows, config,
+                                         num_threads=num_threads)
         return _finish(result, data, output_dir)
 
     # --- Export -----------------------------------------------------------------------------------
@@ -225,9 +226,9 @@ class QuestionAnswer:
         return self._serving_dir
 
     def _export_tflite(self, path: str, quantization: QuantizationConfig | None) -> str:
-        config = tflite_export.TfliteExportConfig(seq_len=self.spec.seq_len, query_len=self.spec.query_len,
-                                                  do_lower_case=self.spec.tokenizer_config().do_lower_case)
-        core_quantization = quantization.to_core() if quantization else tflite_export.QuantizationConfig.none()
+        config = conversion.TfliteExportConfig(seq_len=self.spec.seq_len, query_len=self.spec.query_len,
+                                               do_lower_case=self.spec.tokenizer_config().do_lower_case)
+        core_quantization = quantization.to_core() if quantization else conversion.QuantizationConfig.none()
         representative = quantization.representative_windows() if quantization else None
         result = tflite_export.export_tflite(self._serving_saved_model(), self.spec.tokenizer_config().vocab_path,
                                              path, config, core_quantization, representative)

@@ -4,7 +4,7 @@ Artifacts in:
   examples: Examples from SquadExampleGen (one raw example per question; any splits).
 Artifacts out:
   transformed_examples: Examples, the same splits, one tf.Example per doc-stride window
-    (the window-feature contract of bertqa.windowing); training labels on the `train`
+    (the window-feature contract of bertqa.data.windowing); training labels on the `train`
     split only, and `window_report.json` (windows per question, questions whose
     answer no window contains).
   transform_graph: TransformGraph holding the tokenizer (vocab.txt and tokenizer.json:
@@ -24,7 +24,7 @@ from tfx.dsl.components.base import base_beam_component, base_beam_executor, exe
 from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.types.standard_component_specs import EXAMPLES_KEY
 
-from bertqa import model_spec
+from bertqa.model import model_spec
 from components.bert_qa_transform import core
 
 TRANSFORMED_EXAMPLES_KEY = "transformed_examples"

@@ -2,7 +2,7 @@
 
 Why not tf.Transform: one question becomes a variable number of windows (doc stride),
 and tf.Transform's preprocessing_fn maps one row to one row; the tokenizer itself is
-tensorflow_text's, the same one the serving graph runs (bertqa.tokenization).
+tensorflow_text's, the same one the serving graph runs (bertqa.data.tokenization).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import shutil
 
 import apache_beam as beam
 
-from bertqa import windowing
-from bertqa.raw_example import from_tf_example
-from bertqa.tokenization import TokenizerConfig, WordPieceTokenizer
+from bertqa.data import windowing
+from bertqa.data.raw_example import from_tf_example
+from bertqa.data.tokenization import TokenizerConfig, WordPieceTokenizer
 
 TOKENIZER_CONFIG_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"

@@ -6,7 +6,7 @@ model_record.json and any other blessed variant in Format-Serving) and model_ble
 properties `pushed`, `pushed_destination`, `pushed_version`, and a copy of what was pushed).
 
 The one change from TFX's executor is how the files reach the push destination: through
-bertqa.atomic_push (staging directory, sync, one rename) instead of a file-by-file copy
+bertqa.operations.atomic_push (staging directory, sync, one rename) instead of a file-by-file copy
 into the version directory, so a kill or a full disk mid-push never leaves a half-written
 version where phones and the next run's baseline look. Blessing checks, versioning by Unix
 time, "already there: skip" and the properties are TFX's.
@@ -24,7 +24,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-from bertqa import atomic_push
+from bertqa.operations import atomic_push
 
 
 class AtomicPusherExecutor(tfx_pusher_executor.Executor):

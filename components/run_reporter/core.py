@@ -1,4 +1,4 @@
-"""The pure core of RunReporter: a run's artifact directories -> bertqa.run_report.RunReport -> files.
+"""The pure core of RunReporter: a run's artifact directories -> bertqa.operations.run_report.RunReport -> files.
 
 No TFX imports: the component (component.py) and `bertqa report` (from ML Metadata) both hand
 it the directories and custom properties of one run's artifacts.
@@ -16,7 +16,8 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from bertqa import atomic_push, evaluation, pushed_models, run_report
+from bertqa.model import evaluation
+from bertqa.operations import atomic_push, pushed_models, report_data, run_report
 
 REPORT_FILE = "report.html"
 SLICED_METRICS_FILE = "sliced_metrics.json"
@@ -101,7 +102,7 @@ def build_report(artifacts: RunArtifacts, version_2_with_negative: bool = False)
     answers = _json(os.path.join(artifacts.evaluation_dir, "predictions.json")) or {}
     baseline_answers = _json(os.path.join(artifacts.evaluation_dir, "baseline_predictions.json"))
     examples = evaluation.read_examples(os.path.join(artifacts.examples_dir, "Split-eval", "*"))
-    scores = run_report.score_questions(examples, answers, version_2_with_negative, baseline_answers)
+    scores = report_data.score_questions(examples, answers, version_2_with_negative, baseline_answers)
     data_report = _json(os.path.join(artifacts.examples_dir, "data_report.json"))
     training = _json(os.path.join(artifacts.model_dir, "training_summary.json"))
     metric_names = ("exact", "f1", "HasAns_f1", "NoAns_f1") if version_2_with_negative else ("exact_match", "f1")
@@ -120,7 +121,7 @@ def build_report(artifacts: RunArtifacts, version_2_with_negative: bool = False)
         pushed_destination=artifacts.pushed_model.get("pushed_destination") if pushed else None,
         scores=scores, data_report=data_report,
         window_report=_json(os.path.join(artifacts.windows_dir, "window_report.json")),
-        training=training, curve=run_report.read_training_curve(artifacts.model_run_dir),
+        training=training, curve=report_data.read_training_curve(artifacts.model_run_dir),
         variants=_json(os.path.join(artifacts.exported_model_dir, "variants.json")), baseline=baseline,
         provenance=provenance(artifacts, data_report, training), version_2=version_2_with_negative)
 
@@ -143,7 +144,7 @@ class ReportFiles:
 
 def _is_pushed_version(path: str | None) -> bool:
     """Whether `path` (read from the PushedModel's properties) is a complete version Pusher wrote, as
-    bertqa.pushed_models reads versions: a digit-named directory with its model files and record.
+    bertqa.operations.pushed_models reads versions: a digit-named directory with its model files and record.
     Anything else is not written into."""
     if not path:
         return False
@@ -163,8 +164,8 @@ def write_report(report: run_report.RunReport, output_dir: str, model_location: 
     _write_text(sliced, json.dumps(run_report.slices_to_json(report), indent=2))
     tfma_dir = os.path.join(output_dir, TFMA_DIR)
     if report.scores:
-        run_report.write_tfma_eval_result(report.slices, run_report.overall(report.scores), tfma_dir,
-                                          model_location, data_location)
+        report_data.write_tfma_eval_result(report.slices, report_data.overall(report.scores), tfma_dir,
+                                           model_location, data_location)
     beside = None
     if report.pushed and _is_pushed_version(report.pushed_destination):
         beside = os.path.join(report.pushed_destination, REPORT_FILE)

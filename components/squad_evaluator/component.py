@@ -19,7 +19,7 @@ Artifacts out:
 
 The baseline is read from the push destination, not from a TFX resolver, so that it is the
 model that was actually pushed and the lookup works on open-source Kubeflow Pipelines,
-which runs no resolver nodes (see bertqa.pushed_models).
+which runs no resolver nodes (see bertqa.operations.pushed_models).
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.utils import path_utils
 
-from bertqa import evaluation, pushed_models
+from bertqa.model import evaluation
+from bertqa.operations import pushed_models
 from components.blessing import write_verdict_file
 from components.squad_evaluator import core
-from components.trainer.module import TRAINING_SUMMARY_FILE
+from components.trainer.phases import TRAINING_SUMMARY_FILE
 
 EVAL_SPLIT = "eval"
 

@@ -8,7 +8,8 @@ import os
 
 import tensorflow as tf
 
-from bertqa import evaluation, postprocess, pushed_models
+from bertqa.model import evaluation, postprocess
+from bertqa.operations import pushed_models
 
 # The baseline's {id: answer} on the same eval split, beside predictions.json (the run report's
 # per-slice comparison reads it).
@@ -27,7 +28,7 @@ class BlessingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Baseline:
-    """The model to beat: the latest pushed version (bertqa.pushed_models)."""
+    """The model to beat: the latest pushed version (bertqa.operations.pushed_models)."""
 
     version: str
     model_id: int | None

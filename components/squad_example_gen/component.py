@@ -6,7 +6,7 @@ latest span, or the one a static range config names).
 Artifacts out:
   examples: Examples, splits `train`/`eval` (from separate files, or a hash split on
     the article `title`, so paragraphs never leak across splits), one tf.Example per
-    question with the raw-example fields of bertqa.raw_example.
+    question with the raw-example fields of bertqa.data.raw_example.
   Data counts (questions in, kept, repaired, dropped by reason) are written to
   `data_report.json` in the examples artifact and as its custom properties; `span`,
   `version` and `input_fingerprint` are custom properties too.
@@ -36,7 +36,7 @@ from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, component_spec, standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
-from bertqa import squad_io
+from bertqa.data import squad_io
 from components.squad_example_gen import core
 
 DATA_REPORT_FILE = "data_report.json"

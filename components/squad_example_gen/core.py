@@ -9,8 +9,8 @@ from __future__ import annotations
 import apache_beam as beam
 import tensorflow as tf
 
-from bertqa import squad_io
-from bertqa.raw_example import to_tf_example
+from bertqa.data import squad_io
+from bertqa.data.raw_example import to_tf_example
 
 
 def list_input_files(pattern: str) -> list[str]:

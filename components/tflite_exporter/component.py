@@ -16,7 +16,7 @@ Artifacts out:
     dynamic-range variant: inputs [1, seq_len] int32, every tensor static-sized, named
     ids/mask/segment_ids in the metadata, outputs start_logits/end_logits, the vocab
     packed inside), model_<variant>.tflite for each other blessed variant, vocab.txt
-    variants.json and model_record.json (bertqa.pushed_models: the SavedModel it came from,
+    variants.json and model_record.json (bertqa.operations.pushed_models: the SavedModel it came from,
     its span, metrics, baseline and warm start): what Pusher copies to the serving
     directory, and where the next run finds its baseline. Variants that are
     not pushed stay under candidates/.
@@ -45,11 +45,11 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.utils import path_utils
 
-from bertqa import evaluation
+from bertqa.model import evaluation
 from components.bert_qa_transform.core import read_tokenizer_artifact
 from components.blessing import write_verdict_file
 from components.tflite_exporter import core
-from components.trainer.module import TRAINING_SUMMARY_FILE
+from components.trainer.phases import TRAINING_SUMMARY_FILE
 
 EVAL_SPLIT = "eval"
 TRAIN_SPLIT = "train"

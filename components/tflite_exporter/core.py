@@ -2,14 +2,14 @@
 
 For each variant (none, dynamic, float16, int8) of the trainer's SavedModel:
 
-  export    bertqa.tflite_export.export_tflite: convert, quantize (int8 calibrates on
+  export    bertqa.on_device.tflite_export.export_tflite: convert, quantize (int8 calibrates on
             windows of the training split), attach the Task Library metadata;
-  score     bertqa.evaluation.evaluate_tflite: the SQuAD metric on the eval split's raw
+  score     bertqa.on_device.scoring.evaluate_tflite: the SQuAD metric on the eval split's raw
             examples and windows, the function SquadEvaluator scores the SavedModel with;
-  time      bertqa.tflite_export.median_latency_seconds at 1 and 2 threads: one window
-            is one Task Library question; and bertqa.task_library.median_answer_seconds,
+  time      bertqa.on_device.runtime.median_latency_seconds at 1 and 2 threads: one window
+            is one Task Library question; and bertqa.on_device.task_library.median_answer_seconds,
             one answer in the Task Library itself (its runtime, tokenizer and span search);
-  inspect   bertqa.tflite_export.xnnpack_report: how many ops XNNPACK takes, which it
+  inspect   bertqa.on_device.runtime.xnnpack_report: how many ops XNNPACK takes, which it
             leaves out, and any dynamic-sized tensor (which would turn it off);
   check     the Task Library's BertQuestionAnswerer loads the file and answers a probe
             question with the logits the interpreter computes (or why not);
@@ -43,9 +43,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bertqa import evaluation, pushed_models, task_library, tflite_export
-from bertqa.raw_example import SquadExample
-from bertqa.windowing import Window
+from bertqa.data.raw_example import SquadExample
+from bertqa.data.windowing import Window
+from bertqa.model import evaluation
+from bertqa.on_device import conversion, runtime, scoring, task_library, tflite_export
+from bertqa.operations import pushed_models
 
 VARIANTS = ("none", "dynamic", "float16", "int8")
 PUSHED_VARIANT = "dynamic"
@@ -102,12 +104,12 @@ class ExportPlan:
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     max_f1_drop: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    seq_len: int = tflite_export.TASK_LIBRARY_SEQ_LEN
-    query_len: int = tflite_export.TASK_LIBRARY_QUERY_LEN
+    seq_len: int = conversion.TASK_LIBRARY_SEQ_LEN
+    query_len: int = conversion.TASK_LIBRARY_QUERY_LEN
     do_lower_case: bool = True
     representative_steps: int = 100
     eval_threads: int | None = None
-    eval_batch_size: int = evaluation.DEFAULT_TFLITE_BATCH_SIZE
+    eval_batch_size: int = scoring.DEFAULT_TFLITE_BATCH_SIZE
     latency_runs: int = 10
     latency_threads: tuple[int, ...] = LATENCY_THREADS
 
@@ -132,9 +134,9 @@ class ExportPlan:
     def limit(self, variant: str) -> float:
         return float(self.max_f1_drop.get(variant, DEFAULT_MAX_F1_DROP[variant]))
 
-    def export_config(self) -> tflite_export.TfliteExportConfig:
-        return tflite_export.TfliteExportConfig(seq_len=self.seq_len, query_len=self.query_len,
-                                                do_lower_case=self.do_lower_case)
+    def export_config(self) -> conversion.TfliteExportConfig:
+        return conversion.TfliteExportConfig(seq_len=self.seq_len, query_len=self.query_len,
+                                             do_lower_case=self.do_lower_case)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +183,7 @@ class VariantReport:
     # threads -> median milliseconds of one Task Library answer() (tokenization and span search
     # included); empty when the Task Library cannot run the file.
     task_library_latency_ms: Mapping[int, float] = dataclasses.field(default_factory=dict)
-    xnnpack: Mapping = dataclasses.field(default_factory=dict)  # tflite_export.DelegateReport.to_json()
+    xnnpack: Mapping = dataclasses.field(default_factory=dict)  # runtime.DelegateReport.to_json()
 
     def to_json(self) -> dict:
         fields = dataclasses.asdict(self)
@@ -225,7 +227,7 @@ def representative_windows(windows: Sequence[Window], count: int) -> list[dict[s
     if not windows:
         raise ValueError("There are no training windows to calibrate int8 quantization on.")
     picks = np.unique(np.linspace(0, len(windows) - 1, num=min(count, len(windows))).astype(int))
-    return [{name: np.asarray(getattr(windows[i], name), np.int32) for name in tflite_export.INPUT_NAMES}
+    return [{name: np.asarray(getattr(windows[i], name), np.int32) for name in conversion.INPUT_NAMES}
             for i in picks]
 
 
@@ -254,17 +256,17 @@ def saved_model_metrics(saved_model_dir: str, data: EvalData, config: evaluation
 
 
 def export_variant(saved_model_dir: str, vocab_path: str, path: str, variant: str,
-                   config: tflite_export.TfliteExportConfig, representative: Sequence[Mapping[str, np.ndarray]] = (),
-                   representative_steps: int = 100) -> tflite_export.ExportResult:
+                   config: conversion.TfliteExportConfig, representative: Sequence[Mapping[str, np.ndarray]] = (),
+                   representative_steps: int = 100) -> conversion.ExportResult:
     """One variant as a .tflite with Task Library metadata (the Task Library check included)."""
-    quantization = tflite_export.QuantizationConfig.from_name(variant, representative_steps)
+    quantization = conversion.QuantizationConfig.from_name(variant, representative_steps)
     return tflite_export.export_tflite(saved_model_dir, vocab_path, path, config, quantization,
                                        representative_windows=list(representative) if variant == "int8" else None)
 
 
 def median_latencies_ms(path: str, window: Window, threads: Sequence[int], runs: int) -> dict[int, float]:
-    inputs = {name: np.asarray(getattr(window, name), np.int32) for name in tflite_export.INPUT_NAMES}
-    return {n: 1000.0 * tflite_export.median_latency_seconds(path, inputs, num_threads=n, runs=runs)
+    inputs = {name: np.asarray(getattr(window, name), np.int32) for name in conversion.INPUT_NAMES}
+    return {n: 1000.0 * runtime.median_latency_seconds(path, inputs, num_threads=n, runs=runs)
             for n in threads}
 
 
@@ -274,9 +276,9 @@ def bless(f1_drop: float, limit: float) -> tuple[bool, str]:
     return False, f"F1 drop {f1_drop:.2f} > {limit:.2f} points"
 
 
-def _score_variant(variant: str, path: str, output_dir: str, result: tflite_export.ExportResult, data: EvalData,
+def _score_variant(variant: str, path: str, output_dir: str, result: conversion.ExportResult, data: EvalData,
                    reference: Metrics, eval_config: evaluation.EvalConfig, plan: ExportPlan) -> VariantReport:
-    metrics = Metrics.from_squad(evaluation.evaluate_tflite(
+    metrics = Metrics.from_squad(scoring.evaluate_tflite(
         path, data.examples, data.windows, eval_config, num_threads=plan.eval_threads,
         batch_size=plan.eval_batch_size).metrics)
     latency = median_latencies_ms(path, data.windows[0], plan.latency_threads, plan.latency_runs)
@@ -297,7 +299,7 @@ def _score_variant(variant: str, path: str, output_dir: str, result: tflite_expo
         # its warnings say why the Task Library cannot (or cannot faithfully) run it.
         task_library_ok=not result.warnings, task_library_problems=tuple(result.warnings),
         blessed=blessed, reason=reason, task_library_latency_ms=task_library_latency,
-        xnnpack=tflite_export.xnnpack_report(path).to_json())
+        xnnpack=runtime.xnnpack_report(path).to_json())
 
 
 # --- All variants -----------------------------------------------------------------------------
@@ -315,7 +317,7 @@ def export_variants(saved_model_dir: str, vocab_path: str, output_dir: str, serv
     if "int8" in plan.variants and not representative:
         raise ValueError("int8 is a variant but there are no representative (training) windows to calibrate it.")
     config = plan.export_config()
-    for problem in tflite_export.task_library_incompatibilities(config):
+    for problem in conversion.task_library_incompatibilities(config):
         _log.warning("TFLite export: %s", problem)
     candidates = os.path.join(output_dir, CANDIDATES_DIR)
     os.makedirs(candidates, exist_ok=True)
@@ -371,7 +373,7 @@ def _publish(report: ExportReport, output_dir: str, serving_dir: str, vocab_path
 
 def model_record(model_id: int | None, saved_model_dir: str, training_summary: Mapping, examples: Mapping,
                  evaluation_metrics: Mapping, report: ExportReport) -> dict:
-    """What a pushed version says about itself (bertqa.pushed_models.RECORD_FILE): where its
+    """What a pushed version says about itself (bertqa.operations.pushed_models.RECORD_FILE): where its
     SavedModel is (the next run's baseline and warm start), its identity, its span and input
     fingerprint, its metrics, the baseline it was compared with and the project version."""
     baseline = {key[len("baseline_"):]: value for key, value in evaluation_metrics.items()
@@ -390,7 +392,7 @@ def model_record(model_id: int | None, saved_model_dir: str, training_summary: M
         "f1_delta": evaluation_metrics.get("f1_delta"),
         "warm_started_from": training_summary.get("warm_started_from"),
         "training": {key: training_summary.get(key) for key in ("train_windows", "steps", "batch_size", "epochs",
-                                                                 "learning_rate", "final_loss")},
+                                                                "learning_rate", "final_loss")},
         "variants": {v.variant: {"f1": v.f1, "f1_drop": v.f1_drop, "size_bytes": v.size_bytes}
                      for v in report.variants if v.blessed},
         "project": pushed_models.project_version(),

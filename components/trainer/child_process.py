@@ -2,7 +2,8 @@
 
     python -m components.trainer.child_process PHASE JOB_FILE ERROR_FILE PARENT_PID
 
-Why a process of its own: see module.run_fn. multiprocessing's spawn would re-import the
+Why a process of its own: see module.run_fn. The phases themselves are in phases.py, which
+imports neither this module nor module.py. multiprocessing's spawn would re-import the
 runner's __main__ (and with it TFX and Beam) in the child, so this starts the interpreter
 itself. The child dies with its parent (PR_SET_PDEATHSIG): a killed pipeline must not leave a
 training that keeps writing checkpoints under a resumed one.
@@ -31,7 +32,7 @@ def _project_root() -> str:
 
 
 def run_phase(phase: str, job) -> None:
-    """Runs module.<phase>_phase(job) in a child process; raises TrainerProcessError if it fails."""
+    """Runs phases.<phase>_phase(job) in a child process; raises TrainerProcessError if it fails."""
     if phase not in PHASES:
         raise ValueError(f"unknown Trainer phase {phase!r} (one of {PHASES})")
     with tempfile.TemporaryDirectory(prefix=f"bertqa-{phase}-") as scratch:
@@ -67,12 +68,12 @@ def _main(argv: list[str]) -> int:
     phase, job_file, error_file, parent_pid = argv
     _die_with_parent(int(parent_pid))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from components.trainer import module  # imports TensorFlow
+    from components.trainer import phases  # imports TensorFlow
 
     with open(job_file) as f:
-        job = module.TrainingJob.from_json(f.read())
+        job = phases.TrainingJob.from_json(f.read())
     try:
-        getattr(module, f"{phase}_phase")(job)
+        getattr(phases, f"{phase}_phase")(job)
     except BaseException as error:
         with open(error_file, "w") as f:
             f.write(f"{type(error).__name__}: {error}")

@@ -20,9 +20,9 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
-from bertqa import checkpoint, modeling
-from bertqa.model_spec import BertQaSpec
-from bertqa.modeling import INPUT_NAMES, BertEncoder, build_span_model, is_dropout_state
+from bertqa.model import checkpoint, modeling
+from bertqa.model.model_spec import BertQaSpec
+from bertqa.model.modeling import INPUT_NAMES, BertEncoder, build_span_model, is_dropout_state
 
 _TOKEN_FEATURES = INPUT_NAMES
 _LABEL_FEATURES = ("start_position", "end_position")
@@ -57,7 +57,7 @@ class TrainConfig:
     # not at a step count the budget never reaches. train_steps stays the upper bound.
     time_budget_seconds: float | None = None
     # The dtype of the encoder's dense-layer matmuls in training steps (see
-    # bertqa.modeling.bfloat16_matmuls): "bfloat16", "float32", or "auto", which is bfloat16 on
+    # bertqa.model.modeling.bfloat16_matmuls): "bfloat16", "float32", or "auto", which is bfloat16 on
     # CPUs with native bfloat16 dot products (AVX512-BF16 or AMX) and float32 elsewhere.
     matmul_dtype: str = "auto"
 
@@ -72,7 +72,7 @@ def train_config(spec: BertQaSpec, batch_size: int, train_steps: int, **override
 def build_model(spec: BertQaSpec) -> keras.Model:
     """The span model for a spec, with pretrained encoder weights when the spec has a checkpoint."""
     if spec.hub_handle:
-        from bertqa import hub_encoder  # tensorflow_hub is needed only by hub specs
+        from bertqa.model import hub_encoder  # tensorflow_hub is needed only by hub specs
 
         return hub_encoder.build_hub_model(spec)
     if spec.checkpoint_dir:
@@ -94,7 +94,7 @@ def build_model(spec: BertQaSpec) -> keras.Model:
 
 
 def warm_start(model: keras.Model, saved_model_dir: str) -> str | None:
-    """Initialises `model` with every weight of an exported SavedModel (bertqa.serving's).
+    """Initialises `model` with every weight of an exported SavedModel (bertqa.model.serving's).
 
     Weights are matched by variable name and shape, and only when every one of the
     model's weights has exactly one match is anything copied. Returns None on success,
@@ -102,7 +102,7 @@ def warm_start(model: keras.Model, saved_model_dir: str) -> str | None:
     """
     import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the serving graph)
 
-    from bertqa.tflite_export import LOGITS_SIGNATURE
+    from bertqa.model.serving import LOGITS_SIGNATURE
 
     try:
         loaded = tf.saved_model.load(saved_model_dir)  # kept alive: the signature only references its variables
@@ -316,7 +316,7 @@ def micro_batched_train_step(model: keras.Model, attention_budget: int, data):
     return {metric.name: metric.result() for metric in model.metrics}
 
 
-# TensorBoard scalar names (bertqa.run_report reads them back for the training curve).
+# TensorBoard scalar names (bertqa.operations.run_report reads them back for the training curve).
 LOSS_TAG, LEARNING_RATE_TAG, THROUGHPUT_TAG = "loss", "learning_rate", "windows_per_second"
 TENSORBOARD_SUBDIR = "train"  # as keras.callbacks.TensorBoard lays out its logs
 

@@ -6,12 +6,12 @@ input, so each (question, context) pair becomes one or more overlapping windows
 Model Garden's `official/nlp/data/squad_lib.py`. BertQATransform writes these as
 tf.Examples for training and evaluation; the evaluator maps predicted token
 positions back to the context through `token_char_starts/ends` and keeps only
-positions where `token_is_max_context` is 1. `bertqa.serving_windows` re-implements
+positions where `token_is_max_context` is 1. `bertqa.data.serving_windows` re-implements
 the same rules in TensorFlow ops for the serving signature, and its tests pin the
 two to each other.
 
 Differences from the reference, and why:
-* Tokens carry character offsets into the context (from `bertqa.tokenization`)
+* Tokens carry character offsets into the context (from `bertqa.data.tokenization`)
   instead of the reference's whitespace-word index maps, so the answer's character
   span is projected straight onto WordPieces (see `answer_token_span`).
 * An empty context yields one window `[CLS] question [SEP] [SEP]` instead of none,
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from bertqa.raw_example import SquadExample
-from bertqa.tokenization import TokenizedText, WordPieceTokenizer, byte_to_char_offsets
+from bertqa.data.raw_example import SquadExample
+from bertqa.data.tokenization import TokenizedText, WordPieceTokenizer, byte_to_char_offsets
 
 # Per-token features, in the order of Window's fields; all int64 lists in tf.Examples.
 PER_TOKEN_FEATURES = (

@@ -28,7 +28,7 @@ def bfloat16_matmuls() -> Iterator[None]:
     """While tracing inside this block, the encoder's dense layers multiply in bfloat16.
 
     The trainer traces its step inside it on CPUs with native bfloat16 dot products
-    (bertqa.training.resolve_matmul_dtype): the dense layers' inputs and kernels are cast to
+    (bertqa.model.training.resolve_matmul_dtype): the dense layers' inputs and kernels are cast to
     bfloat16, oneDNN multiplies them with float32 accumulation, and the product is cast back,
     so weights, optimizer state, LayerNorm, softmax, GELU, dropout and the loss stay float32.
     This is what PyTorch's CPU autocast does for linear layers. Why not Keras's
@@ -56,7 +56,7 @@ def on_device_ops() -> Iterator[None]:
     function (GELU in its tanh form, which differs from the exact one by < 1e-3) in about
     15 partitions, split only by the attention's activation-times-activation matmuls
     (benchmarks/RESULTS.md). Training never runs under it: the trainer exports a TFLite signature traced
-    within it (bertqa.serving).
+    within it (bertqa.model.serving).
     """
     token = _ON_DEVICE_OPS.set(True)
     try:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bertqa.raw_example import SquadExample
+    from bertqa.data.raw_example import SquadExample
 
 _LOG = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
 New labelled data arrives as a new span: DATA_DIR/span-N/train.json and span-N/eval.json
 (the patterns are --train-pattern / --eval-pattern, with {SPAN}). One retrain:
 
-1. takes the runs directory's lock (bertqa.run_lock, shared with `bertqa run` and `make run`),
+1. takes the runs directory's lock (bertqa.operations.run_lock, shared with `bertqa run` and `make run`),
    so a second retrain or run started meanwhile exits at once (status 3) with a message
    naming the holder;
 2. resolves the span (the latest that every split has, or --span); a missing or uneven
@@ -31,7 +31,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from bertqa.run_lock import RunsLocked, lock_path, runs_lock  # noqa: E402
+from bertqa.operations.run_lock import RunsLocked, lock_path, runs_lock  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 EXIT_LOCKED = 3
@@ -62,7 +62,7 @@ def parse_args(argv=None):
 
 def already_trained(config, span: int):
     """The latest pushed model, if it was trained on this very span with these very files."""
-    from bertqa import pushed_models
+    from bertqa.operations import pushed_models
     from components.squad_example_gen.component import resolve_spans
     from pipeline.pipeline import input_config, range_config
 
@@ -80,12 +80,12 @@ def _fmt(value, spec: str = ".2f") -> str:
 
 def outcome_line(store, config, span: int, since_artifact_id: int, seconds: float) -> Outcome:
     """The summary of the run whose artifacts have ids above `since_artifact_id`."""
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
 
     def newest(type_name: str, producer: str | None = None):
         found = [a for a in store.get_artifacts_by_type(type_name) if a.id > since_artifact_id
-                 and (producer is None or metadata.producer_component(store, a.id) == producer)]
-        return metadata.custom_properties(max(found, key=lambda a: a.id)) if found else {}
+                 and (producer is None or metadata_store.producer_component(store, a.id) == producer)]
+        return metadata_store.custom_properties(max(found, key=lambda a: a.id)) if found else {}
 
     verdict = newest("ModelBlessing", "SquadEvaluator")
     exporter = newest("ModelBlessing", "TFLiteExporter")
@@ -109,7 +109,7 @@ def outcome_line(store, config, span: int, since_artifact_id: int, seconds: floa
 
 def retrain(args) -> Outcome:
     import local_runner
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
 
     started = time.monotonic()
     # The lock first, before TensorFlow is imported: a second retrain learns at once that it must not run.
@@ -127,9 +127,9 @@ def retrain(args) -> Outcome:
         path = local_runner.metadata_path(config)
         since = 0
         if os.path.exists(path):
-            since = max((a.id for a in metadata.sqlite_store(path).get_artifacts()), default=0)
+            since = max((a.id for a in metadata_store.sqlite_store(path).get_artifacts()), default=0)
         local_runner.run(config)
-        return outcome_line(metadata.sqlite_store(path), config, span, since, time.monotonic() - started)
+        return outcome_line(metadata_store.sqlite_store(path), config, span, since, time.monotonic() - started)
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ refused in well under a second):
   appended to the model (vocab.txt), CRC included;
 - the tensors: three int32 [1, seq_len] inputs (ids, mask, segment ids) and two float32
   [1, seq_len] outputs (start and end logits), named by the model's signature
-  (`bertqa.tflite_export.INPUT_NAMES`) or its Task Library metadata (`ids`, `mask`, ...).
+  (`bertqa.on_device.conversion.INPUT_NAMES`) or its Task Library metadata (`ids`, `mask`, ...).
 
 What each command then needs on top: `evaluate` the signature (TfliteQaRunner runs the
 file through it) and a vocabulary (packed, or given); `predict` the Task Library metadata,
@@ -38,7 +38,7 @@ import os
 import struct
 import zipfile
 
-# The contract of bertqa.tflite_export (which imports TensorFlow, so not imported here;
+# The contract of bertqa.on_device.conversion (which imports TensorFlow, so not imported here;
 # tests/test_hostile_models.py checks the two agree).
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 OUTPUT_NAMES = ("start_logits", "end_logits")
@@ -445,7 +445,7 @@ def check_saved_model(path: str, signature_name: str) -> None:
         raise ModelFileError(
             f"{path}: not a SavedModel of the bertqa trainer: it needs the signature "
             f"{describe(signature_name, inputs, outputs)}, it has {has or 'no signatures'}. Give the SavedModel "
-            "the pipeline's Trainer exports (bertqa.serving).")
+            "the pipeline's Trainer exports (bertqa.model.serving).")
 
 
 def saved_model_load_error(path: str, error: BaseException) -> ModelFileError:

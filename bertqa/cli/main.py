@@ -1,13 +1,13 @@
-"""The `bertqa` command line.
+"""The `bertqa` command line (the console script `bertqa` runs main()).
 
     bertqa predict --model runs/bertqa/serving/<version>/model.tflite --context "..." --question "..."
     bertqa predict --model <SavedModel dir> --context "..." --question "..." --json
     bertqa evaluate --model <.tflite or SavedModel dir> --data dev.json [--threads N] [--batch-size N]
     bertqa export --model <SavedModel dir> --output-dir D --quantization dynamic|float16|int8|none [--data train.json]
     bertqa run [local_runner options]      # the local pipeline (same as `python local_runner.py`)
-    bertqa retrain --data-dir D [--span N]  # one scheduled retraining step (see bertqa.retrain)
+    bertqa retrain --data-dir D [--span N]  # one scheduled retraining step (see bertqa.cli.retrain)
     bertqa lineage [VERSION | model.tflite] [--json]   # what a pushed model came from (ML Metadata)
-    bertqa kfp compile|run|schedule ...      # Kubeflow Pipelines (see bertqa.kfp_client)
+    bertqa kfp compile|run|schedule ...      # Kubeflow Pipelines (see bertqa.cli.kfp_client)
 
 `evaluate` prints one JSON object, the official SQuAD metrics on 0-100 ({"exact_match", "f1"}
 for SQuAD 1.1 data); `export` prints one JSON object describing the file it wrote. Progress
@@ -34,14 +34,14 @@ DEFAULT_SAVED_MODEL_SEQ_LEN = 384
 def predict(model: str, context: str, question: str, top_k: int = 1) -> list[tuple[str, float]]:
     """(answer, score) pairs from a .tflite (through the Task Library) or a SavedModel (raw-text signature).
 
-    The model is checked first (bertqa.model_files): a file that is missing, damaged or of
+    The model is checked first (bertqa.on_device.model_files): a file that is missing, damaged or of
     another model raises ModelFileError instead of reaching TFLite, which could crash on it.
     """
-    from bertqa import model_files
+    from bertqa.on_device import model_files
 
     kind, path = model_files.model_kind(model)
     if kind == "tflite":
-        from bertqa.task_library import answers_from, create_question_answerer
+        from bertqa.on_device.task_library import answers_from, create_question_answerer
 
         model_files.check_tflite_for_task_library(path)
         try:
@@ -54,7 +54,7 @@ def predict(model: str, context: str, question: str, top_k: int = 1) -> list[tup
     model_files.check_saved_model(path, model_files.SERVING_SIGNATURE)
     import tensorflow as tf
 
-    from bertqa.serving import load_answerer
+    from bertqa.model.serving import load_answerer
 
     try:
         answerer = load_answerer(path)
@@ -77,14 +77,14 @@ def _predict_command(args: argparse.Namespace) -> int:
 
 
 def _window_config(args: argparse.Namespace, seq_len: int):
-    from bertqa.windowing import WindowConfig
+    from bertqa.data.windowing import WindowConfig
 
     return WindowConfig(seq_len=seq_len, query_len=args.query_len, doc_stride=args.doc_stride)
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
     """SQuAD metrics of a .tflite (batched, multi-threaded) or a SavedModel (its `logits` signature)."""
-    from bertqa import model_files
+    from bertqa.on_device import model_files
 
     # The model is checked before TensorFlow is imported: a bad .tflite is refused at once, and
     # never reaches the TFLite interpreter, which segfaults on a truncated file.
@@ -94,8 +94,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
     else:
         model_files.check_saved_model(model, model_files.LOGITS_SIGNATURE)
 
-    from bertqa import evaluation, tflite_export
-    from bertqa.tokenization import TokenizerConfig
+    from bertqa.data.tokenization import TokenizerConfig
+    from bertqa.model import evaluation
+    from bertqa.on_device import runtime, scoring, task_metadata
 
     if kind == "saved_model" and args.threads:
         import tensorflow as tf
@@ -105,17 +106,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
     config = evaluation.EvalConfig(version_2_with_negative=args.version_2_with_negative)
     with tempfile.TemporaryDirectory() as scratch:
         if kind == "tflite":
-            seq_len = tflite_export.TfliteQaRunner(model, num_threads=1).seq_len
+            seq_len = runtime.TfliteQaRunner(model, num_threads=1).seq_len
             vocab = args.vocab or _unpacked_vocab(model, scratch)
         else:
             seq_len = args.seq_len or DEFAULT_SAVED_MODEL_SEQ_LEN
-            vocab = args.vocab or tflite_export.saved_model_vocab_path(model)
+            vocab = args.vocab or task_metadata.saved_model_vocab_path(model)
         examples, windows = evaluation.squad_file_windows(
             args.data, TokenizerConfig(vocab, not args.cased), _window_config(args, seq_len),
             args.version_2_with_negative)
     if kind == "tflite":
-        result = evaluation.evaluate_tflite(model, examples, windows, config, num_threads=args.threads,
-                                            batch_size=args.batch_size or evaluation.DEFAULT_TFLITE_BATCH_SIZE)
+        result = scoring.evaluate_tflite(model, examples, windows, config, num_threads=args.threads,
+                                         batch_size=args.batch_size or scoring.DEFAULT_TFLITE_BATCH_SIZE)
     else:
         if args.batch_size:
             config = dataclasses.replace(config, batch_size=args.batch_size)
@@ -132,11 +133,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _unpacked_vocab(tflite_path: str, scratch: str) -> str:
-    from bertqa import tflite_export
+    from bertqa.on_device import task_metadata
 
     path = os.path.join(scratch, "vocab.txt")
     with open(path, "wb") as f:
-        f.write(tflite_export.packed_vocab(tflite_path))
+        f.write(task_metadata.packed_vocab(tflite_path))
     return path
 
 
@@ -144,8 +145,9 @@ def export(args: argparse.Namespace) -> dict:
     """One quantization variant of a SavedModel, written as the pipeline's TFLiteExporter writes it."""
     import shutil
 
-    from bertqa import evaluation, model_files, tflite_export
-    from bertqa.tokenization import TokenizerConfig
+    from bertqa.data.tokenization import TokenizerConfig
+    from bertqa.model import evaluation
+    from bertqa.on_device import conversion, model_files, task_metadata
     from components.tflite_exporter import core
 
     kind, model = model_files.model_kind(args.model)
@@ -154,7 +156,7 @@ def export(args: argparse.Namespace) -> dict:
                                          "not a .tflite. Give the trainer's SavedModel directory.")
     if args.quantization == "int8" and not args.data:
         raise SystemExit("error: int8 quantization calibrates on training windows: give --data train.json")
-    vocab = args.vocab or tflite_export.saved_model_vocab_path(model)
+    vocab = args.vocab or task_metadata.saved_model_vocab_path(model)
     seq_len = args.seq_len or DEFAULT_SAVED_MODEL_SEQ_LEN
     representative = []
     if args.quantization == "int8":
@@ -162,7 +164,7 @@ def export(args: argparse.Namespace) -> dict:
                                                    _window_config(args, seq_len), args.version_2_with_negative,
                                                    is_training=True)
         representative = core.representative_windows(windows, args.representative_steps)
-    config = tflite_export.TfliteExportConfig(seq_len=seq_len, query_len=args.query_len, do_lower_case=not args.cased)
+    config = conversion.TfliteExportConfig(seq_len=seq_len, query_len=args.query_len, do_lower_case=not args.cased)
     os.makedirs(args.output_dir, exist_ok=True)
     path = os.path.join(args.output_dir, args.filename or core.FILE_NAMES[args.quantization])
     result = core.export_variant(model, vocab, path, args.quantization, config, representative,
@@ -237,23 +239,23 @@ def main(argv=None) -> int:
         return local_runner.main(argv[1:])
     # Commands with parsers of their own, in their own modules.
     if argv and argv[0] == "retrain":
-        from bertqa import retrain
+        from bertqa.cli import retrain
 
         return retrain.main(argv[1:])
     if argv and argv[0] == "lineage":
-        from bertqa import lineage
+        from bertqa.operations import lineage
 
         return lineage.main(argv[1:])
     if argv and argv[0] == "kfp":
-        from bertqa import kfp_client
+        from bertqa.cli import kfp_client
 
         return kfp_client.main(argv[1:])
     if argv and argv[0] == "report":
-        from bertqa import report_cli
+        from bertqa.cli import report
 
-        return report_cli.main(argv[1:])
+        return report.main(argv[1:])
     args = _build_parser().parse_args(argv)
-    from bertqa.model_files import ModelFileError
+    from bertqa.on_device.model_files import ModelFileError
 
     if args.command == "predict":
         try:
@@ -263,7 +265,7 @@ def main(argv=None) -> int:
             return 2
     # Logs on stderr: stdout carries only the one JSON object.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
-    # bertqa.squad_io's SquadDataError is a ValueError; not imported here, since squad_io imports
+    # bertqa.data.squad_io's SquadDataError is a ValueError; not imported here, since squad_io imports
     # TensorFlow and a bad --model is refused before anything does.
     try:
         result = evaluate(args) if args.command == "evaluate" else export(args)

@@ -88,7 +88,7 @@ _UNFINISHED_STATES = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execu
 def mark_interrupted_executions(path: str) -> list[int]:
     """Marks every execution left NEW or RUNNING in the store at `path` as CANCELED; returns their ids.
 
-    Call it only while holding the runs directory's lock (bertqa.run_lock): then no process
+    Call it only while holding the runs directory's lock (bertqa.operations.run_lock): then no process
     is running any execution of this store, so an unfinished one belongs to a run that was
     killed (TFX's LocalDagRunner leaves it RUNNING forever). Marking it says so in ML
     Metadata, and TFX's cache, which reuses only COMPLETE or CACHED executions, ignores it

@@ -42,7 +42,7 @@ import urllib.request
 import tensorflow as tf
 import tf_keras as keras
 
-from bertqa.modeling import INPUT_NAMES, build_span_model
+from bertqa.model.modeling import INPUT_NAMES, build_span_model
 
 _log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def unreachable_message(handle: str, reason: str) -> str:
         f"  2. Unpack it into a directory, e.g. mkdir -p {local} && tar -xzf <downloaded file> -C {local}; "
         "the directory must hold saved_model.pb, variables/ and assets/vocab.txt. Copy it to this machine.\n"
         "  3. Then either pass the directory as the spec's hub handle: "
-        f'bertqa.model_spec.get(<spec name>, hub_handle="{local}"), or in the Model Maker API '
+        f'bertqa.model.model_spec.get(<spec name>, hub_handle="{local}"), or in the Model Maker API '
         f'spec.uri = "{local}";\n'
         f"     or put the unpacked module in $TFHUB_CACHE_DIR/{os.path.basename(cached_module_dir(handle))} "
         f"(the directory tensorflow_hub looks in for this handle; {cache_now}) and keep the handle as it is."
@@ -431,7 +431,7 @@ def _squad_model(span_logits: HubSpanLogits) -> keras.Model:
 
 
 def build_hub_model(spec) -> keras.Model:
-    """The span model for a spec with a `hub_handle` (a bertqa.model_spec.BertQaSpec).
+    """The span model for a spec with a `hub_handle` (a bertqa.model.model_spec.BertQaSpec).
 
     spec.trainable decides whether the module's weights are fine-tuned. spec.dropout_rate
     does not reach inside a hub module, whose dropout was fixed when it was exported.

@@ -13,7 +13,7 @@ import os
 import numpy as np
 from safetensors.numpy import load_file
 
-from bertqa.modeling import BertEncoder, EncoderConfig
+from bertqa.model.modeling import BertEncoder, EncoderConfig
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "vocab.txt")
 

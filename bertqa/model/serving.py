@@ -6,10 +6,10 @@ Signatures:
   logits:          input_word_ids, input_mask, input_type_ids [batch, seq] int32
                    -> start_logits, end_logits [batch, seq] float32 (what evaluation uses)
   tflite_logits:   the same function at exactly [1, seq_len], traced under
-                   bertqa.modeling.on_device_ops() (LayerNorm and GELU in ops XNNPACK runs):
+                   bertqa.model.modeling.on_device_ops() (LayerNorm and GELU in ops XNNPACK runs):
                    what the TFLite export converts, the Task Library's one window per question
 
-The tokenizer and the doc-stride windowing run inside the graph (bertqa.serving_windows,
+The tokenizer and the doc-stride windowing run inside the graph (bertqa.data.serving_windows,
 the same tensorflow_text tokenizer the training windows came from), so training and
 serving cannot skew. Loading needs `import tensorflow_text` to register its ops.
 """
@@ -19,10 +19,14 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from bertqa.modeling import on_device_ops
-from bertqa.serving_windows import ServingWindower
-from bertqa.tflite_export import LOGITS_SIGNATURE, TFLITE_LOGITS_SIGNATURE
-from bertqa.windowing import WindowConfig
+from bertqa.data.serving_windows import ServingWindower
+from bertqa.data.windowing import WindowConfig
+from bertqa.model.modeling import on_device_ops
+
+# The SavedModel's signature names (above): what evaluation, warm start and the TFLite conversion look up.
+SERVING_SIGNATURE = "serving_default"
+LOGITS_SIGNATURE = "logits"
+TFLITE_LOGITS_SIGNATURE = "tflite_logits"
 
 _IDS_SPEC = tf.TensorSpec([None, None], tf.int32)
 
@@ -85,7 +89,7 @@ def export_saved_model(model: keras.Model, vocab_path: str, do_lower_case: bool,
     with on_device_ops():
         tflite_logits = module.tflite_logits.get_concrete_function(*one_window)
     tf.saved_model.save(module, export_dir, signatures={
-        "serving_default": module.answer.get_concrete_function(),
+        SERVING_SIGNATURE: module.answer.get_concrete_function(),
         LOGITS_SIGNATURE: module.logits.get_concrete_function(),
         TFLITE_LOGITS_SIGNATURE: tflite_logits,
     })
@@ -95,4 +99,4 @@ def load_answerer(saved_model_dir: str):
     """The raw-text signature of an exported model: f(question=[...], context=[...]) -> dict."""
     import tensorflow_text  # noqa: F401  (registers the tokenizer ops the graph uses)
 
-    return tf.saved_model.load(saved_model_dir).signatures["serving_default"]
+    return tf.saved_model.load(saved_model_dir).signatures[SERVING_SIGNATURE]

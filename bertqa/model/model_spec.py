@@ -11,10 +11,10 @@ import json
 import logging
 import os
 
-from bertqa import model_cache
-from bertqa.modeling import EncoderConfig
-from bertqa.tokenization import TokenizerConfig
-from bertqa.windowing import WindowConfig
+from bertqa.data.tokenization import TokenizerConfig
+from bertqa.data.windowing import WindowConfig
+from bertqa.model import model_cache
+from bertqa.model.modeling import EncoderConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,7 @@ class BertQaSpec:
     default_batch_size: int = 32
     predict_batch_size: int = 32
     # A TF Hub module: a tfhub.dev handle, a local module directory, or any path
-    # tensorflow_hub resolves (see bertqa.hub_encoder). Its vocab is assets/vocab.txt.
+    # tensorflow_hub resolves (see bertqa.model.hub_encoder). Its vocab is assets/vocab.txt.
     hub_handle: str | None = None
 
     def window_config(self) -> WindowConfig:
@@ -56,7 +56,7 @@ class BertQaSpec:
         if self.checkpoint_dir:
             return os.path.join(self.checkpoint_dir, "vocab.txt")
         if self.hub_handle:
-            from bertqa import hub_encoder  # tensorflow_hub is needed only by hub specs
+            from bertqa.model import hub_encoder  # tensorflow_hub is needed only by hub specs
 
             return hub_encoder.module_vocab_path(self.hub_handle)
         raise ValueError(f"spec {self.name!r} has no vocab_path and no checkpoint_dir to take vocab.txt from")
@@ -69,7 +69,7 @@ class BertQaSpec:
         """
         if not self.hub_handle or self.vocab_path:
             return self.do_lower_case
-        from bertqa import hub_encoder
+        from bertqa.model import hub_encoder
 
         module_value = hub_encoder.module_do_lower_case(self.hub_handle)
         if module_value is None:
@@ -87,8 +87,7 @@ def minilm_offline() -> BertQaSpec:
     A small model with few steps learns fastest with a larger learning rate than
     BERT-base's usual 3e-5..5e-5; 1e-4 is the value tuned on the bundled sample. Two epochs, as
     Model Maker's specs: on the sample, two gave F1 63.05-64.65 on the eval split against
-    57.6-60.3 for one, in about 17 min of training on 2 cores (README, "What make run does and
-    prints").
+    57.6-60.3 for one, in about 17 min of training on 2 cores (docs/make-run.md).
     """
     return BertQaSpec(
         name="minilm_offline",

@@ -6,7 +6,7 @@ Maker-style API.
 
 `evaluate_tflite` is the fast path for an exported .tflite: one interpreter per CPU,
 each taking every n-th window (in batches when the file has a resizable batch; shipped
-files have a static one so that XNNPACK runs them, see bertqa.tflite_export), instead of
+files have a static one so that XNNPACK runs them, see bertqa.on_device.tflite_export), instead of
 one interpreter for all windows as Model Maker's evaluate_tflite did. Windows are still padded to the
 model's input length, so the file is scored exactly as the Task Library runs it.
 """
@@ -21,15 +21,11 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from bertqa import postprocess, squad_io, squad_metrics, windowing
-from bertqa.raw_example import SquadExample, from_tf_example
-from bertqa.tokenization import TokenizerConfig, cached_tokenizer
-from bertqa.windowing import Window, window_from_tf_example
-
-# Windows per TFLite run. Padded to 384 tokens a window already is a large matrix product,
-# so bigger batches barely help on a CPU, while attention scores grow as batch x 384 x 384
-# per head (benchmarks/RESULTS.md).
-DEFAULT_TFLITE_BATCH_SIZE = 8
+from bertqa.data import squad_io, windowing
+from bertqa.data.raw_example import SquadExample, from_tf_example
+from bertqa.data.tokenization import TokenizerConfig, cached_tokenizer
+from bertqa.data.windowing import Window, window_from_tf_example
+from bertqa.model import postprocess, squad_metrics
 
 # f(input_word_ids, input_mask, input_type_ids), each int32 (batch, seq) -> (start, end) float (batch, seq)
 LogitsFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -101,7 +97,7 @@ def predict_logits(logits_fn: LogitsFn, windows: Sequence[Window], batch_size: i
 def saved_model_logits_fn(saved_model_dir: str) -> LogitsFn:
     import tensorflow_text  # noqa: F401  (the SavedModel's serving graph uses its ops)
 
-    from bertqa.tflite_export import LOGITS_SIGNATURE
+    from bertqa.model.serving import LOGITS_SIGNATURE
 
     signature = tf.saved_model.load(saved_model_dir).signatures[LOGITS_SIGNATURE]
 
@@ -151,46 +147,6 @@ def progress_bar(total: int, description: str, show: bool = True) -> Iterator[Ca
 
     with tqdm(total=total, desc=description, unit="window", disable=None if show else True, leave=False) as bar:
         yield bar.update
-
-
-def evaluate_tflite(tflite_path: str, examples: Sequence[SquadExample], windows: Sequence[Window],
-                    config: EvalConfig, num_threads: int | None = None,
-                    batch_size: int = DEFAULT_TFLITE_BATCH_SIZE, show_progress: bool = True) -> EvalResult:
-    """SQuAD metrics of an exported .tflite, its windows run in batches by `num_threads` interpreters at once.
-
-    Each of the `num_threads` (None: every CPU) interpreters runs on one CPU thread and takes every
-    num_threads-th window. Separate interpreters rather than one interpreter with several threads:
-    TFLite's hybrid kernels, which run the dynamic-range model, use one thread whatever the
-    interpreter's num_threads says (190 vs 196 ms per window at 1 and 2 threads,
-    benchmarks/RESULTS.md), and invoke() releases the GIL, so Python threads each driving their own
-    interpreter keep every CPU busy for every variant. Each window is computed exactly as alone.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from bertqa.tflite_export import TfliteQaRunner
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    workers = max(1, min(num_threads or default_num_threads(), len(windows)))
-    runners = [TfliteQaRunner(tflite_path, num_threads=1) for _ in range(workers)]
-    longest = max((len(w.input_word_ids) for w in windows), default=0)
-    if longest > runners[0].seq_len:
-        raise ValueError(f"{tflite_path} takes {runners[0].seq_len} tokens, but the data has windows of {longest}; "
-                         "window the data with the seq_len the model was exported for.")
-    shards = [list(range(worker, len(windows), workers)) for worker in range(workers)]
-    starts: list[np.ndarray] = [np.empty(0)] * len(windows)
-    ends: list[np.ndarray] = [np.empty(0)] * len(windows)
-    with progress_bar(len(windows), f"evaluating {os.path.basename(tflite_path)}", show_progress) as progress:
-        def run_shard(worker: int) -> None:
-            shard = shards[worker]
-            shard_starts, shard_ends = predict_logits(runners[worker].run, [windows[i] for i in shard], batch_size,
-                                                      pad_to=runners[worker].seq_len, progress=progress)
-            for i, start, end in zip(shard, shard_starts, shard_ends, strict=True):
-                starts[i], ends[i] = start, end
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(run_shard, range(workers)))  # list(): re-raises a worker's exception here
-    return score(examples, windows, starts, ends, config)
 
 
 def evaluate_saved_model(saved_model_dir: str, examples: Sequence[SquadExample], windows: Sequence[Window],

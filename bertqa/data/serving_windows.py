@@ -1,10 +1,10 @@
-"""`bertqa.windowing`'s doc-stride windows as TensorFlow ops, for the serving signature.
+"""`bertqa.data.windowing`'s doc-stride windows as TensorFlow ops, for the serving signature.
 
 The exported SavedModel takes a raw question and context, so the windowing that
 BertQATransform does in Python at training time has to happen inside the graph.
 `ServingWindower` re-implements exactly the same rules (question truncation, doc
 spans, [CLS]/[SEP] layout, max-context flags) on top of the same tf_text tokenizer
-(`bertqa.tokenization.build_tf_text_tokenizer`), so training and serving see
+(`bertqa.data.tokenization.build_tf_text_tokenizer`), so training and serving see
 identical ids; tests/test_serving_windows.py pins it to `make_windows`.
 
 Offsets are UTF-8 *byte* offsets into the context (the tokenizer's native unit), so
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from bertqa.tokenization import CLS_TOKEN, SEP_TOKEN, build_tf_text_tokenizer, load_vocab
-from bertqa.windowing import WindowConfig
+from bertqa.data.tokenization import CLS_TOKEN, SEP_TOKEN, build_tf_text_tokenizer, load_vocab
+from bertqa.data.windowing import WindowConfig
 
 _NO_OFFSET = -1
 

@@ -33,12 +33,12 @@ def _json_file(path: str) -> dict:
 
 
 def _producer_input(store, artifact, key: str):
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
 
-    execution = metadata.producer_execution(store, artifact.id)
+    execution = metadata_store.producer_execution(store, artifact.id)
     if execution is None:
         return None, None
-    inputs = metadata.execution_inputs(store, execution.id).get(key, [])
+    inputs = metadata_store.execution_inputs(store, execution.id).get(key, [])
     return execution, (inputs[0] if inputs else None)
 
 
@@ -48,12 +48,12 @@ def _iso(milliseconds: int) -> str:
 
 
 def _evaluator_blessing(store, model_id: int) -> dict:
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
 
     found = [a for a in store.get_artifacts_by_type("ModelBlessing")
-             if metadata.producer_component(store, a.id) == "SquadEvaluator"
-             and metadata.custom_properties(a).get("current_model_id") == model_id]
-    return metadata.custom_properties(max(found, key=lambda a: a.id)) if found else {}
+             if metadata_store.producer_component(store, a.id) == "SquadEvaluator"
+             and metadata_store.custom_properties(a).get("current_model_id") == model_id]
+    return metadata_store.custom_properties(max(found, key=lambda a: a.id)) if found else {}
 
 
 def _variants(exported_props: dict) -> dict:
@@ -67,20 +67,20 @@ def _variants(exported_props: dict) -> dict:
 
 def version_lineage(store, pushed) -> dict:
     """Everything the store knows about one PushedModel artifact."""
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
 
-    props = metadata.custom_properties(pushed)
+    props = metadata_store.custom_properties(pushed)
     _, exported = _producer_input(store, pushed, "model")
     exporter_run, trained = _producer_input(store, exported, "model") if exported is not None else (None, None)
     examples = None
     if exporter_run is not None:
-        examples = (metadata.execution_inputs(store, exporter_run.id).get("examples") or [None])[0]
+        examples = (metadata_store.execution_inputs(store, exporter_run.id).get("examples") or [None])[0]
     entry = {"version": props.get("pushed_version"), "pushed_at": _iso(pushed.create_time_since_epoch),
              "destination": props.get("pushed_destination"), "pushed_model_artifact_id": pushed.id}
     if examples is not None:
-        example_props = metadata.custom_properties(examples)
-        gen = metadata.producer_execution(store, examples.id)
-        gen_props = metadata.execution_properties(gen) if gen is not None else {}
+        example_props = metadata_store.custom_properties(examples)
+        gen = metadata_store.producer_execution(store, examples.id)
+        gen_props = metadata_store.execution_properties(gen) if gen is not None else {}
         splits = json.loads(gen_props.get("input_config") or "{}").get("splits", [])
         entry.update({"span": example_props.get("span"), "data_version": example_props.get("version"),
                       "input_base": gen_props.get("input_base"),
@@ -88,8 +88,8 @@ def version_lineage(store, pushed) -> dict:
                       "input_fingerprint": example_props.get("input_fingerprint"), "examples_uri": examples.uri,
                       "questions_kept": example_props.get("questions_kept")})
     if trained is not None:
-        trainer = metadata.producer_execution(store, trained.id)
-        custom_config = json.loads(metadata.execution_properties(trainer).get("custom_config") or "{}")
+        trainer = metadata_store.producer_execution(store, trained.id)
+        custom_config = json.loads(metadata_store.execution_properties(trainer).get("custom_config") or "{}")
         summary = _json_file(os.path.join(trained.uri, "training_summary.json"))
         blessing = _evaluator_blessing(store, trained.id)
         entry.update({
@@ -112,16 +112,17 @@ def version_lineage(store, pushed) -> dict:
             "f1_delta": blessing.get("f1_delta"),
         })
     if exported is not None:
-        entry["variants"] = _variants(metadata.custom_properties(exported))
+        entry["variants"] = _variants(metadata_store.custom_properties(exported))
     entry["project"] = _json_file(os.path.join(pushed.uri, "model_record.json")).get("project")
     return entry
 
 
 def pushed_versions(store) -> list[dict]:
     """The lineage of every version that was pushed, oldest first."""
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
 
-    pushed = [a for a in store.get_artifacts_by_type("PushedModel") if metadata.custom_properties(a).get("pushed")]
+    pushed = [a for a in store.get_artifacts_by_type("PushedModel")
+              if metadata_store.custom_properties(a).get("pushed")]
     return [version_lineage(store, a) for a in sorted(pushed, key=lambda a: a.id)]
 
 
@@ -190,7 +191,7 @@ def describe(v: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
 
     parser = argparse.ArgumentParser(prog="bertqa lineage", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
         print(f"error: {path}: no ML Metadata store (has the pipeline run with --runs-dir {args.runs_dir}?)",
               file=sys.stderr)
         return 2
-    versions = pushed_versions(metadata.sqlite_store(path))
+    versions = pushed_versions(metadata_store.sqlite_store(path))
     chosen = select(versions, args.target)
     if args.target and chosen is None:
         print(f"error: {args.target}: not a version this pipeline pushed (see `bertqa lineage`)", file=sys.stderr)

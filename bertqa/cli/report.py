@@ -35,23 +35,23 @@ def metadata_file(run_dir: str) -> str:
 
 def latest_reporter_inputs(store) -> tuple[dict, dict]:
     """The latest RunReporter execution's input artifacts (by key) and execution properties."""
-    from pipeline import metadata
+    from bertqa.operations import metadata_store
 
     nodes = [c for c in store.get_contexts_by_type("node") if c.name.split(".")[-1] == REPORTER_NODE]
     executions = [e for c in nodes for e in store.get_executions_by_context(c.id)]
     if not executions:
         raise ReportError(f"no {REPORTER_NODE} execution recorded (the pipeline did not get that far; run it again)")
     latest = max(executions, key=lambda e: e.id)
-    inputs = metadata.execution_inputs(store, latest.id)
+    inputs = metadata_store.execution_inputs(store, latest.id)
     return ({key: artifacts[0] for key, artifacts in inputs.items() if artifacts},
-            metadata.execution_properties(latest))
+            metadata_store.execution_properties(latest))
 
 
 def run_artifacts_from_store(path: str):
+    from bertqa.operations import metadata_store
     from components.run_reporter import core
-    from pipeline import metadata
 
-    store = metadata.sqlite_store(path)
+    store = metadata_store.sqlite_store(path)
     inputs, properties = latest_reporter_inputs(store)
     missing = sorted({"examples", "transformed_examples", "model", "model_run", "evaluation", "evaluator_blessing",
                       "exported_model", "export_blessing", "pushed_model"} - set(inputs))
@@ -59,7 +59,7 @@ def run_artifacts_from_store(path: str):
         raise ReportError(f"{path}: the latest {REPORTER_NODE} execution has no input {', '.join(missing)}")
 
     def props(key):
-        return metadata.custom_properties(inputs[key])
+        return metadata_store.custom_properties(inputs[key])
 
     artifacts = core.RunArtifacts(
         examples_dir=inputs["examples"].uri, windows_dir=inputs["transformed_examples"].uri,

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import functools
 import json
 import logging
 import re
@@ -75,15 +74,22 @@ from typing import Any
 
 import tensorflow as tf
 
-from bertqa.raw_example import SquadExample
+from bertqa.data.answer_alignment import (  # the reasons are squad_io's public names too
+    ANSWER_NOT_IN_CONTEXT,
+    ANSWER_NOT_IN_CONTEXT_REMOVED,
+    ANSWER_START_MISALIGNED,
+    ANSWER_TEXT_CASE_MISMATCH,
+    EMPTY_ANSWER_REMOVED,
+    EMPTY_ANSWER_TEXT,
+    AlignedAnswers,
+    Context,
+    align_answers,
+)
+from bertqa.data.raw_example import SquadExample
 
 _LOG = logging.getLogger(__name__)
 
 # Repair reasons.
-ANSWER_START_MISALIGNED = "answer_start_misaligned"
-ANSWER_TEXT_CASE_MISMATCH = "answer_text_case_mismatch"
-ANSWER_NOT_IN_CONTEXT_REMOVED = "answer_not_in_context_removed"
-EMPTY_ANSWER_REMOVED = "empty_answer_removed"
 PLAUSIBLE_ANSWER_REMOVED = "plausible_answer_removed"
 ID_NOT_STRING = "id_not_string"
 TITLE_MISSING = "title_missing"
@@ -92,8 +98,6 @@ TITLE_MISSING = "title_missing"
 EMPTY_CONTEXT = "empty_context"
 EMPTY_QUESTION = "empty_question"
 DUPLICATE_QUESTION = "duplicate_question"
-ANSWER_NOT_IN_CONTEXT = "answer_not_in_context"
-EMPTY_ANSWER_TEXT = "empty_answer_text"
 
 _DROP_PROBLEMS = {
     ANSWER_NOT_IN_CONTEXT: "no answer of the question occurs in its context",
@@ -279,15 +283,6 @@ class _Where:
         return SquadDataError(f"{self.source}: {problem}{where}. {todo}")
 
 
-@dataclasses.dataclass(frozen=True)
-class _Answers:
-    texts: tuple[str, ...]
-    starts: tuple[int, ...]
-    repairs: frozenset[str]
-    # Why nothing is left, when every given answer was removed.
-    empty_reason: str | None = None
-
-
 class _Reader:
     """Walks articles, paragraphs and questions, filling `examples` and `report`."""
 
@@ -330,11 +325,11 @@ class _Reader:
         qas = paragraph.get("qas")
         if not isinstance(qas, list):
             raise where.error("a paragraph's 'qas' is missing or not a list", _FIX_SCHEMA)
-        searchable = _Context(context)
+        searchable = Context(context)
         for qa in qas:
             self._read_question(where, searchable, qa, inherited)
 
-    def _read_question(self, where: _Where, searchable: _Context, qa: Any, inherited: frozenset[str]) -> None:
+    def _read_question(self, where: _Where, searchable: Context, qa: Any, inherited: frozenset[str]) -> None:
         self.report.questions_in += 1
         if not isinstance(qa, dict):
             raise where.error("a 'qas' entry is not an object", _FIX_SCHEMA)
@@ -407,7 +402,7 @@ class _Reader:
             raise where.error("'is_impossible' is not true or false", _FIX_SCHEMA)
         return value
 
-    def _answers(self, where: _Where, context: _Context, qa: dict, is_impossible: bool) -> _Answers:
+    def _answers(self, where: _Where, context: Context, qa: dict, is_impossible: bool) -> AlignedAnswers:
         given = qa.get("answers", [] if is_impossible else None)
         if not isinstance(given, list):
             raise where.error("'answers' is missing or not a list", _FIX_SCHEMA)
@@ -422,14 +417,14 @@ class _Reader:
             if not isinstance(plausible, list):
                 raise where.error("'plausible_answers' is not a list", _FIX_SCHEMA)
             raw = [self._answer_fields(where, answer, "plausible_answers") for answer in plausible]
-            answers = _align_answers(context, raw)
+            answers = align_answers(context, raw)
             # An impossible question needs no answer, so losing plausible ones is a repair only.
             removed = frozenset({PLAUSIBLE_ANSWER_REMOVED}) if len(answers.texts) < len(raw) else frozenset()
             repairs = (answers.repairs - {ANSWER_NOT_IN_CONTEXT_REMOVED, EMPTY_ANSWER_REMOVED}) | removed
             return dataclasses.replace(answers, repairs=repairs, empty_reason=None)
         if not raw:
             raise where.error(*self._no_answer_problem())
-        return _align_answers(context, raw)
+        return align_answers(context, raw)
 
     def _no_answer_problem(self) -> tuple[str, str]:
         if self.config.version_2_with_negative:
@@ -509,94 +504,3 @@ def _fallback_title(index: int, article: dict) -> str:
     if ids and all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids) and len(set(ids)) == 1:
         return str(ids[0])
     return f"article-{index}"
-
-
-class _Context:
-    """A paragraph's context and the folded forms `_locate` searches, made at its first misaligned
-    answer and kept for the paragraph's other questions."""
-
-    def __init__(self, text: str):
-        self.text = text
-
-    @functools.cached_property
-    def folded(self) -> str:
-        return _fold(self.text)
-
-    @functools.cached_property
-    def folded_reversed(self) -> str:
-        return self.folded[::-1]
-
-
-def _fold(text: str) -> str:
-    """Lower case, one character for one, so that an offset into the result is one into `text`."""
-    # One character lowers to two, 'İ' (U+0130) -> 'i̇' (Unicode 13); it stays as it is.
-    folded = "\u0130".join(part.lower() for part in text.split("\u0130"))
-    if len(folded) != len(text):
-        # A later Unicode with another such character: the same, one character at a time (slower).
-        folded = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-    # str.lower writes 'Σ' as 'ς' at the end of a word and 'σ' elsewhere: one letter either way.
-    return folded.replace("ς", "σ")
-
-
-def _align_answers(context: _Context, raw: list[tuple[str, int]]) -> _Answers:
-    """Keeps the answers found in the context, each with an offset that points at it."""
-    texts: list[str] = []
-    starts: list[int] = []
-    repairs: set[str] = set()
-    empty = missing = 0
-    for text, start in raw:
-        if not text:
-            # An empty string "occurs" everywhere, so it would label nothing.
-            empty += 1
-            continue
-        found = _locate(context, text, start)
-        if found is None:
-            missing += 1
-            continue
-        found_start, found_text = found
-        if found_start != start:
-            repairs.add(ANSWER_START_MISALIGNED)
-        if found_text != text:
-            repairs.add(ANSWER_TEXT_CASE_MISMATCH)
-        texts.append(found_text)
-        starts.append(found_start)
-    empty_reason = None
-    if not texts:
-        empty_reason = EMPTY_ANSWER_TEXT if empty and not missing else ANSWER_NOT_IN_CONTEXT
-    else:
-        if missing:
-            repairs.add(ANSWER_NOT_IN_CONTEXT_REMOVED)
-        if empty:
-            repairs.add(EMPTY_ANSWER_REMOVED)
-    return _Answers(tuple(texts), tuple(starts), frozenset(repairs), empty_reason)
-
-
-def _locate(context: _Context, text: str, start: int) -> tuple[int, str] | None:
-    """The (start, text as written in the context) of the answer, or None if absent.
-
-    A correct offset is taken as is. Otherwise the nearest case-insensitive
-    occurrence wins; on equal distance an exact-case one, then the earlier one.
-    """
-    if start >= 0 and context.text.startswith(text, start):
-        return start, text
-    # The nearest occurrence is the first one at or after `start` or the last one
-    # before it, so two searches find it, never a list of every occurrence (a 1 MB
-    # context of "a" has a million). str.find is linear in the context's length
-    # (two-way search), str.rfind is not (an answer of 10,000 characters takes
-    # seconds in 1 MB), so the one before is the first one after in the reversed
-    # context. The 1:1 folding keeps every offset valid in the original context.
-    size, needle = len(text), _fold(text)
-    candidates = []
-    after = context.folded.find(needle, max(start, 0))
-    if after >= 0:
-        candidates.append(after)
-    if start > 0:
-        # Ends at or before start - 1 + size in the context, i.e. begins at or after this in the reversed one.
-        reversed_from = max(len(context.text) - (start - 1) - size, 0)
-        found = context.folded_reversed.find(needle[::-1], reversed_from)
-        if found >= 0:
-            candidates.append(len(context.text) - found - size)
-    if not candidates:
-        return None
-    best = min(candidates, key=lambda c: (abs(c - start), context.text[c:c + size] != text, c))
-    return best, context.text[best:best + size]

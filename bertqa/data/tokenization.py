@@ -1,7 +1,7 @@
 """BERT WordPiece tokenization with character offsets into the original text.
 
-Training (BertQATransform, via `bertqa.windowing`) and serving (the SavedModel's
-signature, via `bertqa.serving_windows`) must cut text into exactly the same
+Training (BertQATransform, via `bertqa.data.windowing`) and serving (the SavedModel's
+signature, via `bertqa.data.serving_windows`) must cut text into exactly the same
 WordPieces, or the fine-tuned model sees different ids at serving time than it was
 trained on. Both therefore run the same tensorflow_text op, built by
 `build_tf_text_tokenizer`; this module adds the Python-side convenience of batched

@@ -12,7 +12,7 @@ runs lock guarantees that no other push is using them), and nothing that lists v
 looks at them: versions are named by digits only.
 
 Object stores (gs://, s3://) have no atomic rename of a directory. There the files are
-copied in place with `model_record.json` last, and readers (bertqa.pushed_models) take
+copied in place with `model_record.json` last, and readers (bertqa.operations.pushed_models) take
 a version only once that file is there (TensorFlow's file system, imported only for them).
 No TFX here.
 """
@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 
 PARTIAL_PREFIX = ".partial-"
-# Written last on object stores: its presence marks the version complete (bertqa.pushed_models).
+# Written last on object stores: its presence marks the version complete (bertqa.operations.pushed_models).
 LAST_FILE = "model_record.json"
 
 

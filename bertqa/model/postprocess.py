@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 import tensorflow as tf
 
-from bertqa.raw_example import SquadExample
+from bertqa.data.raw_example import SquadExample
 
 PREDICTIONS_FILE = "predictions.json"
 NBEST_FILE = "nbest_predictions.json"
@@ -39,7 +39,7 @@ NULL_ODDS_FILE = "null_odds.json"
 
 
 class WindowLike(Protocol):
-    """What post-processing needs from a window (bertqa.windowing makes them)."""
+    """What post-processing needs from a window (bertqa.data.windowing makes them)."""
 
     @property
     def example_id(self) -> str: ...

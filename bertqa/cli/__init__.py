@@ -1,0 +1,13 @@
+"""The `bertqa` command and its subcommands: the top layer, over everything else.
+
+main.py (predict, evaluate, export, and the dispatch), retrain.py (`bertqa retrain`, one step of
+scheduled retraining), report.py (`bertqa report`), kfp_client.py (`bertqa kfp`).
+
+May import: every layer of bertqa, the components, the pipeline and the runners
+(local_runner, kubeflow_runner). Nothing imports this package but the console script
+(`bertqa = bertqa.cli:main`) and `python -m bertqa.cli`.
+"""
+
+from bertqa.cli.main import main
+
+__all__ = ["main"]

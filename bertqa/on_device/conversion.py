@@ -1,0 +1,321 @@
+"""SavedModel -> .tflite: the fixed-shape function, the four quantization schemes, the configs.
+
+The trainer exports a SavedModel whose `logits` signature maps int32
+`input_word_ids` / `input_mask` / `input_type_ids` of shape [batch, seq] to float32
+`start_logits` / `end_logits`. convert_saved_model
+
+1. takes the SavedModel's `tflite_logits` signature (the same weights traced at exactly
+   [1, seq_len] with LayerNorm and GELU in ops XNNPACK runs, see
+   bertqa.model.modeling.on_device_ops), or, for SavedModels without one (TF Hub encoders),
+   re-traces `logits` at [1, seq_len]. The sequence length is fixed because the TFLite
+   Task Library's BertQuestionAnswerer fills exactly one window of 384 tokens and would
+   see a [1, 1] tensor if the model kept a dynamic length; the batch is fixed at 1
+   because a single dynamic-sized tensor turns XNNPACK, the CPU delegate phones use,
+   off for the whole model ("Attempting to use a delegate that only supports
+   static-sized tensors"). `resizable_batch=True` (tests, batched-evaluation trials)
+   keeps a [-1, seq_len] batch instead, at the cost of XNNPACK;
+2. converts it with one of four quantization schemes (none, dynamic range, float16,
+   int8 with a representative dataset), keeping int32 id inputs and float32 logit
+   outputs because those are the only types the Task Library reads and writes;
+   dynamic range gets per-channel weight scales (bertqa.on_device.per_channel).
+
+The metadata the Task Library needs is bertqa.on_device.task_metadata's; bertqa.on_device.tflite_export
+puts the steps together and writes the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from bertqa.model.serving import LOGITS_SIGNATURE, TFLITE_LOGITS_SIGNATURE
+from bertqa.on_device.per_channel import per_channel_dense_weights
+
+INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
+OUTPUT_NAMES = ("start_logits", "end_logits")
+
+# Hard-coded in tflite-support's bert_question_answerer.{h,cc}: kMaxSeqLen, kMaxQueryLen
+# and kUseLowerCase. The Task Library cannot be told otherwise through metadata.
+TASK_LIBRARY_SEQ_LEN = 384
+TASK_LIBRARY_QUERY_LEN = 64
+TASK_LIBRARY_LOWER_CASE = True
+
+# The metadata tensor names BertQuestionAnswerer finds its tensors by
+# (kIdsTensorName, kMaskTensorName, kSegmentIdsTensorName, k{Start,End}LogitsTensorName).
+# BertInputTensorsMd writes exactly these input names.
+TASK_LIBRARY_INPUT_NAMES = {"input_word_ids": "ids", "input_mask": "mask", "input_type_ids": "segment_ids"}
+TASK_LIBRARY_OUTPUT_NAMES = {"start_logits": "start_logits", "end_logits": "end_logits"}
+
+_QUANTIZATION_NAMES = ("none", "dynamic", "float16", "int8")
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationConfig:
+    """How to quantize the TFLite model; the factories mirror Model Maker's names.
+
+    `representative_steps` is how many windows int8 calibration reads; it is
+    ignored by the other schemes. `per_channel_dense` (dynamic only) gives each
+    fully-connected layer's int8 weights one scale per output channel instead of the
+    converter's one per tensor (see `per_channel_dense_weights`).
+    """
+
+    name: str
+    representative_steps: int = 100
+    per_channel_dense: bool = True
+
+    def __post_init__(self) -> None:
+        if self.name not in _QUANTIZATION_NAMES:
+            raise ValueError(f"Unknown quantization {self.name!r}; expected one of {_QUANTIZATION_NAMES}.")
+        if self.representative_steps < 1:
+            raise ValueError(f"representative_steps must be at least 1, got {self.representative_steps}.")
+
+    @classmethod
+    def none(cls) -> QuantizationConfig:
+        """Plain float32 model."""
+        return cls("none")
+
+    @classmethod
+    def for_dynamic(cls) -> QuantizationConfig:
+        """int8 weights, float activations computed with int8 kernels at run time."""
+        return cls("dynamic")
+
+    @classmethod
+    def for_float16(cls) -> QuantizationConfig:
+        """float16 weights, dequantized to float32 at load time on CPU."""
+        return cls("float16")
+
+    @classmethod
+    def for_int8(cls, representative_steps: int = 100) -> QuantizationConfig:
+        """int8 weights and activations, calibrated on `representative_steps` windows."""
+        return cls("int8", representative_steps)
+
+    @classmethod
+    def from_name(cls, name: str, representative_steps: int = 100) -> QuantizationConfig:
+        """For pipeline parameters that arrive as strings."""
+        return cls(name, representative_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteExportConfig:
+    """The window shape the model is exported for and how the trainer tokenized text.
+
+    `resizable_batch` keeps the batch dimension dynamic, which turns XNNPACK off (see the
+    module docstring); the default freezes it at 1, as the Task Library runs it.
+    """
+
+    seq_len: int = TASK_LIBRARY_SEQ_LEN
+    query_len: int = TASK_LIBRARY_QUERY_LEN
+    do_lower_case: bool = True
+    resizable_batch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 4:
+            raise ValueError(f"seq_len must be at least 4 ([CLS] q [SEP] c), got {self.seq_len}.")
+        if not 0 < self.query_len < self.seq_len - 2:
+            raise ValueError(f"query_len must be in [1, seq_len - 3], got {self.query_len}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """Where the model went, how big it is, and why the Task Library might not run it as trained."""
+
+    path: str
+    size_bytes: int
+    warnings: tuple[str, ...] = ()
+    # The warnings that say the Task Library cannot run the file, or runs it otherwise than the
+    # interpreter that measured it; the rest say the spec differs from the Task Library's limits.
+    task_library_failures: tuple[str, ...] = ()
+
+
+def task_library_incompatibilities(config: TfliteExportConfig) -> list[str]:
+    """Why the Task Library would feed this model differently from training; empty if it would not."""
+    problems = []
+    if config.seq_len != TASK_LIBRARY_SEQ_LEN:
+        problems.append(
+            f"The model takes windows of seq_len={config.seq_len} tokens, but the Task Library's "
+            f"BertQuestionAnswerer always fills {TASK_LIBRARY_SEQ_LEN}; it cannot run this model."
+        )
+    if config.query_len != TASK_LIBRARY_QUERY_LEN:
+        problems.append(
+            f"The model was trained with questions cut to query_len={config.query_len} tokens, but the "
+            f"Task Library cuts them to {TASK_LIBRARY_QUERY_LEN}; its windows differ from training."
+        )
+    if config.do_lower_case != TASK_LIBRARY_LOWER_CASE:
+        problems.append(
+            "The model was trained on cased text (do_lower_case=False), but the Task Library always "
+            "lower-cases the question and context; its answers would be degraded."
+        )
+    return problems
+
+
+# --- Conversion ------------------------------------------------------------------------------
+
+
+def _progress(iterable, description: str, unit: str):
+    """A tqdm bar on stderr around `iterable`, shown only when stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, unit=unit, disable=None, leave=False)
+
+
+def _load_saved_model(saved_model_dir: str):
+    # The trainer's SavedModel also carries a raw-text `serving_default` signature whose
+    # graph uses tensorflow_text ops; loading any part of the SavedModel needs those ops
+    # registered, even though we only ever call the `logits` signature.
+    try:
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        _log.info("tensorflow_text is not installed; loading %s without its ops", saved_model_dir)
+    return tf.saved_model.load(saved_model_dir)
+
+
+def _fixed_shape_function(logits_fn, seq_len: int, resizable_batch: bool = False):
+    """The `logits` signature re-traced for windows of exactly `seq_len` tokens, in batches or one at a time."""
+    batch = None if resizable_batch else 1
+    specs = [tf.TensorSpec([batch, seq_len], tf.int32, name=name) for name in INPUT_NAMES]
+
+    @tf.function(input_signature=specs)
+    def fixed(input_word_ids, input_mask, input_type_ids):
+        outputs = logits_fn(
+            input_word_ids=input_word_ids, input_mask=input_mask, input_type_ids=input_type_ids
+        )
+        return {name: outputs[name] for name in OUTPUT_NAMES}
+
+    return fixed.get_concrete_function()
+
+
+def _check_logits_signature(loaded, saved_model_dir: str):
+    signatures = getattr(loaded, "signatures", {})
+    if LOGITS_SIGNATURE not in signatures:
+        raise ValueError(
+            f"{saved_model_dir} has no {LOGITS_SIGNATURE!r} signature (found {sorted(signatures)}); "
+            "the trainer must export one taking input_word_ids/input_mask/input_type_ids."
+        )
+    logits_fn = signatures[LOGITS_SIGNATURE]
+    missing_inputs = set(INPUT_NAMES) - set(logits_fn.structured_input_signature[1])
+    missing_outputs = set(OUTPUT_NAMES) - set(logits_fn.structured_outputs)
+    if missing_inputs or missing_outputs:
+        raise ValueError(
+            f"The {LOGITS_SIGNATURE!r} signature lacks inputs {sorted(missing_inputs)} "
+            f"or outputs {sorted(missing_outputs)}."
+        )
+    return logits_fn
+
+
+def pad_window(window: Mapping[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
+    """One window as the exported model takes it: the three inputs as int32 [1, seq_len], zero-padded."""
+    padded = {}
+    for name in INPUT_NAMES:
+        if name not in window:
+            raise ValueError(f"A representative window lacks {name!r} (has {sorted(window)}).")
+        values = np.asarray(window[name]).reshape(-1)
+        if values.size > seq_len:
+            raise ValueError(f"A window has {values.size} tokens, more than seq_len={seq_len}.")
+        row = np.zeros((1, seq_len), np.int32)
+        row[0, : values.size] = values
+        padded[name] = row
+    return padded
+
+
+def _representative_windows(
+    windows: Iterable[Mapping[str, np.ndarray]] | None, seq_len: int, steps: int
+) -> list[dict[str, np.ndarray]]:
+    if windows is None:
+        raise ValueError(
+            "int8 quantization needs representative_windows (tokenized training windows) to calibrate "
+            "activation ranges."
+        )
+    padded = []
+    for window in windows:
+        if len(padded) >= steps:
+            break
+        padded.append(pad_window(window, seq_len))
+    if not padded:
+        raise ValueError("representative_windows yielded no windows; int8 calibration needs at least one.")
+    return padded
+
+
+def _configure_quantization(
+    converter: tf.lite.TFLiteConverter,
+    quantization: QuantizationConfig,
+    calibration: list[dict[str, np.ndarray]] | None,
+) -> None:
+    # Only builtin ops: the Task Library's BertQuestionAnswerer resolves ops with the
+    # builtin resolver and has no Flex (select TF ops) delegate, so a model needing
+    # Flex ops must fail here rather than on the device.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization.name == "none":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization.name == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization.name == "int8":
+
+        def representative_dataset() -> Iterator[dict[str, np.ndarray]]:
+            # Calibration runs the float model once per window: tens of seconds for a real BERT.
+            yield from _progress(calibration, "int8 calibration", unit="window")
+
+        converter.representative_dataset = representative_dataset
+        # Integer quantization of weights and activations where int8 kernels exist, float
+        # kernels elsewhere (TFLITE_BUILTINS, not TFLITE_BUILTINS_INT8). The interface
+        # stays as the Task Library needs it: the int32 id/mask/segment inputs are never
+        # quantized, and it reads the logits with PopulateVector<float>, so they must
+        # stay float32 rather than int8.
+        converter.inference_input_type = tf.float32
+        converter.inference_output_type = tf.float32
+
+
+def convert_saved_model(
+    saved_model_dir: str,
+    config: TfliteExportConfig,
+    quantization: QuantizationConfig,
+    representative_windows: Iterable[Mapping[str, np.ndarray]] | None = None,
+) -> bytes:
+    """The model as a TFLite flatbuffer with [1, seq_len] int32 inputs, without metadata.
+
+    Converts the `tflite_logits` signature when the SavedModel has one for this seq_len, else
+    `logits`; with `config.resizable_batch` always `logits`, with a [-1, seq_len] batch.
+
+    `representative_windows` (int8 only) are tokenized windows, dicts of the three
+    inputs, each at most seq_len long; they are zero-padded to seq_len.
+    """
+    calibration = None
+    if quantization.name == "int8":
+        calibration = _representative_windows(
+            representative_windows, config.seq_len, quantization.representative_steps
+        )
+    loaded = _load_saved_model(saved_model_dir)
+    logits_fn = _check_logits_signature(loaded, saved_model_dir)
+    on_device = loaded.signatures.get(TFLITE_LOGITS_SIGNATURE)
+    if on_device is not None and not config.resizable_batch and all(
+            spec.shape.as_list() == [1, config.seq_len]
+            for spec in on_device.structured_input_signature[1].values()):
+        logits_fn = on_device
+    concrete = _fixed_shape_function(logits_fn, config.seq_len, config.resizable_batch)
+    started = time.monotonic()
+    model = _convert(concrete, loaded, quantization, calibration)
+    if quantization.name == "dynamic" and quantization.per_channel_dense:
+        model = per_channel_dense_weights(model, _convert(concrete, loaded, QuantizationConfig.none(), None))
+    _log.info(
+        "Converted %s (%s) to %d bytes in %.1fs",
+        saved_model_dir,
+        quantization.name,
+        len(model),
+        time.monotonic() - started,
+    )
+    return model
+
+
+def _convert(concrete, loaded, quantization: QuantizationConfig, calibration) -> bytes:
+    # `loaded` owns the variables the concrete function captures; the converter must
+    # be able to reach them to freeze them into constants.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
+    _configure_quantization(converter, quantization, calibration)
+    return bytes(converter.convert())

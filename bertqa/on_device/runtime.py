@@ -1,0 +1,210 @@
+"""Running an exported .tflite here: on windows (TfliteQaRunner), timed (median_latency_seconds),
+and inspected (xnnpack_report: which ops TFLite's XNNPACK delegate takes).
+
+`TfliteQaRunner` runs the exported file on already-tokenized windows so the evaluator can
+score exactly the artifact that ships, and `median_latency_seconds` times it the way the
+Task Library runs it: one window per question.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from bertqa.on_device.conversion import INPUT_NAMES, OUTPUT_NAMES, pad_window
+
+_log = logging.getLogger(__name__)
+
+
+def signature_runner(interpreter: tf.lite.Interpreter):
+    """The model's one signature, checked to have the contract's inputs and outputs."""
+    keys = list(interpreter.get_signature_list())
+    if len(keys) != 1:
+        raise ValueError(f"Expected a TFLite model with exactly one signature, found {keys}.")
+    runner = interpreter.get_signature_runner(keys[0])
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    if set(inputs) != set(INPUT_NAMES) or set(outputs) != set(OUTPUT_NAMES):
+        raise ValueError(
+            f"The TFLite signature has inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
+            f"expected {sorted(INPUT_NAMES)} and {sorted(OUTPUT_NAMES)}."
+        )
+    return runner
+
+
+def median_latency_seconds(
+    path: str, window: Mapping[str, np.ndarray], num_threads: int, runs: int = 10, warmup: int = 2
+) -> float:
+    """Median wall time of one [1, seq_len] run of `window` (zero-padded): one Task Library question.
+
+    The Task Library answers a question with exactly one window, so this is the
+    model's latency per question on this machine; the median of `runs` timed runs
+    after `warmup` untimed ones (the first run allocates and packs weights).
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be at least 1 and warmup at least 0, got {runs} and {warmup}.")
+    interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+    runner = signature_runner(interpreter)
+    seq_len = int(runner.get_input_details()["input_word_ids"]["shape"][-1])
+    inputs = pad_window(window, seq_len)
+    for _ in range(warmup):
+        runner(**inputs)
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        runner(**inputs)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+class TfliteQaRunner:
+    """Runs an exported QA model on already-padded [batch, seq_len] int32 windows.
+
+    The model loads with batch 1 (the Task Library's shape). A model with a static batch
+    of 1 (the default export, so that XNNPACK runs it) runs windows one at a time. For
+    models exported with `resizable_batch`, batches are tried by resizing the inputs to
+    [batch, seq_len]; a model whose graph froze the batch of 1 into its shapes anyway (the
+    converter turns the attention mask's expand_dims into a constant reshape) fails to
+    resize, and then, for good, windows are run one at a time. The first batched run is
+    also checked against a single-window run, so a resize that "works" but computes
+    something else is caught rather than scored.
+    `num_threads` is the interpreter's CPU threads (None: TFLite's default).
+    """
+
+    def __init__(self, path: str, num_threads: int | None = 1):
+        self._interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+        self._runner = signature_runner(self._interpreter)
+        shape = self._runner.get_input_details()["input_word_ids"]["shape"]
+        self.seq_len = int(shape[-1])
+        signature = self._runner.get_input_details()["input_word_ids"]["shape_signature"]
+        # Unknown until the first batch of more than one, unless the batch is static.
+        self._batching: bool | None = False if int(signature[0]) == 1 else None
+
+    @property
+    def batching_supported(self) -> bool | None:
+        """Whether batches run in one invocation; None until a batch has been tried."""
+        return self._batching
+
+    def run(
+        self, input_word_ids: np.ndarray, input_mask: np.ndarray, input_type_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(start_logits, end_logits), each float32 [batch, seq_len]."""
+        inputs = self._validated(input_word_ids, input_mask, input_type_ids)
+        batch = inputs["input_word_ids"].shape[0]
+        if batch == 0:
+            empty = np.zeros((0, self.seq_len), np.float32)
+            return empty, empty.copy()
+        if batch == 1 or self._batching is False:
+            return self._run_one_by_one(inputs)
+        try:
+            outputs = self._invoke(inputs)
+        except (RuntimeError, ValueError) as error:
+            _log.info("Batched TFLite run failed (%s); running windows one at a time.", error)
+            self._batching = False
+            return self._run_one_by_one(inputs)
+        if self._batching is None:
+            self._batching = self._matches_single_run(inputs, outputs)
+            if not self._batching:
+                _log.warning("Batched TFLite run disagrees with single-window runs; running one at a time.")
+                return self._run_one_by_one(inputs)
+        return outputs
+
+    def _validated(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        inputs = {}
+        for name, array in zip(INPUT_NAMES, arrays, strict=True):
+            array = np.asarray(array)
+            if array.ndim != 2 or array.shape[1] != self.seq_len:
+                raise ValueError(f"{name} must be [batch, {self.seq_len}], got {list(array.shape)}.")
+            inputs[name] = array.astype(np.int32, copy=False)
+        if len({a.shape[0] for a in inputs.values()}) != 1:
+            raise ValueError(f"Inputs disagree on batch size: {[list(a.shape) for a in inputs.values()]}.")
+        return inputs
+
+    def _invoke(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        # The signature runner resizes the inputs to the arrays' shapes and
+        # re-allocates tensors when they change (resize_tensor_input + allocate_tensors).
+        outputs = self._runner(**inputs)
+        return outputs["start_logits"].copy(), outputs["end_logits"].copy()
+
+    def _run_one_by_one(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        starts, ends = [], []
+        for i in range(inputs["input_word_ids"].shape[0]):
+            start, end = self._invoke({name: array[i : i + 1] for name, array in inputs.items()})
+            starts.append(start)
+            ends.append(end)
+        return np.concatenate(starts), np.concatenate(ends)
+
+    def _matches_single_run(
+        self, inputs: dict[str, np.ndarray], batched: tuple[np.ndarray, np.ndarray]
+    ) -> bool:
+        single = self._invoke({name: array[:1] for name, array in inputs.items()})
+        return all(np.allclose(b[:1], s, rtol=1e-3, atol=1e-3) for b, s in zip(batched, single, strict=True))
+
+
+# --- What XNNPACK takes ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DelegateReport:
+    """How much of a .tflite the XNNPACK delegate (TFLite's CPU backend, as on phones) runs.
+
+    `nodes` counts the model's ops, `delegated` those inside XNNPACK partitions, and `outside`
+    the rest by op name (they run on TFLite's builtin kernels). A model with a dynamic-sized
+    tensor (`dynamic_tensors`, by name) gets no XNNPACK at all.
+    """
+
+    nodes: int
+    delegated: int
+    partitions: int
+    outside: tuple[tuple[str, int], ...]
+    dynamic_tensors: tuple[str, ...]
+
+    def summary(self) -> str:
+        if self.dynamic_tensors:
+            return f"XNNPACK off ({len(self.dynamic_tensors)} dynamic-sized tensors, e.g. {self.dynamic_tensors[0]})"
+        rest = ", ".join(f"{name} {count}" for name, count in self.outside) or "none"
+        return f"XNNPACK {self.delegated}/{self.nodes} ops in {self.partitions} partitions (outside: {rest})"
+
+    def to_json(self) -> dict:
+        return {"nodes": self.nodes, "delegated": self.delegated, "partitions": self.partitions,
+                "outside": dict(self.outside), "dynamic_tensors": list(self.dynamic_tensors)}
+
+
+def xnnpack_report(path: str) -> DelegateReport:
+    """Which ops of the file TensorFlow Lite's default XNNPACK delegate takes.
+
+    The interpreter applies XNNPACK when it allocates tensors and then lists one DELEGATE
+    node per partition beside the original nodes, without saying which original nodes a
+    partition swallowed. An original node ran outside XNNPACK exactly when its outputs are
+    neither a partition's outputs nor left unallocated (a tensor internal to a partition
+    gets no memory in TFLite's arena).
+    """
+    import collections
+
+    interpreter = tf.lite.Interpreter(model_path=path, num_threads=1)
+    dynamic = tuple(d["name"] for d in interpreter.get_tensor_details() if -1 in list(d["shape_signature"]))
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()  # noqa: SLF001 (the interpreter's only view of its nodes)
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    partition_outputs = {int(t) for op in partitions for t in op["outputs"]}
+
+    def allocated(tensor: int) -> bool:
+        try:
+            interpreter.get_tensor(tensor)
+        except ValueError:  # "Tensor data is null": internal to a partition
+            return False
+        return True
+
+    originals = [op for op in ops if op["op_name"] != "DELEGATE"]
+    outputs = {op["index"]: [int(t) for t in op["outputs"]] for op in originals}
+    outside = collections.Counter(
+        op["op_name"] for op in originals
+        if not partition_outputs.intersection(outputs[op["index"]]) and all(map(allocated, outputs[op["index"]])))
+    return DelegateReport(nodes=len(originals), delegated=len(originals) - sum(outside.values()),
+                          partitions=len(partitions), outside=tuple(sorted(outside.items())),
+                          dynamic_tensors=dynamic)

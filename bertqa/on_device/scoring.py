@@ -1,0 +1,70 @@
+"""SQuAD metrics of an exported .tflite: the fast path of `bertqa evaluate`, the exporter and Model Maker.
+
+One interpreter per CPU, each taking every n-th window (in batches when the file has a
+resizable batch; shipped files have a static one so that XNNPACK runs them, see
+bertqa.on_device.conversion), instead of one interpreter for all windows as Model Maker's
+evaluate_tflite did. Windows are still padded to the model's input length, so the file is
+scored exactly as the Task Library runs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from bertqa.data.raw_example import SquadExample
+from bertqa.data.windowing import Window
+from bertqa.model.evaluation import (
+    EvalConfig,
+    EvalResult,
+    default_num_threads,
+    predict_logits,
+    progress_bar,
+    score,
+)
+from bertqa.on_device.runtime import TfliteQaRunner
+
+# Windows per TFLite run. Padded to 384 tokens a window already is a large matrix product,
+# so bigger batches barely help on a CPU, while attention scores grow as batch x 384 x 384
+# per head (benchmarks/RESULTS.md).
+DEFAULT_TFLITE_BATCH_SIZE = 8
+
+
+def evaluate_tflite(tflite_path: str, examples: Sequence[SquadExample], windows: Sequence[Window],
+                    config: EvalConfig, num_threads: int | None = None,
+                    batch_size: int = DEFAULT_TFLITE_BATCH_SIZE, show_progress: bool = True) -> EvalResult:
+    """SQuAD metrics of an exported .tflite, its windows run in batches by `num_threads` interpreters at once.
+
+    Each of the `num_threads` (None: every CPU) interpreters runs on one CPU thread and takes every
+    num_threads-th window. Separate interpreters rather than one interpreter with several threads:
+    TFLite's hybrid kernels, which run the dynamic-range model, use one thread whatever the
+    interpreter's num_threads says (190 vs 196 ms per window at 1 and 2 threads,
+    benchmarks/RESULTS.md), and invoke() releases the GIL, so Python threads each driving their own
+    interpreter keep every CPU busy for every variant. Each window is computed exactly as alone.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    workers = max(1, min(num_threads or default_num_threads(), len(windows)))
+    runners = [TfliteQaRunner(tflite_path, num_threads=1) for _ in range(workers)]
+    longest = max((len(w.input_word_ids) for w in windows), default=0)
+    if longest > runners[0].seq_len:
+        raise ValueError(f"{tflite_path} takes {runners[0].seq_len} tokens, but the data has windows of {longest}; "
+                         "window the data with the seq_len the model was exported for.")
+    shards = [list(range(worker, len(windows), workers)) for worker in range(workers)]
+    starts: list[np.ndarray] = [np.empty(0)] * len(windows)
+    ends: list[np.ndarray] = [np.empty(0)] * len(windows)
+    with progress_bar(len(windows), f"evaluating {os.path.basename(tflite_path)}", show_progress) as progress:
+        def run_shard(worker: int) -> None:
+            shard = shards[worker]
+            shard_starts, shard_ends = predict_logits(runners[worker].run, [windows[i] for i in shard], batch_size,
+                                                      pad_to=runners[worker].seq_len, progress=progress)
+            for i, start, end in zip(shard, shard_starts, shard_ends, strict=True):
+                starts[i], ends[i] = start, end
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run_shard, range(workers)))  # list(): re-raises a worker's exception here
+    return score(examples, windows, starts, ends, config)

@@ -1,0 +1,204 @@
+"""The code's layout holds: layers import downwards only, no import circle, no module past 550 lines.
+
+The layers (bertqa/__init__.py says what each holds), lowest first:
+
+    bertqa.data < bertqa.model < bertqa.on_device < bertqa.operations
+        < components (and bertqa_artifacts) < pipeline
+        < bertqa.cli, bertqa.model_maker, local_runner, kubeflow_runner
+
+Every import counts, including those inside functions (a lazy import is still a dependency):
+an edge a -> b needs layer(b) <= layer(a), and the project's modules form no cycle. A package
+importing its own submodules (bertqa.cli/__init__ -> bertqa.cli.main) is an edge like any other;
+the implicit import of a submodule's parent package is not.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PROJECT_ROOTS = ("bertqa", "components", "pipeline", "local_runner", "kubeflow_runner", "bertqa_artifacts")
+MAX_LINES = 550
+
+# (module prefix, layer); the longest matching prefix decides.
+LAYERS = (
+    ("bertqa.data", 0),
+    ("bertqa.model", 1),
+    ("bertqa.on_device", 2),
+    ("bertqa.operations", 3),
+    ("bertqa_artifacts", 4),
+    ("components", 4),
+    ("pipeline", 5),
+    ("bertqa.cli", 6),
+    ("bertqa.model_maker", 6),
+    ("local_runner", 6),
+    ("kubeflow_runner", 6),
+    ("bertqa", 6),  # bertqa/__init__.py: imports nothing
+)
+# The library layers, which the components wrap: none of them may import TFX.
+NO_TFX = ("bertqa.data", "bertqa.model", "bertqa.on_device", "bertqa.operations")
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_files() -> dict[str, pathlib.Path]:
+    files = {}
+    for root in PROJECT_ROOTS:
+        if (REPO / f"{root}.py").exists():
+            files[root] = REPO / f"{root}.py"
+        for path in sorted((REPO / root).rglob("*.py")) if (REPO / root).is_dir() else ():
+            files[module_name(path)] = path
+    return files
+
+
+def imported_names(source: str) -> set[str]:
+    """Every module name an import statement anywhere in `source` names (X, X.Y for `from X import Y`)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """Project module -> the project modules it imports (a `from X import Y` of a submodule Y is X.Y)."""
+    graph = {}
+    for name, source in sources.items():
+        edges = set()
+        for imported in imported_names(source):
+            if imported in sources:
+                # `from X import Y` names both X and X.Y; Y is a module of X's, so the edge is to X.Y alone
+                # unless X itself is imported for a name of its own.
+                edges.add(imported)
+        for imported in list(edges):
+            parent = imported.rpartition(".")[0]
+            if parent in edges and not _imports_name_of(sources[name], parent, sources):
+                edges.discard(parent)
+        edges.discard(name)
+        graph[name] = edges
+    return graph
+
+
+def _imports_name_of(source: str, package: str, sources: dict[str, str]) -> bool:
+    """Whether `source` imports `package` itself, or a name from it that is not one of its submodules."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import) and any(alias.name == package for alias in node.names):
+            return True
+        if (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == package
+                and any(f"{package}.{alias.name}" not in sources for alias in node.names)):
+            return True
+    return False
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as [a, b, ..., a], or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def layer(module: str) -> int:
+    matches = [(len(prefix), rank) for prefix, rank in LAYERS if module == prefix or module.startswith(prefix + ".")]
+    if not matches:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS in tests/test_layout.py")
+    return max(matches)[1]
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)})"
+                  for a, targets in graph.items() for b in targets if layer(b) > layer(a))
+
+
+@pytest.fixture(scope="module")
+def sources() -> dict[str, str]:
+    return {name: path.read_text() for name, path in project_files().items()}
+
+
+def test_the_project_has_the_layered_packages(sources):
+    for package in ("bertqa.data", "bertqa.model", "bertqa.on_device", "bertqa.operations", "bertqa.cli"):
+        assert package in sources, f"{package} is missing"
+        assert ast.get_docstring(ast.parse(sources[package])), f"{package} has no docstring saying what it holds"
+        assert "May import" in sources[package] or package == "bertqa.cli" or "may use" in sources[package]
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {str(path.relative_to(REPO)): n for root in ("bertqa", "components")
+            for path in (REPO / root).rglob("*.py") if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_no_import_circle_between_project_modules(sources):
+    cycle = find_cycle(import_graph(sources))
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_lower_layers_never_import_higher_ones(sources):
+    assert layer_violations(import_graph(sources)) == []
+
+
+def test_the_library_layers_do_not_import_tfx(sources):
+    offenders = sorted(name for name, source in sources.items()
+                       if name.startswith(NO_TFX) and any(n == "tfx" or n.startswith("tfx.")
+                                                          for n in imported_names(source)))
+    assert offenders == []
+
+
+# --- the checks themselves fail on what they look for --------------------------------------------
+
+
+def test_find_cycle_finds_a_lazy_import_circle():
+    sources = {
+        "components.trainer.module": "from components.trainer import child_process\n",
+        "components.trainer.child_process": "def main():\n    from components.trainer import module\n",
+        "components.trainer": "",
+    }
+    cycle = find_cycle(import_graph(sources))
+    assert cycle is not None and set(cycle) == {"components.trainer.module", "components.trainer.child_process"}
+
+
+def test_find_cycle_accepts_a_chain():
+    graph = {"a": {"b"}, "b": {"c"}, "c": set()}
+    assert find_cycle(graph) is None
+
+
+def test_layer_violations_names_an_upward_import():
+    sources = {
+        "bertqa.model.evaluation": "def f():\n    from bertqa.on_device.runtime import TfliteQaRunner\n",
+        "bertqa.on_device.runtime": "from bertqa.model import serving\n",
+        "bertqa.model.serving": "",
+        "bertqa.model": "",
+    }
+    assert layer_violations(import_graph(sources)) == [
+        "bertqa.model.evaluation (layer 1) imports bertqa.on_device.runtime (layer 2)"]
+
+
+def test_a_module_outside_every_layer_is_refused():
+    with pytest.raises(AssertionError, match="in no layer"):
+        layer("somewhere_else.module")

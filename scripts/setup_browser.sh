@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The browser the tests render the run report in (tests/test_run_report_browser.py): Debian's
+# The browser the tests render the run report in (tests/test_pipeline_e2e.py's run-report test,
+# through tests/browser.py, which also calls this script when Chromium is missing): Debian's
 # Chromium, installed when missing. `make test` runs this after scripts/setup.sh; `make run`
 # does not need it. BERTQA_CHROMIUM names another Chromium binary instead.
 set -euo pipefail

@@ -18,6 +18,19 @@ def fixtures_dir() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def learnable_data_dir(tmp_path_factory, fixtures_dir) -> pathlib.Path:
+    """The tiny fixtures, with code-word questions added to tiny_train.json (tests/synthetic_spans.py).
+
+    tiny_train.json's 15 SQuAD questions teach the tiny model nothing it could answer about another
+    context; with the code-word questions beside them it learns, within 40 steps, to answer "What is
+    the code word?" about any context, so that a run can check that its model answers right.
+    """
+    from synthetic_spans import write_learnable_tiny_data
+
+    return write_learnable_tiny_data(fixtures_dir, tmp_path_factory.mktemp("learnable_data"))
+
+
+@pytest.fixture(scope="session")
 def vocab_path() -> str:
     from bertqa.model import model_cache
 

@@ -1,10 +1,17 @@
-"""Synthetic SQuAD spans that a tiny model learns in seconds: for the retraining end-to-end test.
+"""Synthetic SQuAD spans that a tiny model learns in seconds: for the end-to-end tests.
 
 Each question asks for the code word of a short paragraph ("... the code word is otter.
 ..."). A 2-layer, 32-wide encoder learns to point at the word after "code word is" within a
 few hundred steps, so a retrained model measurably keeps (or loses) what it knew: with
 `shuffle_labels`, every training answer points at a random other word of its paragraph,
 which teaches the model nothing but noise.
+
+`with_code_words` adds such questions to a SQuAD file (the tiny fixtures' tiny_train.json), so
+that the model trained on it answers `QUESTION` about contexts it never saw (`UNSEEN`);
+`assert_answers_code_words` checks that it does. Measured on tiny_train.json with
+CODE_WORD_QUESTIONS added, batches of 16: the pipeline's Trainer answers both UNSEEN contexts
+after 40 steps and not after 25; Model Maker's API answers them (and two more) after 40 steps.
+The tests train 120.
 """
 
 from __future__ import annotations
@@ -21,6 +28,12 @@ FILLER = ("the river ran past an old mill near the town", "many people walked al
           "children played in the park after school", "the bridge was painted red last summer",
           "a train left the station at nine", "the library holds books from many countries",
           "farmers sold bread and cheese on the square", "the weather turned cold during the night")
+QUESTION = "What is the code word?"
+CODE_WORD_QUESTIONS = 100  # added to tiny_train.json by write_learnable_tiny_data
+# (context, its code word): paragraphs no training file has. "lantern" is no training answer: the
+# model reads the word after "code word is" rather than picking one of the animals it was taught.
+UNSEEN = (("The river ran past an old mill near the town. The code word is falcon. A train left at nine.", "falcon"),
+          ("The code word is lantern. Children played in the park after school.", "lantern"))
 
 
 def _paragraph(rng: random.Random, index: int, shuffle_labels: bool) -> dict:
@@ -61,3 +74,28 @@ def write_span(data_dir: pathlib.Path, span: int, train_questions: int = 200, ev
     (folder / "train.json").write_text(json.dumps(squad_document(span * 2, train_questions, shuffle_labels)))
     (folder / "eval.json").write_text(json.dumps(squad_document(span * 2 + 1, eval_questions)))
     return folder
+
+
+def with_code_words(document: dict, questions: int, seed: int = 99) -> dict:
+    """A copy of the SQuAD `document` with `questions` code-word questions added, in articles of their own."""
+    return {**document, "data": [*document["data"], *squad_document(seed, questions)["data"]]}
+
+
+def write_learnable_tiny_data(fixtures_dir: pathlib.Path, data_dir: pathlib.Path) -> pathlib.Path:
+    """data_dir/tiny_train.json (the fixture's 15 questions and CODE_WORD_QUESTIONS more) and tiny_eval.json."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    train = json.loads((fixtures_dir / "tiny_train.json").read_text())
+    (data_dir / "tiny_train.json").write_text(json.dumps(with_code_words(train, CODE_WORD_QUESTIONS)))
+    (data_dir / "tiny_eval.json").write_bytes((fixtures_dir / "tiny_eval.json").read_bytes())
+    return data_dir
+
+
+def assert_answers_code_words(answer) -> None:
+    """`answer(context, QUESTION)` -> the best answer's text (None for no answer) gives each UNSEEN code word.
+
+    The Task Library returns whole space-separated words of the context, so a word comes with the
+    period that follows it; the SavedModel returns the span itself.
+    """
+    answers = {word: answer(context, QUESTION) for context, word in UNSEEN}
+    assert {word: (text or "").rstrip(".") for word, text in answers.items()} == {word: word for word in answers}, (
+        f"the trained model's answers to {QUESTION!r}: {answers}")

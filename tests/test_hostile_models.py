@@ -5,13 +5,16 @@ traceback, and above all without the interpreter dying: before bertqa.on_device.
 the files, a truncated .tflite made `tf.lite.Interpreter` segfault in `bertqa evaluate`.
 So the real CLI runs in a subprocess, where a crash shows as a negative return code.
 
-The valid model is tiny_random's encoder and span head (untrained), exported as the pipeline
-exports it (bertqa.model.serving, then bertqa.on_device.tflite_export); the hostile files are cut from it or
-built beside it. All CLI runs happen at once in one module fixture, a few at a time.
+The valid model is tiny_random's encoder and span head, trained for 120 steps on code-word
+questions (tests/synthetic_spans.py) so that `bertqa predict` has a right answer to print, and
+exported as the pipeline exports it (bertqa.model.serving, then bertqa.on_device.tflite_export);
+the hostile files are cut from it or built beside it. All CLI runs happen at once in one module
+fixture, a few at a time.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,12 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from synthetic_spans import QUESTION, UNSEEN, squad_document
 
 from bertqa.on_device import model_files
 
 ERROR_EXIT = 2  # bertqa's exit status for a user error (cli.main)
 COMMANDS = ("predict", "evaluate")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Three times the steps after which the tiny model answers the code-word questions (synthetic_spans.py).
+TRAIN_STEPS = 120
 
 # case -> what the one error line must say, per command (one phrase for both, or a dict).
 CASES = {
@@ -63,13 +69,20 @@ def _tiny_models(directory: str) -> dict[str, str]:
     from tensorflow_lite_support.metadata.python.metadata_writers import metadata_info, metadata_writer
 
     from bertqa.model import model_spec, serving, training
+    from bertqa.model_maker.data_loader import DataLoader
     from bertqa.on_device import conversion, task_metadata
 
     spec = model_spec.get("tiny_random")
     vocab = spec.resolved_vocab_path()
     tf.keras.utils.set_random_seed(3)
     paths = {"saved_model": os.path.join(directory, "saved_model"), "vocab": vocab}
-    serving.export_saved_model(training.build_model(spec), vocab, True, spec.window_config(), paths["saved_model"])
+    code_words = os.path.join(directory, "code_words.json")
+    with open(code_words, "w") as f:
+        json.dump(squad_document(97, 100), f)
+    windows = DataLoader.from_squad(code_words, "tiny_random", is_training=True, cache_dir=directory)
+    model = training.build_model(spec)
+    training.train(model, [windows.record_file], training.train_config(spec, spec.default_batch_size, TRAIN_STEPS))
+    serving.export_saved_model(model, vocab, True, spec.window_config(), paths["saved_model"])
     bare = conversion.convert_saved_model(paths["saved_model"], conversion.TfliteExportConfig(),
                                              conversion.QuantizationConfig.none())
     files = {"model.tflite": task_metadata.add_task_library_metadata(bare, vocab), "no_metadata.tflite": bare}
@@ -150,7 +163,7 @@ def _hostile_paths(directory: str, models: dict[str, str]) -> dict[str, str]:
 
 def _argv(command: str, model: str, data: str) -> list[str]:
     if command == "predict":
-        return ["predict", "--model", model, "--context", "The answer is here.", "--question", "Where is the answer?"]
+        return ["predict", "--model", model, "--context", UNSEEN[1][0], "--question", QUESTION]
     return ["evaluate", "--model", model, "--data", data]
 
 
@@ -194,10 +207,14 @@ def test_hostile_model_gives_one_error_line_and_exit_status_2(runs, case, comman
 
 
 def test_the_valid_tiny_model_answers(runs):
+    """`bertqa predict` with the valid .tflite prints the code word of a context the model never saw."""
     _, result = runs["valid", "predict"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert "error:" not in result.stderr and "Traceback" not in result.stderr
-    assert "(score " in result.stdout or result.stdout.strip() == "(no answer)", result.stdout
+    # One line: the answer (whole words of the context, the period included), a tab, its score;
+    # "(no answer)" when the model ranks no valid span.
+    text, _, score = result.stdout.strip().partition("\t")
+    assert text.rstrip(".") == UNSEEN[1][1] and score.startswith("(score "), result.stdout
 
 
 def test_the_checks_accept_the_valid_files(models):

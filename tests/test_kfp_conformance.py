@@ -1,8 +1,9 @@
 """The compiled Kubeflow spec, executed task by task through the TFX v2 entrypoints (tests/kfp_conformance.py).
 
 The kfp-target spec runs as open-source KFP would run it (no ExampleGen driver, no resolver), on the
-tiny fixtures with the tiny_random spec, and is checked for what tests/test_pipeline_e2e.py checks of
-the LocalDagRunner run. The Vertex-target spec's SquadExampleGen task runs with its driver hook.
+tiny fixtures with code-word questions added (conftest's learnable_data_dir) and the tiny_random spec,
+and is checked for what tests/test_pipeline_e2e.py checks of the LocalDagRunner run, the pushed
+model's right answers included. The Vertex-target spec's SquadExampleGen task runs with its driver hook.
 """
 
 import dataclasses
@@ -20,18 +21,19 @@ import kubeflow_runner
 from bertqa.model import model_cache
 from components.tflite_exporter import core as exporter_core
 
+# As test_pipeline_e2e.py's run: 120 steps, so that the pushed model answers the code-word questions.
 TINY_ARGS = ["--train-pattern", "tiny_train.json", "--eval-pattern", "tiny_eval.json", "--spec", "tiny_random",
-             "--min-f1", "0", "--epochs", "2"]
+             "--min-f1", "0", "--train-steps", "120"]
 # Every variant, each allowed any F1 drop, so that all four are exported, scored and pushed.
 VARIANTS = ["--quantization", "all", *[arg for v in exporter_core.VARIANTS for arg in ("--max-f1-drop", f"{v}=100")]]
 TASKS = ["SquadExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "BertQATransform", "Trainer",
          "SquadEvaluator", "TFLiteExporter", "Pusher", "RunReporter"]
 
 
-def _compile(tmp, fixtures_dir, target):
+def _compile(tmp, data_dir, target):
     output = str(tmp / ("pipeline.yaml" if target == "kfp" else "pipeline.json"))
     assert kubeflow_runner.main([
-        "--target", target, "--pipeline-root", str(tmp / "root"), "--data-root", str(fixtures_dir),
+        "--target", target, "--pipeline-root", str(tmp / "root"), "--data-root", str(data_dir),
         "--serving-dir", str(tmp / "serving"), "--image", "bertqa-tfx:test", "--output", output,
         # This machine's model cache stands in for the image's.
         "--model-cache-dir", str(model_cache.cache_root()), *TINY_ARGS, *VARIANTS]) == 0
@@ -47,9 +49,9 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def kfp_run(tmp_path_factory, fixtures_dir) -> Outcome:
+def kfp_run(tmp_path_factory, learnable_data_dir) -> Outcome:
     tmp = tmp_path_factory.mktemp("kfp")
-    spec = kfp_conformance.load_spec(_compile(tmp, fixtures_dir, "kfp"))
+    spec = kfp_conformance.load_spec(_compile(tmp, learnable_data_dir, "kfp"))
     run = kfp_conformance.Run(spec, tmp / "root", tmp / "work", run_driver=False)
     started, failure = time.monotonic(), None
     for name in kfp_conformance.task_order(spec):
@@ -94,13 +96,14 @@ def test_example_gen_without_driver_records_splits_counts_span_and_fingerprint(k
     metadata = examples["metadata"]
     assert json.loads(metadata["split_names"]) == ["train", "eval"]
     report = json.loads(pathlib.Path(examples["uri"], "data_report.json").read_text())["total"]
-    assert report["questions_in"] == report["kept"] + sum(report["dropped"].values()) == 15 + 23
+    train_questions = test_pipeline_e2e.TRAIN_QUESTIONS
+    assert report["questions_in"] == report["kept"] + sum(report["dropped"].values()) == train_questions + 23
     # What TFX's driver would have recorded, computed by the executor because no driver ran.
     assert metadata.get("span", metadata.get("custom:span")) == 0
     assert "split:train,num_files:1" in metadata["input_fingerprint"]
     windows = results["BertQATransform"].output_artifact("transformed_examples")
     window_report = json.loads(pathlib.Path(windows["uri"], "window_report.json").read_text())
-    assert window_report["train"]["questions"] == 15 and window_report["eval"]["questions"] == 23
+    assert window_report["train"]["questions"] == train_questions and window_report["eval"]["questions"] == 23
 
 
 @pytest.mark.e2e
@@ -143,16 +146,16 @@ def test_pusher_ships_model_tflite_vocab_and_every_blessed_variant(pushed_tflite
 
 
 @pytest.mark.e2e
-def test_task_library_answers_with_the_pushed_model(pushed_tflite, fixtures_dir):
-    # The same check as of the LocalDagRunner run's pushed model.
-    test_pipeline_e2e.test_task_library_answers_with_the_pushed_model(pushed_tflite, fixtures_dir)
+def test_task_library_answers_with_the_pushed_model(pushed_tflite):
+    """The same check as of the LocalDagRunner run's pushed model: the code word of contexts it never saw."""
+    test_pipeline_e2e.test_task_library_answers_with_the_pushed_model(pushed_tflite)
 
 
 @pytest.mark.e2e
 def test_vertex_spec_runs_the_example_gen_driver_and_its_output_reaches_the_executor(
-        kfp_run, tmp_path_factory, fixtures_dir):
+        kfp_run, tmp_path_factory, learnable_data_dir):
     tmp = tmp_path_factory.mktemp("vertex")
-    results = kfp_conformance.run_spec(_compile(tmp, fixtures_dir, "vertex"), tmp / "root", tmp / "work",
+    results = kfp_conformance.run_spec(_compile(tmp, learnable_data_dir, "vertex"), tmp / "root", tmp / "work",
                                        run_driver=True, tasks=["SquadExampleGen"])
     result = results["SquadExampleGen"]
     driver = result.driver_output["parameterValues"]

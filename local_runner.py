@@ -283,13 +283,16 @@ def _variant_lines(store) -> list[str]:
         task_library = "ok" if v.get("task_library_ok") else f"NOT ok ({v.get('task_library_problems', '')})"
         in_task_library = (f"{v['task_library_ms_1_thread']:.0f} ms in the Task Library, "
                            if "task_library_ms_1_thread" in v else "")
+        # The runtime the file was scored, timed and inspected in (runs before LiteRT: TF's interpreter).
+        runtime_name = {"litert": "LiteRT", "tensorflow": "TF interpreter"}.get(
+            str(v.get("tflite_runtime", "tensorflow")), str(v.get("tflite_runtime")))
         xnnpack = ""
-        if v.get("dynamic_tensors"):
+        if v.get("dynamic_tensors") and runtime_name != "LiteRT":
             xnnpack = "XNNPACK off (dynamic-sized tensors), "
         elif "xnnpack_ops" in v:
             xnnpack = f"XNNPACK {v['xnnpack_delegated_ops']}/{v['xnnpack_ops']} ops, "
         lines.append(f"tflite {variant}: {v.get('size_bytes', 0) / 1e6:.1f} MB, "
-                     f"{v.get('latency_ms_1_thread', float('nan')):.0f} ms/question (1 thread), "
+                     f"{runtime_name} {v.get('latency_ms_1_thread', float('nan')):.0f} ms/question (1 thread), "
                      f"{in_task_library}{xnnpack}"
                      f"exact_match {v.get('exact_match', float('nan')):.2f} f1 {v.get('f1', float('nan')):.2f} "
                      f"(drop {v.get('f1_drop', float('nan')):+.2f}, limit {v.get('max_f1_drop', float('nan')):.1f}), "

@@ -17,6 +17,7 @@ setup(
         "tensorflow-text==2.16.1",
         "tensorflow-hub==0.16.1",
         "tflite-support==0.4.4",
+        "ai-edge-litert==2.3.0",
         "safetensors",
         "tqdm",
     ],

@@ -104,19 +104,20 @@ def test_evaluate_tflite_runs_one_single_threaded_interpreter_per_requested_thre
     threads = []
     original = runtime.TfliteQaRunner.__init__
 
-    def spy(self, path, num_threads=1):
-        threads.append(num_threads)
-        original(self, path, num_threads)
+    def spy(self, path, num_threads=1, runtime=runtime.DEFAULT_RUNTIME):
+        threads.append((num_threads, runtime))
+        original(self, path, num_threads, runtime)
 
     monkeypatch.setattr(runtime.TfliteQaRunner, "__init__", spy)
     examples, windows = eval_data
     assert len(windows) >= 3
     scoring.evaluate_tflite(exported["none"], examples, windows, evaluation.EvalConfig(), num_threads=3,
                             show_progress=False)
-    assert threads == [1, 1, 1]
+    assert threads == [(1, "litert")] * 3
     threads.clear()
-    scoring.evaluate_tflite(exported["none"], examples, windows, evaluation.EvalConfig(), show_progress=False)
-    assert threads == [1] * min(evaluation.default_num_threads(), len(windows))
+    scoring.evaluate_tflite(exported["none"], examples, windows, evaluation.EvalConfig(), show_progress=False,
+                            runtime="tensorflow")
+    assert threads == [(1, "tensorflow")] * min(evaluation.default_num_threads(), len(windows))
 
 
 def test_evaluate_tflite_refuses_windows_longer_than_the_model_takes(exported, eval_data):
@@ -161,3 +162,27 @@ def test_shipped_export_is_static_and_xnnpack_takes_layernorm_and_gelu(saved_mod
     trained = runtime.TfliteQaRunner(_export(saved_model, tmp_path, "none"))
     for got, want in zip(on_device.run(*_inputs(windows)), trained.run(*_inputs(windows)), strict=True):
         np.testing.assert_allclose(got, want, atol=2e-3)
+
+
+def test_litert_runs_the_shipped_dynamic_range_file_on_xnnpack_where_tensorflow_does_not(saved_model, tmp_path,
+                                                                                          eval_data):
+    # LiteRT's XNNPACK takes the hybrid FULLY_CONNECTED layers (int8 weights, activations quantized
+    # per row) and the attention's BATCH_MATMUL, which TensorFlow 2.16's interpreter leaves to its
+    # builtin kernels; only the embedding lookups and the index arithmetic on the int32 inputs stay out.
+    path = _export(saved_model, tmp_path, "dynamic", resizable_batch=False)
+    litert = runtime.xnnpack_report(path, runtime.LITERT)
+    tensorflow = runtime.xnnpack_report(path, runtime.TENSORFLOW)
+    assert litert.dynamic_tensors == () and litert.partitions >= 1
+    assert set(dict(litert.outside)) <= {"GATHER", "STRIDED_SLICE", "CAST"}, litert.summary()
+    assert {"FULLY_CONNECTED", "BATCH_MATMUL"} & set(dict(tensorflow.outside)), tensorflow.summary()
+    # Both run the same model: the logits differ only by how each quantizes activations.
+    windows = eval_data[1][:3]
+    in_litert = runtime.TfliteQaRunner(path, runtime=runtime.LITERT).run(*_inputs(windows))
+    in_tensorflow = runtime.TfliteQaRunner(path, runtime=runtime.TENSORFLOW).run(*_inputs(windows))
+    for got, want in zip(in_litert, in_tensorflow, strict=True):
+        np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()) + 1e-3)
+
+
+def test_an_unknown_runtime_is_refused(exported):
+    with pytest.raises(ValueError, match="unknown TFLite runtime 'tflite-micro'"):
+        runtime.TfliteQaRunner(exported["none"], runtime="tflite-micro")

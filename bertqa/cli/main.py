@@ -1,8 +1,10 @@
 """The `bertqa` command line (the console script `bertqa` runs main()).
 
     bertqa predict --model runs/bertqa/serving/<version>/model.tflite --context "..." --question "..."
+                   [--runtime litert|task-library]     # a .tflite: LiteRT (default) or the Task Library
     bertqa predict --model <SavedModel dir> --context "..." --question "..." --json
     bertqa evaluate --model <.tflite or SavedModel dir> --data dev.json [--threads N] [--batch-size N]
+                    [--runtime litert|tensorflow|task-library]   # a .tflite's runtime (default LiteRT)
     bertqa export --model <SavedModel dir> --output-dir D --quantization dynamic|float16|int8|none [--data train.json]
     bertqa run [local_runner options]      # the local pipeline (same as `python local_runner.py`)
     bertqa retrain --data-dir D [--span N]  # one scheduled retraining step (see bertqa.cli.retrain)
@@ -31,15 +33,35 @@ import tempfile  # noqa: E402
 DEFAULT_SAVED_MODEL_SEQ_LEN = 384
 
 
-def predict(model: str, context: str, question: str, top_k: int = 1) -> list[tuple[str, float]]:
-    """(answer, score) pairs from a .tflite (through the Task Library) or a SavedModel (raw-text signature).
+PREDICT_RUNTIMES = ("litert", "task-library")
+EVALUATE_RUNTIMES = ("litert", "tensorflow", "task-library")
 
-    The model is checked first (bertqa.on_device.model_files): a file that is missing, damaged or of
-    another model raises ModelFileError instead of reaching TFLite, which could crash on it.
+
+def predict(model: str, context: str, question: str, top_k: int = 1,
+            runtime: str = "litert") -> list[tuple[str, float]]:
+    """(answer, score) pairs from a .tflite (in LiteRT, or the Task Library) or a SavedModel (raw-text signature).
+
+    LiteRT runs what an app on LiteRT runs (bertqa.on_device.litert_answerer: this project's
+    tokenizer and span decoding around the interpreter); `runtime="task-library"` asks the Task
+    Library's BertQuestionAnswerer. The model is checked first (bertqa.on_device.model_files): a
+    file that is missing, damaged or of another model raises ModelFileError instead of reaching
+    TFLite, which could crash on it.
     """
     from bertqa.on_device import model_files
 
+    if runtime not in PREDICT_RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; one of {PREDICT_RUNTIMES}")
     kind, path = model_files.model_kind(model)
+    if kind == "tflite" and runtime == "litert":
+        from bertqa.on_device.litert_answerer import LiteRtAnswerer
+
+        model_files.check_tflite_for_evaluation(path, vocab_given=False)
+        try:
+            answerer = LiteRtAnswerer(path)
+        except (ValueError, RuntimeError) as error:
+            raise model_files.ModelFileError(
+                f"{path}: LiteRT cannot load this model ({error}). Export it again with `bertqa export`.") from error
+        return answerer.answer(context, question, top_k)
     if kind == "tflite":
         from bertqa.on_device.task_library import answers_from, create_question_answerer
 
@@ -65,7 +87,7 @@ def predict(model: str, context: str, question: str, top_k: int = 1) -> list[tup
 
 
 def _predict_command(args: argparse.Namespace) -> int:
-    answers = predict(args.model, args.context, args.question, args.top_k)
+    answers = predict(args.model, args.context, args.question, args.top_k, args.runtime)
     if args.json:
         print(json.dumps({"answers": [{"text": text, "score": score} for text, score in answers]}))
     elif not answers:
@@ -114,9 +136,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
         examples, windows = evaluation.squad_file_windows(
             args.data, TokenizerConfig(vocab, not args.cased), _window_config(args, seq_len),
             args.version_2_with_negative)
-    if kind == "tflite":
+    if kind == "tflite" and args.runtime == "task-library":
+        if args.version_2_with_negative:
+            raise ValueError("the Task Library always answers: it cannot be scored on SQuAD 2.0 data; "
+                             "use --runtime litert")
+        result = scoring.evaluate_with_task_library(model, examples, config)
+    elif kind == "tflite":
         result = scoring.evaluate_tflite(model, examples, windows, config, num_threads=args.threads,
-                                         batch_size=args.batch_size or scoring.DEFAULT_TFLITE_BATCH_SIZE)
+                                         batch_size=args.batch_size or scoring.DEFAULT_TFLITE_BATCH_SIZE,
+                                         runtime=args.runtime)
     else:
         if args.batch_size:
             config = dataclasses.replace(config, batch_size=args.batch_size)
@@ -207,12 +235,18 @@ def _build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--question", required=True)
     predict_parser.add_argument("--top-k", type=_positive, default=1)
     predict_parser.add_argument("--json", action="store_true", help="print one JSON object")
+    predict_parser.add_argument("--runtime", choices=PREDICT_RUNTIMES, default="litert",
+                                help="what runs a .tflite: LiteRT, with this project's tokenizer and span decoding "
+                                     "(default), or the Task Library's BertQuestionAnswerer")
 
     evaluate_parser = commands.add_parser("evaluate", help="SQuAD exact match and F1 of a model on a SQuAD file")
     evaluate_parser.add_argument("--model", required=True, help="a .tflite file or a SavedModel directory")
     evaluate_parser.add_argument("--data", required=True, help="SQuAD JSON with gold answers")
     evaluate_parser.add_argument("--version-2-with-negative", action="store_true", help="SQuAD 2.0 data")
     evaluate_parser.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: every CPU)")
+    evaluate_parser.add_argument("--runtime", choices=EVALUATE_RUNTIMES, default="litert",
+                                 help="what runs a .tflite: LiteRT (default), TensorFlow's interpreter, or the "
+                                      "Task Library (one answer() per question, its own tokenizer and window)")
     evaluate_parser.add_argument("--batch-size", type=_positive, default=None,
                                  help="windows per run (default: 8 for .tflite, 32 for a SavedModel)")
     _add_tokenizer_options(evaluate_parser)

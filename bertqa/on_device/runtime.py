@@ -1,9 +1,18 @@
 """Running an exported .tflite here: on windows (TfliteQaRunner), timed (median_latency_seconds),
-and inspected (xnnpack_report: which ops TFLite's XNNPACK delegate takes).
+and inspected (xnnpack_report: which ops the runtime's XNNPACK delegate takes).
 
 `TfliteQaRunner` runs the exported file on already-tokenized windows so the evaluator can
-score exactly the artifact that ships, and `median_latency_seconds` times it the way the
-Task Library runs it: one window per question.
+score exactly the artifact that ships, and `median_latency_seconds` times it the way an app
+runs it: one window per question.
+
+Two runtimes run a file here (`runtime=`):
+  litert      LiteRT (ai-edge-litert), the TFLite runtime Android and iOS apps use today: its
+              XNNPACK runs the dynamic-range file's FULLY_CONNECTED layers (int8 weights,
+              activations quantized per row at run time) and BATCH_MATMUL, so nearly the whole
+              graph is in one or two delegate partitions. The default.
+  tensorflow  TensorFlow 2.16's tf.lite.Interpreter, whose XNNPACK leaves those ops to the slower
+              builtin kernels (what this project measured with before LiteRT).
+The Task Library's BertQuestionAnswerer carries a third, its own 2023 TFLite: bertqa.on_device.task_library.
 """
 
 from __future__ import annotations
@@ -21,8 +30,29 @@ from bertqa.on_device.conversion import INPUT_NAMES, OUTPUT_NAMES, pad_window
 
 _log = logging.getLogger(__name__)
 
+LITERT = "litert"
+TENSORFLOW = "tensorflow"
+RUNTIMES = (LITERT, TENSORFLOW)
+DEFAULT_RUNTIME = LITERT
 
-def signature_runner(interpreter: tf.lite.Interpreter):
+
+def open_interpreter(path: str, num_threads: int | None = 1, runtime: str = DEFAULT_RUNTIME):
+    """An interpreter of `runtime` on the file at `path`, with its default delegates (XNNPACK) on.
+
+    Both runtimes' interpreters have the same Python API (signature runners, tensor details).
+    `num_threads` None is 1 in both: LiteRT reads it as `int(num_threads or 1)`, and TensorFlow's
+    default would otherwise be every CPU for some kernels only.
+    """
+    if runtime == LITERT:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter(model_path=path, num_threads=num_threads or 1)
+    if runtime == TENSORFLOW:
+        return tf.lite.Interpreter(model_path=path, num_threads=num_threads or 1)
+    raise ValueError(f"unknown TFLite runtime {runtime!r}; one of {RUNTIMES}")
+
+
+def signature_runner(interpreter):
     """The model's one signature, checked to have the contract's inputs and outputs."""
     keys = list(interpreter.get_signature_list())
     if len(keys) != 1:
@@ -38,17 +68,18 @@ def signature_runner(interpreter: tf.lite.Interpreter):
 
 
 def median_latency_seconds(
-    path: str, window: Mapping[str, np.ndarray], num_threads: int, runs: int = 10, warmup: int = 2
+    path: str, window: Mapping[str, np.ndarray], num_threads: int, runs: int = 10, warmup: int = 2,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> float:
-    """Median wall time of one [1, seq_len] run of `window` (zero-padded): one Task Library question.
+    """Median wall time of one [1, seq_len] run of `window` (zero-padded) in `runtime`: one question.
 
-    The Task Library answers a question with exactly one window, so this is the
+    An app (and the Task Library) answers a question with exactly one window, so this is the
     model's latency per question on this machine; the median of `runs` timed runs
     after `warmup` untimed ones (the first run allocates and packs weights).
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be at least 1 and warmup at least 0, got {runs} and {warmup}.")
-    interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+    interpreter = open_interpreter(path, num_threads, runtime)
     runner = signature_runner(interpreter)
     seq_len = int(runner.get_input_details()["input_word_ids"]["shape"][-1])
     inputs = pad_window(window, seq_len)
@@ -73,11 +104,12 @@ class TfliteQaRunner:
     resize, and then, for good, windows are run one at a time. The first batched run is
     also checked against a single-window run, so a resize that "works" but computes
     something else is caught rather than scored.
-    `num_threads` is the interpreter's CPU threads (None: TFLite's default).
+    `num_threads` is the interpreter's CPU threads (None: 1); `runtime` one of RUNTIMES.
     """
 
-    def __init__(self, path: str, num_threads: int | None = 1):
-        self._interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+    def __init__(self, path: str, num_threads: int | None = 1, runtime: str = DEFAULT_RUNTIME):
+        self.runtime = runtime
+        self._interpreter = open_interpreter(path, num_threads, runtime)
         self._runner = signature_runner(self._interpreter)
         shape = self._runner.get_input_details()["input_word_ids"]["shape"]
         self.seq_len = int(shape[-1])
@@ -151,11 +183,12 @@ class TfliteQaRunner:
 
 @dataclasses.dataclass(frozen=True)
 class DelegateReport:
-    """How much of a .tflite the XNNPACK delegate (TFLite's CPU backend, as on phones) runs.
+    """How much of a .tflite the XNNPACK delegate (TFLite's CPU backend, as on phones) runs in a runtime.
 
     `nodes` counts the model's ops, `delegated` those inside XNNPACK partitions, and `outside`
-    the rest by op name (they run on TFLite's builtin kernels). A model with a dynamic-sized
-    tensor (`dynamic_tensors`, by name) gets no XNNPACK at all.
+    the rest by op name (they run on the runtime's builtin kernels). In TensorFlow 2.16's
+    interpreter a model with a dynamic-sized tensor (`dynamic_tensors`, by name) gets no XNNPACK
+    at all; LiteRT still delegates such a model, but then the count of `outside` is an upper bound.
     """
 
     nodes: int
@@ -163,20 +196,22 @@ class DelegateReport:
     partitions: int
     outside: tuple[tuple[str, int], ...]
     dynamic_tensors: tuple[str, ...]
+    runtime: str = DEFAULT_RUNTIME
 
     def summary(self) -> str:
-        if self.dynamic_tensors:
+        if self.dynamic_tensors and self.runtime == TENSORFLOW:
             return f"XNNPACK off ({len(self.dynamic_tensors)} dynamic-sized tensors, e.g. {self.dynamic_tensors[0]})"
         rest = ", ".join(f"{name} {count}" for name, count in self.outside) or "none"
         return f"XNNPACK {self.delegated}/{self.nodes} ops in {self.partitions} partitions (outside: {rest})"
 
     def to_json(self) -> dict:
         return {"nodes": self.nodes, "delegated": self.delegated, "partitions": self.partitions,
-                "outside": dict(self.outside), "dynamic_tensors": list(self.dynamic_tensors)}
+                "outside": dict(self.outside), "dynamic_tensors": list(self.dynamic_tensors),
+                "runtime": self.runtime}
 
 
-def xnnpack_report(path: str) -> DelegateReport:
-    """Which ops of the file TensorFlow Lite's default XNNPACK delegate takes.
+def xnnpack_report(path: str, runtime: str = DEFAULT_RUNTIME) -> DelegateReport:
+    """Which ops of the file the runtime's default XNNPACK delegate takes.
 
     The interpreter applies XNNPACK when it allocates tensors and then lists one DELEGATE
     node per partition beside the original nodes, without saying which original nodes a
@@ -186,7 +221,7 @@ def xnnpack_report(path: str) -> DelegateReport:
     """
     import collections
 
-    interpreter = tf.lite.Interpreter(model_path=path, num_threads=1)
+    interpreter = open_interpreter(path, 1, runtime)
     dynamic = tuple(d["name"] for d in interpreter.get_tensor_details() if -1 in list(d["shape_signature"]))
     interpreter.allocate_tensors()
     ops = interpreter._get_ops_details()  # noqa: SLF001 (the interpreter's only view of its nodes)
@@ -207,4 +242,4 @@ def xnnpack_report(path: str) -> DelegateReport:
         if not partition_outputs.intersection(outputs[op["index"]]) and all(map(allocated, outputs[op["index"]])))
     return DelegateReport(nodes=len(originals), delegated=len(originals) - sum(outside.values()),
                           partitions=len(partitions), outside=tuple(sorted(outside.items())),
-                          dynamic_tensors=dynamic)
+                          dynamic_tensors=dynamic, runtime=runtime)

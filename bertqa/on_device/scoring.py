@@ -24,7 +24,7 @@ from bertqa.model.evaluation import (
     progress_bar,
     score,
 )
-from bertqa.on_device.runtime import TfliteQaRunner
+from bertqa.on_device.runtime import DEFAULT_RUNTIME, TfliteQaRunner
 
 # Windows per TFLite run. Padded to 384 tokens a window already is a large matrix product,
 # so bigger batches barely help on a CPU, while attention scores grow as batch x 384 x 384
@@ -34,7 +34,8 @@ DEFAULT_TFLITE_BATCH_SIZE = 8
 
 def evaluate_tflite(tflite_path: str, examples: Sequence[SquadExample], windows: Sequence[Window],
                     config: EvalConfig, num_threads: int | None = None,
-                    batch_size: int = DEFAULT_TFLITE_BATCH_SIZE, show_progress: bool = True) -> EvalResult:
+                    batch_size: int = DEFAULT_TFLITE_BATCH_SIZE, show_progress: bool = True,
+                    runtime: str = DEFAULT_RUNTIME) -> EvalResult:
     """SQuAD metrics of an exported .tflite, its windows run in batches by `num_threads` interpreters at once.
 
     Each of the `num_threads` (None: every CPU) interpreters runs on one CPU thread and takes every
@@ -43,13 +44,14 @@ def evaluate_tflite(tflite_path: str, examples: Sequence[SquadExample], windows:
     interpreter's num_threads says (190 vs 196 ms per window at 1 and 2 threads,
     benchmarks/RESULTS.md), and invoke() releases the GIL, so Python threads each driving their own
     interpreter keep every CPU busy for every variant. Each window is computed exactly as alone.
+    `runtime`: the TFLite runtime that runs the file (bertqa.on_device.runtime.RUNTIMES; LiteRT by default).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     workers = max(1, min(num_threads or default_num_threads(), len(windows)))
-    runners = [TfliteQaRunner(tflite_path, num_threads=1) for _ in range(workers)]
+    runners = [TfliteQaRunner(tflite_path, num_threads=1, runtime=runtime) for _ in range(workers)]
     longest = max((len(w.input_word_ids) for w in windows), default=0)
     if longest > runners[0].seq_len:
         raise ValueError(f"{tflite_path} takes {runners[0].seq_len} tokens, but the data has windows of {longest}; "
@@ -68,3 +70,26 @@ def evaluate_tflite(tflite_path: str, examples: Sequence[SquadExample], windows:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(run_shard, range(workers)))  # list(): re-raises a worker's exception here
     return score(examples, windows, starts, ends, config)
+
+
+def evaluate_with_task_library(tflite_path: str, examples: Sequence[SquadExample], config: EvalConfig,
+                               show_progress: bool = True) -> EvalResult:
+    """SQuAD 1.1 metrics of a .tflite as the Task Library's BertQuestionAnswerer answers (one answer() each).
+
+    Its own tokenizer, its one window of the first 384 tokens and its span search: what an app on
+    the Task Library shows. The top answer of each question is scored; predictions carry no n-best.
+    """
+    from bertqa.model import postprocess, squad_metrics
+    from bertqa.on_device.task_library import answers_from, create_question_answerer
+
+    if config.version_2_with_negative:
+        raise ValueError("the Task Library always answers: SQuAD 2.0 metrics need no-answer predictions")
+    answerer = create_question_answerer(tflite_path)
+    answers = {}
+    with progress_bar(len(examples), f"Task Library on {os.path.basename(tflite_path)}", show_progress) as progress:
+        for example in examples:
+            found = answers_from(answerer, example.context, example.question, top_k=1)
+            answers[example.id] = found[0][0] if found else ""
+            progress(1)
+    metrics = squad_metrics.squad_v1_metrics(examples, answers)
+    return EvalResult(metrics=metrics, predictions=postprocess.Predictions(answers=answers, nbest={}, null_odds={}))

@@ -23,7 +23,7 @@ Artifacts out:
     Custom properties: exported (1/0), quantization (the pushed variant), size_bytes
     (of model.tflite), variants, pushed_variants, saved_model_exact_match,
     saved_model_f1, and per variant <variant>_{size_bytes, latency_ms_1_thread,
-    latency_ms_2_threads (TF's interpreter), task_library_ms_1_thread,
+    latency_ms_2_threads (in <variant>_tflite_runtime, LiteRT by default), task_library_ms_1_thread,
     task_library_ms_2_threads (one Task Library answer), xnnpack_ops, xnnpack_delegated_ops,
     xnnpack_outside (op names), dynamic_tensors, exact_match, f1, f1_drop, max_f1_drop,
     task_library_ok, task_library_problems, blessed, reason}.
@@ -102,6 +102,7 @@ def _record(exported, blessing, report: core.ExportReport) -> None:
         exported.set_float_custom_property("saved_model_f1", report.saved_model.f1)
     for v in report.variants:
         exported.set_int_custom_property(f"{v.variant}_size_bytes", v.size_bytes)
+        exported.set_string_custom_property(f"{v.variant}_tflite_runtime", v.tflite_runtime)
         for threads, ms in v.latency_ms.items():
             exported.set_float_custom_property(f"{v.variant}_latency_ms_{threads}_thread{'s' * (threads > 1)}", ms)
         for threads, ms in v.task_library_latency_ms.items():

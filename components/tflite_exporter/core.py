@@ -4,13 +4,14 @@ For each variant (none, dynamic, float16, int8) of the trainer's SavedModel:
 
   export    bertqa.on_device.tflite_export.export_tflite: convert, quantize (int8 calibrates on
             windows of the training split), attach the Task Library metadata;
-  score     bertqa.on_device.scoring.evaluate_tflite: the SQuAD metric on the eval split's raw
-            examples and windows, the function SquadEvaluator scores the SavedModel with;
-  time      bertqa.on_device.runtime.median_latency_seconds at 1 and 2 threads: one window
-            is one Task Library question; and bertqa.on_device.task_library.median_answer_seconds,
+  score     bertqa.on_device.scoring.evaluate_tflite in LiteRT (ExportPlan.tflite_runtime): the
+            SQuAD metric on the eval split's raw examples and windows, the function
+            SquadEvaluator scores the SavedModel with;
+  time      bertqa.on_device.runtime.median_latency_seconds in LiteRT at 1 and 2 threads: one
+            window is one question; and bertqa.on_device.task_library.median_answer_seconds,
             one answer in the Task Library itself (its runtime, tokenizer and span search);
-  inspect   bertqa.on_device.runtime.xnnpack_report: how many ops XNNPACK takes, which it
-            leaves out, and any dynamic-sized tensor (which would turn it off);
+  inspect   bertqa.on_device.runtime.xnnpack_report in LiteRT: how many ops XNNPACK takes,
+            which it leaves out, and any dynamic-sized tensor;
   check     the Task Library's BertQuestionAnswerer loads the file and answers a probe
             question with the logits the interpreter computes (or why not);
   bless     F1 drop against the float SavedModel at most the variant's limit, and the
@@ -100,6 +101,8 @@ class ExportPlan:
     representative_steps: training windows int8 calibration reads.
     eval_threads: interpreter threads while scoring (None: every CPU).
     latency_runs: timed runs per thread count; the median is recorded.
+    tflite_runtime: the runtime each file is scored, timed and inspected in (runtime.RUNTIMES):
+        LiteRT, what apps run today; the Task Library's own runtime is checked and timed beside it.
     """
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
@@ -112,6 +115,7 @@ class ExportPlan:
     eval_batch_size: int = scoring.DEFAULT_TFLITE_BATCH_SIZE
     latency_runs: int = 10
     latency_threads: tuple[int, ...] = LATENCY_THREADS
+    tflite_runtime: str = runtime.DEFAULT_RUNTIME
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -130,6 +134,8 @@ class ExportPlan:
             raise ValueError("latency_runs and every latency thread count must be at least 1.")
         if self.eval_batch_size < 1 or self.representative_steps < 1:
             raise ValueError("eval_batch_size and representative_steps must be at least 1.")
+        if self.tflite_runtime not in runtime.RUNTIMES:
+            raise ValueError(f"Unknown TFLite runtime {self.tflite_runtime!r}; choose from {runtime.RUNTIMES}.")
 
     def limit(self, variant: str) -> float:
         return float(self.max_f1_drop.get(variant, DEFAULT_MAX_F1_DROP[variant]))
@@ -170,7 +176,7 @@ class VariantReport:
     variant: str
     file: str  # relative to the output directory
     size_bytes: int
-    latency_ms: Mapping[int, float]  # threads -> median milliseconds per question
+    latency_ms: Mapping[int, float]  # threads -> median milliseconds per question, in tflite_runtime
     exact_match: float
     f1: float
     f1_drop: float  # SavedModel F1 - this F1, in points; negative when the variant scores higher
@@ -184,6 +190,8 @@ class VariantReport:
     # included); empty when the Task Library cannot run the file.
     task_library_latency_ms: Mapping[int, float] = dataclasses.field(default_factory=dict)
     xnnpack: Mapping = dataclasses.field(default_factory=dict)  # runtime.DelegateReport.to_json()
+    # The runtime exact_match, f1, latency_ms and xnnpack were measured in (runtime.RUNTIMES).
+    tflite_runtime: str = runtime.DEFAULT_RUNTIME
 
     def to_json(self) -> dict:
         fields = dataclasses.asdict(self)
@@ -264,9 +272,10 @@ def export_variant(saved_model_dir: str, vocab_path: str, path: str, variant: st
                                        representative_windows=list(representative) if variant == "int8" else None)
 
 
-def median_latencies_ms(path: str, window: Window, threads: Sequence[int], runs: int) -> dict[int, float]:
+def median_latencies_ms(path: str, window: Window, threads: Sequence[int], runs: int,
+                        tflite_runtime: str = runtime.DEFAULT_RUNTIME) -> dict[int, float]:
     inputs = {name: np.asarray(getattr(window, name), np.int32) for name in conversion.INPUT_NAMES}
-    return {n: 1000.0 * runtime.median_latency_seconds(path, inputs, num_threads=n, runs=runs)
+    return {n: 1000.0 * runtime.median_latency_seconds(path, inputs, num_threads=n, runs=runs, runtime=tflite_runtime)
             for n in threads}
 
 
@@ -280,8 +289,8 @@ def _score_variant(variant: str, path: str, output_dir: str, result: conversion.
                    reference: Metrics, eval_config: evaluation.EvalConfig, plan: ExportPlan) -> VariantReport:
     metrics = Metrics.from_squad(scoring.evaluate_tflite(
         path, data.examples, data.windows, eval_config, num_threads=plan.eval_threads,
-        batch_size=plan.eval_batch_size).metrics)
-    latency = median_latencies_ms(path, data.windows[0], plan.latency_threads, plan.latency_runs)
+        batch_size=plan.eval_batch_size, runtime=plan.tflite_runtime).metrics)
+    latency = median_latencies_ms(path, data.windows[0], plan.latency_threads, plan.latency_runs, plan.tflite_runtime)
     task_library_latency = {}
     if not result.warnings:  # the Task Library ran the file in export_tflite: it can be timed
         example = data.examples[0]
@@ -299,7 +308,7 @@ def _score_variant(variant: str, path: str, output_dir: str, result: conversion.
         # its warnings say why the Task Library cannot (or cannot faithfully) run it.
         task_library_ok=not result.warnings, task_library_problems=tuple(result.warnings),
         blessed=blessed, reason=reason, task_library_latency_ms=task_library_latency,
-        xnnpack=runtime.xnnpack_report(path).to_json())
+        xnnpack=runtime.xnnpack_report(path, plan.tflite_runtime).to_json(), tflite_runtime=plan.tflite_runtime)
 
 
 # --- All variants -----------------------------------------------------------------------------
@@ -329,9 +338,10 @@ def export_variants(saved_model_dir: str, vocab_path: str, output_dir: str, serv
                                 plan.representative_steps)
         report = _score_variant(variant, path, output_dir, result, data, reference, eval_config, plan)
         report = dataclasses.replace(report, seconds=time.monotonic() - started)
-        _log.info("TFLite %s: %d bytes, EM %.2f, F1 %.2f (drop %.2f), %s ms/question (Task Library %s ms), "
+        _log.info("TFLite %s: %d bytes, EM %.2f, F1 %.2f (drop %.2f), %s %s ms/question (Task Library %s ms), "
                   "XNNPACK %s/%s ops, Task Library %s, %s; %.0fs",
-                  variant, report.size_bytes, report.exact_match, report.f1, report.f1_drop, report.latency_ms,
+                  variant, report.size_bytes, report.exact_match, report.f1, report.f1_drop, report.tflite_runtime,
+                  report.latency_ms,
                   report.task_library_latency_ms, report.xnnpack.get("delegated"), report.xnnpack.get("nodes"),
                   "ok" if report.task_library_ok else "NOT ok", report.reason, report.seconds)
         reports.append(report)

@@ -110,18 +110,53 @@ def test_task_library_answers_with_the_pushed_model(pushed_tflite):
 
 
 def test_predict_command_answers_with_tflite_and_saved_model(first_run, pushed_tflite, capsys):
-    """`bertqa predict --json` gives the code word, with the pushed .tflite and with the Trainer's SavedModel."""
+    """`bertqa predict --json` gives the code word: the pushed .tflite in LiteRT (the default) and in the
+    Task Library, and the Trainer's SavedModel."""
     config = first_run[0]
     saved_model = next(pathlib.Path(config.pipeline_root, "Trainer", "model").iterdir()) / "Format-Serving"
-    for model in (str(pushed_tflite), str(saved_model)):
+    for model, options in ((str(pushed_tflite), []), (str(pushed_tflite), ["--runtime", "task-library"]),
+                           (str(saved_model), [])):
 
-        def best(context, question, model=model):
-            argv = ["predict", "--model", model, "--context", context, "--question", question, "--json"]
+        def best(context, question, model=model, options=options):
+            argv = ["predict", "--model", model, "--context", context, "--question", question, "--json", *options]
             assert cli.main(argv) == 0
             answers = json.loads(capsys.readouterr().out)["answers"]
             return answers[0]["text"] if answers else None
 
         assert_answers_code_words(best)
+
+
+def test_litert_and_the_task_library_give_the_same_answers_with_the_pushed_model(pushed_tflite, learnable_data_dir):
+    """On a probe set (the eval split's questions and the unseen code-word contexts), the pushed file in
+    LiteRT, with this project's tokenizer and span decoding, answers as the Task Library does."""
+    from synthetic_spans import QUESTION, UNSEEN
+
+    from bertqa.data import squad_io
+    from bertqa.on_device.litert_answerer import LiteRtAnswerer
+
+    examples, _ = squad_io.read_squad_file(str(learnable_data_dir / "tiny_eval.json"), squad_io.SquadReadConfig())
+    probes = [(e.context, e.question) for e in examples] + [(context, QUESTION) for context, _ in UNSEEN]
+    litert = LiteRtAnswerer(str(pushed_tflite))
+    answerer = task_library.create_question_answerer(str(pushed_tflite))
+
+    def words(answers):  # the Task Library returns whole words of the context, with their punctuation
+        return " ".join(answers[0][0].split()).strip(".,;:!?\"'") if answers else ""
+
+    pairs = [(words(litert.answer(c, q)), words(task_library.answers_from(answerer, c, q))) for c, q in probes]
+    assert [lite for lite, _ in pairs[-len(UNSEEN):]] == [word for _, word in UNSEEN], pairs[-len(UNSEEN):]
+    agreed = sum(lite == library for lite, library in pairs)
+    # Tokenizers agree on this text; what may differ is a span's edge where the Task Library keeps
+    # whole words: at least 90% of the probes get the same answer from both runtimes.
+    assert agreed >= 0.9 * len(pairs), [p for p in pairs if p[0] != p[1]]
+
+
+def test_pushed_model_tflite_runs_in_litert_all_on_xnnpack(pushed_tflite):
+    """LiteRT (what apps run today) delegates every op of the pushed file to XNNPACK but the embedding
+    lookups and the index arithmetic on the int32 inputs; anything else outside is named."""
+    report = runtime.xnnpack_report(str(pushed_tflite), runtime.LITERT)
+    assert report.dynamic_tensors == () and report.partitions >= 1, report.summary()
+    unexpected = set(dict(report.outside)) - {"GATHER", "STRIDED_SLICE", "CAST"}
+    assert not unexpected, f"ops outside LiteRT's XNNPACK: {sorted(unexpected)} ({report.summary()})"
 
 
 def test_second_run_reuses_every_component_from_the_cache(first_run, learnable_data_dir):

@@ -8,9 +8,10 @@ The run, one step after the other on the same machine (nothing else should be ru
 
 1. exports every TFLite variant from the SavedModel with the TFLiteExporter's own code
    (`components.tflite_exporter.core.export_variant`: the files a pipeline run would push);
-2. times each in TensorFlow Lite's interpreter (XNNPACK as it applies by default) and in the
-   Task Library's BertQuestionAnswerer (one question, tokenization and span search included),
-   at 1 and 2 threads: the median of --runs runs of one [1, 384] window after --warmup runs;
+2. scores and times each in LiteRT and in TensorFlow 2.16's interpreter (XNNPACK as each applies
+   it by default), and times it in the Task Library's BertQuestionAnswerer (one question,
+   tokenization and span search included), at 1 and 2 threads: the median of --runs runs of one
+   [1, 384] window after --warmup runs;
 3. writes the same trained weights in the Hugging Face BERT layout and runs
    benchmarks/peer/onnx_peer.py in benchmarks/.peer-venv (set up by benchmarks/peer/setup.sh,
    outside the project's lock): ONNX Runtime fp32 and dynamic int8 (per-tensor and per-channel), and PyTorch eager;
@@ -134,11 +135,12 @@ def task_library_ms(path: str, context: str, question: str, threads: int, runs: 
     return 1000.0 * task_library.median_answer_seconds(path, context, question, threads, runs, warmup)
 
 
-def interpreter_ms(path: str, window, threads: int, runs: int, warmup: int) -> float:
+def interpreter_ms(path: str, window, threads: int, runs: int, warmup: int, tflite_runtime: str) -> float:
     from bertqa.on_device import conversion, runtime
 
     inputs = {name: np.asarray(getattr(window, name)) for name in conversion.INPUT_NAMES}
-    return 1000.0 * runtime.median_latency_seconds(path, inputs, threads, runs=runs, warmup=warmup)
+    return 1000.0 * runtime.median_latency_seconds(path, inputs, threads, runs=runs, warmup=warmup,
+                                                   runtime=tflite_runtime)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -195,18 +197,25 @@ def main(argv=None) -> int:
             representative = core.representative_windows(training_windows, 100)
         core.export_variant(saved_model, vocab, path, variant, config, representative=representative)
         export_s = time.perf_counter() - started
-        delegate = runtime.xnnpack_report(path)
-        scored = scoring.evaluate_tflite(path, examples, windows, eval_config, show_progress=False)
-        row = {"system": f"TFLite {variant}" + (" (model.tflite)" if variant == "dynamic" else ""),
-               "variant": variant, "size_mb": os.path.getsize(path) / 1e6, "export_s": export_s,
-               "f1": scored.metrics["f1"], "exact_match": scored.metrics["exact_match"],
-               "xnnpack": delegate.to_json(),
-               "latency_ms": {t: interpreter_ms(path, windows[0], t, args.runs, args.warmup) for t in threads},
-               "task_library_ms": {t: task_library_ms(path, first.context, first.question, t, args.runs,
-                                                      args.warmup) for t in threads}}
-        rows.append(row)
-        print(f"bench: {row['system']}: interpreter {row['latency_ms']} ms, Task Library "
-              f"{row['task_library_ms']} ms, f1 {row['f1']:.2f}, {delegate.summary()}", file=sys.stderr)
+        # The same file in each runtime: LiteRT (what apps run today) and TensorFlow 2.16's interpreter
+        # (what this project measured with before); the Task Library, its own runtime, once per file.
+        task_library = {t: task_library_ms(path, first.context, first.question, t, args.runs, args.warmup)
+                        for t in threads}
+        for tflite_runtime, label in ((runtime.LITERT, "LiteRT"), (runtime.TENSORFLOW, "TF interpreter")):
+            delegate = runtime.xnnpack_report(path, tflite_runtime)
+            scored = scoring.evaluate_tflite(path, examples, windows, eval_config, show_progress=False,
+                                             runtime=tflite_runtime)
+            row = {"system": f"TFLite {variant}" + (" (model.tflite)" if variant == "dynamic" else "") + f", {label}",
+                   "variant": variant, "runtime": tflite_runtime, "size_mb": os.path.getsize(path) / 1e6,
+                   "export_s": export_s, "f1": scored.metrics["f1"], "exact_match": scored.metrics["exact_match"],
+                   "xnnpack": delegate.to_json(),
+                   "latency_ms": {t: interpreter_ms(path, windows[0], t, args.runs, args.warmup, tflite_runtime)
+                                  for t in threads}}
+            if tflite_runtime == runtime.LITERT:
+                row["task_library_ms"] = task_library
+            rows.append(row)
+            print(f"bench: {row['system']}: {row['latency_ms']} ms, Task Library {task_library} ms, "
+                  f"f1 {row['f1']:.2f}, {delegate.summary()}", file=sys.stderr)
 
     weights = os.path.join(scratch, "hf_weights")
     write_hf_weights(saved_model, spec_name, weights)

@@ -41,7 +41,8 @@ CASES = {
     "last_byte_cut": "truncated or corrupt",  # the flatbuffer survives; the packed vocab.txt does not
     "random_bytes": "not a TFLite model",
     "random_bytes_behind_tfl3": "truncated or corrupt TFLite file",
-    "no_metadata": {"predict": "has no Task Library metadata", "evaluate": "--vocab vocab.txt"},
+    # predict runs a .tflite in LiteRT (which needs no metadata but the vocabulary) unless told otherwise.
+    "no_metadata": {"predict": "--vocab vocab.txt", "evaluate": "--vocab vocab.txt"},
     "dense_model": "not a BERT question-answering model",
     "dense_model_with_metadata": "not a BERT question-answering model",
     "ten_logits_with_bert_metadata": "not a BERT question-answering model",

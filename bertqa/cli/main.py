@@ -38,14 +38,14 @@ EVALUATE_RUNTIMES = ("litert", "tensorflow", "task-library")
 
 
 def predict(model: str, context: str, question: str, top_k: int = 1,
-            runtime: str = "litert") -> list[tuple[str, float]]:
+            runtime: str = "litert", vocab: str | None = None) -> list[tuple[str, float]]:
     """(answer, score) pairs from a .tflite (in LiteRT, or the Task Library) or a SavedModel (raw-text signature).
 
     LiteRT runs what an app on LiteRT runs (bertqa.on_device.litert_answerer: this project's
-    tokenizer and span decoding around the interpreter); `runtime="task-library"` asks the Task
-    Library's BertQuestionAnswerer. The model is checked first (bertqa.on_device.model_files): a
-    file that is missing, damaged or of another model raises ModelFileError instead of reaching
-    TFLite, which could crash on it.
+    tokenizer and span decoding around the interpreter; `vocab` None: the one packed in the file);
+    `runtime="task-library"` asks the Task Library's BertQuestionAnswerer. The model is checked
+    first (bertqa.on_device.model_files): a file that is missing, damaged or of another model
+    raises ModelFileError instead of reaching TFLite, which could crash on it.
     """
     from bertqa.on_device import model_files
 
@@ -55,9 +55,9 @@ def predict(model: str, context: str, question: str, top_k: int = 1,
     if kind == "tflite" and runtime == "litert":
         from bertqa.on_device.litert_answerer import LiteRtAnswerer
 
-        model_files.check_tflite_for_evaluation(path, vocab_given=False)
+        model_files.check_tflite_for_evaluation(path, vocab_given=bool(vocab))
         try:
-            answerer = LiteRtAnswerer(path)
+            answerer = LiteRtAnswerer(path, vocab_path=vocab)
         except (ValueError, RuntimeError) as error:
             raise model_files.ModelFileError(
                 f"{path}: LiteRT cannot load this model ({error}). Export it again with `bertqa export`.") from error
@@ -87,7 +87,7 @@ def predict(model: str, context: str, question: str, top_k: int = 1,
 
 
 def _predict_command(args: argparse.Namespace) -> int:
-    answers = predict(args.model, args.context, args.question, args.top_k, args.runtime)
+    answers = predict(args.model, args.context, args.question, args.top_k, args.runtime, args.vocab)
     if args.json:
         print(json.dumps({"answers": [{"text": text, "score": score} for text, score in answers]}))
     elif not answers:
@@ -238,6 +238,8 @@ def _build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument("--runtime", choices=PREDICT_RUNTIMES, default="litert",
                                 help="what runs a .tflite: LiteRT, with this project's tokenizer and span decoding "
                                      "(default), or the Task Library's BertQuestionAnswerer")
+    predict_parser.add_argument("--vocab", default=None,
+                                help="vocab.txt for --runtime litert (default: the one packed in the .tflite)")
 
     evaluate_parser = commands.add_parser("evaluate", help="SQuAD exact match and F1 of a model on a SQuAD file")
     evaluate_parser.add_argument("--model", required=True, help="a .tflite file or a SavedModel directory")

@@ -34,7 +34,7 @@ run-hour: setup
 # scripts/setup_browser.sh: Debian's Chromium for the run-report browser test (when missing).
 test: setup
 	@scripts/setup_browser.sh
-	$(PY) -m pytest -q -n 2 --dist loadscope $(TEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15 $(TEST_ARGS)
 
 # The retraining loop on the bundled sample (three spans, default model); see scripts/retrain_demo.py.
 retrain-demo: setup

@@ -133,9 +133,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         path, origin = resolve_model(args, scratch)
         seq_len = runtime.TfliteQaRunner(path).seq_len
-        vocab = os.path.join(scratch, "vocab.txt")
-        with open(vocab, "wb") as f:
-            f.write(task_metadata.packed_vocab(path))
+        vocab = task_metadata.unpack_vocab(path, scratch)
         examples, windows = evaluation.squad_file_windows(args.data, TokenizerConfig(vocab, True),
                                                           WindowConfig(seq_len=seq_len))
         config = evaluation.EvalConfig()

@@ -129,7 +129,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as scratch:
         if kind == "tflite":
             seq_len = runtime.TfliteQaRunner(model, num_threads=1).seq_len
-            vocab = args.vocab or _unpacked_vocab(model, scratch)
+            vocab = args.vocab or task_metadata.unpack_vocab(model, scratch)
         else:
             seq_len = args.seq_len or DEFAULT_SAVED_MODEL_SEQ_LEN
             vocab = args.vocab or task_metadata.saved_model_vocab_path(model)
@@ -158,15 +158,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
             result = evaluation.evaluate(logits_fn, examples, windows, config, progress=progress)
     # numpy scalars -> Python numbers, for json.dumps
     return {key: value.item() if hasattr(value, "item") else value for key, value in result.metrics.items()}
-
-
-def _unpacked_vocab(tflite_path: str, scratch: str) -> str:
-    from bertqa.on_device import task_metadata
-
-    path = os.path.join(scratch, "vocab.txt")
-    with open(path, "wb") as f:
-        f.write(task_metadata.packed_vocab(tflite_path))
-    return path
 
 
 def export(args: argparse.Namespace) -> dict:

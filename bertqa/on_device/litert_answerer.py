@@ -15,7 +15,6 @@ whole context, so on long contexts it can find answers the Task Library cannot s
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 from bertqa.data import windowing
@@ -46,9 +45,7 @@ class LiteRtAnswerer:
         if vocab_path is None:
             # The tokenizer reads a vocabulary file; the file's packed vocab.txt is written out once.
             self._scratch = tempfile.TemporaryDirectory(prefix="bertqa-vocab-")
-            vocab_path = os.path.join(self._scratch.name, "vocab.txt")
-            with open(vocab_path, "wb") as f:
-                f.write(task_metadata.packed_vocab(tflite_path))
+            vocab_path = task_metadata.unpack_vocab(tflite_path, self._scratch.name)
         self._tokenizer = cached_tokenizer(TokenizerConfig(vocab_path, do_lower_case))
         self._window = windowing.WindowConfig(seq_len=self._runner.seq_len, query_len=query_len)
         self._postprocess = postprocess.PostprocessConfig(max_answer_length=max_answer_length)

@@ -109,6 +109,14 @@ def packed_vocab(tflite_path: str) -> bytes:
     return displayer.get_associated_file_buffer("vocab.txt")
 
 
+def unpack_vocab(tflite_path: str, directory: str) -> str:
+    """The file's packed vocab.txt written to `directory`; its path (the tokenizer reads a file)."""
+    path = os.path.join(directory, "vocab.txt")
+    with open(path, "wb") as f:
+        f.write(packed_vocab(tflite_path))
+    return path
+
+
 def local_vocab(vocab_path: str, scratch_dir: str) -> str:
     # The metadata populator reads associated files with plain open(); copy remote
     # vocabularies (gs://, ...) next to us first. The packed name stays the basename.

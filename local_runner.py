@@ -39,6 +39,23 @@ def _variants_arg(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _push_order_arg(text: str) -> tuple[str, ...]:
+    from components.tflite_exporter import core as exporter
+
+    try:
+        return exporter.ExportPlan(push_order=exporter.parse_variants(text)).push_order
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_push_order_arg(parser: argparse.ArgumentParser) -> None:
+    """--push-order, for both runners."""
+    parser.add_argument("--push-order", default=None, metavar="VARIANTS", type=_push_order_arg,
+                        help="the variants tried for model.tflite, the file apps load, in order: the first one "
+                             "blessed is pushed as it; one not in --quantization is exported only when those "
+                             "before it miss their F1 limits (default: dynamic,float16,none)")
+
+
 def _limit_arg(text: str) -> tuple[str, float]:
     from components.tflite_exporter import core as exporter
 
@@ -88,8 +105,9 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     parser.add_argument("--min-f1", type=float, default=40.0, help="F1 (0-100) a model needs to be blessed")
     parser.add_argument("--quantization", default=None, metavar="VARIANTS", type=_variants_arg,
                         help="TFLite variants to export, score and bless, comma-separated from none, dynamic, "
-                             "float16, int8, or 'all' (default: dynamic only, to keep the run fast); dynamic is "
-                             "always one: it is the pushed model.tflite")
+                             "float16, int8, or 'all' (default: dynamic only, to keep the run fast; see "
+                             "--push-order for the variants exported when it misses its limit)")
+    add_push_order_arg(parser)
     parser.add_argument("--max-f1-drop", action="append", default=[], metavar="VARIANT=POINTS", type=_limit_arg,
                         help="largest F1 drop against the SavedModel that still blesses a variant "
                              "(repeatable; defaults: none 0.2, dynamic 1.0, float16 0.2, int8 2.0)")
@@ -143,6 +161,7 @@ def build_config(args: argparse.Namespace):
         max_f1_regression=args.max_f1_regression,
         cold_start=args.cold_start or args.no_baseline,
         tflite_variants=variants,
+        tflite_push_order=args.push_order or exporter.DEFAULT_PUSH_ORDER,
         max_f1_drop=dict(args.max_f1_drop),
         enable_cache=not args.no_cache,
         beam_pipeline_args=tuple(BEAM_MODES[args.beam_mode]))
@@ -299,6 +318,8 @@ def _variant_lines(store) -> list[str]:
                      f"Task Library {task_library}, {'blessed' if v.get('blessed') else 'not blessed'}")
     if props.get("pushed_variants"):
         lines.append(f"pushed variants: {props['pushed_variants']}")
+    if props.get("push_reason"):  # the push rule: which variant is model.tflite and why (or why none is)
+        lines.append(f"push rule: {props['push_reason']}")
     return lines
 
 

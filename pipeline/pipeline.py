@@ -56,9 +56,11 @@ class PipelineConfig:
     compare_with_baseline: bool = True
     max_f1_regression: float = 0.0
     cold_start: bool = False
-    # TFLite variants to export, score and bless ("dynamic" is always one: it is the pushed
-    # model.tflite), and per-variant limits on the F1 drop against the SavedModel (points).
+    # TFLite variants to export, score and bless, per-variant limits on the F1 drop against the
+    # SavedModel (points), and the push order: the first blessed variant of it becomes model.tflite,
+    # those not in tflite_variants exported only when the ones before them miss their limits.
     tflite_variants: tuple[str, ...] = tflite_exporter_core.DEFAULT_VARIANTS
+    tflite_push_order: tuple[str, ...] = tflite_exporter_core.DEFAULT_PUSH_ORDER
     max_f1_drop: Mapping[str, float] = dataclasses.field(default_factory=dict)
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = ()
@@ -86,6 +88,7 @@ def report_settings(config: PipelineConfig) -> dict:
     return {"spec": config.spec.name, "min_f1": config.min_f1, "max_f1_regression": config.max_f1_regression,
             "compare_with_baseline": config.compare_with_baseline, "cold_start": config.cold_start,
             "tflite_variants": list(config.tflite_variants), "max_f1_drop": dict(config.max_f1_drop),
+            "tflite_push_order": list(config.tflite_push_order),
             "epochs": config.epochs, "batch_size": config.batch_size, "train_steps": config.train_steps,
             "train_budget_minutes": config.train_budget_minutes, "train_matmul_dtype": config.train_matmul_dtype,
             "train_pattern": config.train_pattern,
@@ -126,10 +129,10 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         transform_graph=transform.outputs["transform_graph"], examples=example_gen.outputs["examples"],
         transformed_examples=transform.outputs["transformed_examples"], evaluation=evaluator.outputs["evaluation"],
-        variants=config.tflite_variants, max_f1_drop=config.max_f1_drop,
+        variants=config.tflite_variants, max_f1_drop=config.max_f1_drop, push_order=config.tflite_push_order,
         version_2_with_negative=config.version_2_with_negative)
-    # The exporter's own blessing: SquadEvaluator's verdict on the SavedModel and the pushed
-    # variant's F1 drop; its Format-Serving holds only blessed variants, so Pusher ships only those,
+    # The exporter's own blessing: SquadEvaluator's verdict on the SavedModel and the push rule's
+    # choice of model.tflite; its Format-Serving holds only blessed variants, so Pusher ships only those,
     # and each version appears whole (components/pusher).
     pusher = Pusher(
         model=exporter.outputs["exported_model"], model_blessing=exporter.outputs["blessing"],

@@ -65,8 +65,9 @@ def reference(saved_model, eval_data) -> core.Metrics:
 
 
 def _export(directory, saved_model, spec, eval_data, reference, train_windows, variants, limits=None,
-            upstream_blessed=True) -> core.ExportReport:
-    plan = core.ExportPlan(variants=variants, max_f1_drop=limits or {}, representative_steps=8, latency_runs=2)
+            upstream_blessed=True, push_order=core.DEFAULT_PUSH_ORDER) -> core.ExportReport:
+    plan = core.ExportPlan(variants=variants, max_f1_drop=limits or {}, representative_steps=8, latency_runs=2,
+                           push_order=push_order)
     return core.export_variants(saved_model, spec.resolved_vocab_path(), str(directory),
                                 str(directory / "Format-Serving"), plan, eval_data, reference,
                                 evaluation.EvalConfig(), core.representative_windows(train_windows, 8),
@@ -129,6 +130,7 @@ def test_variants_json_records_every_variant_and_the_verdict(all_variants):
     recorded = json.loads((directory / "variants.json").read_text())
     assert recorded == json.loads((directory / "Format-Serving" / "variants.json").read_text())
     assert recorded["blessed"] is True and recorded["pushed_variant"] == "dynamic"
+    assert recorded["push_reason"] == report.push_reason
     assert recorded["saved_model"]["f1"] == pytest.approx(high.f1)
     by_name = {v["variant"]: v for v in recorded["variants"]}
     assert set(by_name) == set(core.VARIANTS)
@@ -138,15 +140,58 @@ def test_variants_json_records_every_variant_and_the_verdict(all_variants):
     assert {"size_bytes", "exact_match", "f1", "f1_drop", "task_library_ok"} <= set(none)
 
 
-def test_push_is_not_blessed_when_the_dynamic_variant_misses_its_limit(
+def test_push_rule_falls_back_to_float16_when_the_dynamic_variant_misses_its_limit(
+        tmp_path, saved_model, spec, eval_data, reference, train_windows):
+    # Every variant drops ~50 points: dynamic (limit 0) misses, float16 (limit 100) meets its own.
+    high = core.Metrics(reference.exact_match, reference.f1 + OFFSET)
+    report = _export(tmp_path, saved_model, spec, eval_data, high, train_windows, ("dynamic",),
+                     limits={"dynamic": 0.0, "float16": 100.0})
+    # float16 was not asked for: it was exported because dynamic missed; none, after it, never was.
+    assert [v.variant for v in report.variants] == ["dynamic", "float16"]
+    assert report.blessed and report.pushed_variant == "float16" and report.pushed_variants == ("float16",)
+    assert report.push_reason.startswith("model.tflite is float16: dynamic is not (F1 drop")
+    assert "so the next in the push order: float16 is blessed" in report.push_reason
+    assert report.reason.startswith(report.push_reason)
+    serving = tmp_path / "Format-Serving"
+    assert sorted(os.listdir(serving)) == ["model.tflite", "variants.json", "vocab.txt"]
+    assert os.path.getsize(serving / "model.tflite") == report.variant("float16").size_bytes
+    assert os.listdir(tmp_path / "candidates") == ["model_dynamic.tflite"]
+    recorded = json.loads((serving / "variants.json").read_text())
+    assert recorded["pushed_variant"] == "float16" and recorded["push_reason"] == report.push_reason
+
+
+def test_push_is_not_blessed_when_no_variant_of_the_push_order_meets_its_limit(
         tmp_path, saved_model, spec, eval_data, reference, train_windows):
     high = core.Metrics(reference.exact_match, reference.f1 + OFFSET)
-    report = _export(tmp_path, saved_model, spec, eval_data, high, train_windows, ("dynamic",))
+    report = _export(tmp_path, saved_model, spec, eval_data, high, train_windows, ("dynamic",), push_order=("dynamic",))
     assert not report.variant("dynamic").blessed
-    assert not report.blessed and report.pushed_variants == ()
-    assert "dynamic (model.tflite) not blessed" in report.reason
+    assert not report.blessed and report.pushed_variants == () and report.pushed_variant is None
+    assert report.reason == report.push_reason
+    assert report.reason.startswith("no variant of the push order dynamic is blessed: dynamic is not (F1 drop")
     assert not (tmp_path / "Format-Serving").exists()
-    assert json.loads((tmp_path / "variants.json").read_text())["blessed"] is False
+    recorded = json.loads((tmp_path / "variants.json").read_text())
+    assert recorded["blessed"] is False and recorded["pushed_variant"] is None
+
+
+def _variant_report(name: str, blessed: bool) -> core.VariantReport:
+    return core.VariantReport(variant=name, file=core.FILE_NAMES[name], size_bytes=1, latency_ms={}, exact_match=0.0,
+                              f1=0.0, f1_drop=0.0, max_f1_drop=0.0, task_library_ok=True, task_library_problems=(),
+                              blessed=blessed, reason="ok" if blessed else "too far")
+
+
+@pytest.mark.parametrize(("blessed", "order", "chosen"), [
+    ({"dynamic": True, "float16": True}, ("dynamic", "float16", "none"), "dynamic"),
+    ({"dynamic": False, "float16": True}, ("dynamic", "float16", "none"), "float16"),
+    ({"dynamic": False, "float16": False, "none": True}, ("dynamic", "float16", "none"), "none"),
+    ({"dynamic": True, "int8": True}, ("int8", "dynamic"), "int8"),
+    ({"dynamic": True, "int8": True}, ("float16",), None),  # float16 was never exported
+    ({"dynamic": False}, ("dynamic", "float16", "none"), None),
+])
+def test_push_rule_takes_the_first_blessed_variant_of_the_order(blessed, order, chosen):
+    reports = [_variant_report(name, ok) for name, ok in blessed.items()]
+    variant, reason = core.choose_pushed_variant(reports, order)
+    assert variant == chosen
+    assert reason.startswith(f"model.tflite is {chosen}: " if chosen else "no variant of the push order")
 
 
 def test_nothing_is_published_when_the_saved_model_was_not_blessed(
@@ -166,7 +211,9 @@ def test_int8_without_representative_windows_is_refused(tmp_path, saved_model, s
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"variants": ("float16", "int8")}, "must include 'dynamic'"),
+    ({"push_order": ("dynamic", "int4")}, "Unknown or no variants in the push order"),
+    ({"push_order": ()}, "Unknown or no variants in the push order"),
+    ({"push_order": ("float16", "float16")}, "more than once"),
     ({"variants": ("dynamic", "int4")}, "Unknown"),
     ({"variants": ("dynamic", "dynamic")}, "more than once"),
     ({"max_f1_drop": {"int8": -1.0}}, "must be a number of points"),
@@ -181,7 +228,7 @@ def test_export_plan_refuses_bad_settings(kwargs, message):
 def test_export_plan_limits_default_per_variant_and_can_be_overridden():
     plan = core.ExportPlan(max_f1_drop={"int8": 3.5})
     assert {v: plan.limit(v) for v in core.VARIANTS} == {"none": 0.2, "dynamic": 1.0, "float16": 0.2, "int8": 3.5}
-    assert "dynamic" in core.DEFAULT_VARIANTS
+    assert "dynamic" in core.DEFAULT_VARIANTS and core.DEFAULT_PUSH_ORDER == ("dynamic", "float16", "none")
 
 
 def test_parsers_read_command_line_variants_and_limits():
@@ -261,7 +308,7 @@ def executor_inputs(tmp_path, saved_model, spec, window_config, eval_data, train
               "examples": [examples], "transformed_examples": [windows]}
     outputs = {"exported_model": [artifact(standard_artifacts.Model, "exported")],
                "blessing": [artifact(standard_artifacts.ModelBlessing, "blessing")]}
-    properties = {"variants": json.dumps(["dynamic", "int8"]),
+    properties = {"variants": json.dumps(["dynamic", "int8"]), "push_order": json.dumps(list(core.DEFAULT_PUSH_ORDER)),
                   "max_f1_drop": json.dumps({"dynamic": 100.0, "int8": 100.0}),
                   "version_2_with_negative": 0, "n_best_size": 20, "max_answer_length": 30,
                   "representative_steps": 8, "eval_threads": 1, "latency_runs": 2}
@@ -285,6 +332,8 @@ def test_executor_records_every_variant_in_ml_metadata_properties_and_blesses_th
         assert exported.get_float_custom_property(f"{variant}_f1_drop") == pytest.approx(drop)
     assert exported.get_int_custom_property("dynamic_blessed") == 1
     assert exported.get_string_custom_property("pushed_variants") == "dynamic,int8"
+    assert exported.get_string_custom_property("quantization") == "dynamic"
+    assert exported.get_string_custom_property("push_reason").startswith("model.tflite is dynamic: dynamic is blessed")
     assert blessing.get_int_custom_property("blessed") == 1
     assert blessing.get_int_custom_property("blessed_int8") == 1
     assert os.listdir(blessing.uri) == ["BLESSED"]

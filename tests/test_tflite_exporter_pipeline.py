@@ -1,10 +1,12 @@
-"""TFLiteExporter inside the real pipeline: every variant recorded in ML Metadata, only blessed ones pushed.
+"""TFLiteExporter inside the real pipeline: every variant recorded in ML Metadata, only blessed ones pushed,
+and the push rule's fallback when the dynamic-range variant misses its limit.
 
 LocalDagRunner on the tiny fixtures and the tiny_random spec, as tests/test_pipeline_e2e.py
-runs it, with all four variants. So that the verdicts do not depend on how a 2-layer model
-trained for two epochs happens to round, the SavedModel's F1 read from SquadEvaluator's
-artifact is raised by 50 points: every variant then drops about 50, which float16's
-default limit (0.2) refuses and the others' limits (100) accept.
+runs it, asked for the dynamic, float32 and int8 variants. So that the verdicts do not depend
+on how a 2-layer model trained for two epochs happens to round, the SavedModel's F1 read from
+SquadEvaluator's artifact is raised by 50 points: every variant then drops about 50, which
+dynamic's limit here (0) refuses and the others' limits (100) accept. The push rule then
+exports float16, the next variant of its order, and pushes it as model.tflite.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ pytestmark = pytest.mark.e2e
 
 TINY_ARGS = ["--train-pattern", "tiny_train.json", "--eval-pattern", "tiny_eval.json", "--spec", "tiny_random",
              "--min-f1", "0", "--epochs", "2"]
-LIMITS = ["--max-f1-drop", "none=100", "--max-f1-drop", "dynamic=100", "--max-f1-drop", "int8=100"]
+LIMITS = ["--max-f1-drop", "none=100", "--max-f1-drop", "dynamic=0", "--max-f1-drop", "int8=100",
+          "--max-f1-drop", "float16=100"]
+ASKED = ("dynamic", "none", "int8")  # float16 is exported by the push rule, after them
 RAISED = 50.0
 
 
@@ -52,7 +56,7 @@ def all_variants_run(tmp_path_factory, fixtures_dir):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(core, "read_reference", raised)
-        code, config = _run(runs_dir, fixtures_dir, "--quantization", "all", *LIMITS)
+        code, config = _run(runs_dir, fixtures_dir, "--quantization", ",".join(ASKED), *LIMITS)
     assert code == 0
     return config, metadata_store.sqlite_store(local_runner.metadata_path(config))
 
@@ -62,30 +66,30 @@ def test_every_variant_is_recorded_as_custom_properties_in_ml_metadata(all_varia
     (exported,), _ = _exporter_outputs(store)
     props = metadata_store.custom_properties(exported)
     assert_every_variant_has_its_figures(props)
-    assert props["float16_blessed"] == 0 and props["dynamic_blessed"] == 1
+    assert props["variants"] == "dynamic,none,int8,float16"
+    assert props["float16_blessed"] == 1 and props["dynamic_blessed"] == 0
     # The reference is SquadEvaluator's own F1 for the SavedModel (raised by the test).
     evaluation = metadata_store.custom_properties(metadata_store.latest_artifact(store, "ModelEvaluation"))
     assert props["saved_model_f1"] == pytest.approx(evaluation["f1"] + RAISED)
 
 
-def test_pusher_ships_model_tflite_and_each_blessed_variant_only(all_variants_run):
+def test_push_rule_pushes_float16_as_model_tflite_when_dynamic_misses_its_limit(all_variants_run):
     config, store = all_variants_run
-    _, (blessing,) = _exporter_outputs(store)
+    (exported,), (blessing,) = _exporter_outputs(store)
     assert metadata_store.custom_properties(blessing)["blessed"] == 1
+    props = metadata_store.custom_properties(exported)
+    assert props["quantization"] == "float16" and props["size_bytes"] == props["float16_size_bytes"]
+    assert props["push_reason"].startswith("model.tflite is float16: dynamic is not (F1 drop")
     (version,) = os.listdir(config.serving_dir)
     pushed = sorted(os.listdir(os.path.join(config.serving_dir, version)))
     assert pushed == ["model.tflite", "model_float32.tflite", "model_int8.tflite", "model_record.json", "report.html",
                       "variants.json", "vocab.txt"]
+    assert os.path.getsize(os.path.join(config.serving_dir, version, "model.tflite")) == props["float16_size_bytes"]
     recorded = json.loads(pathlib.Path(config.serving_dir, version, "variants.json").read_text())
-    assert recorded["pushed_variants"] == ["none", "dynamic", "int8"]
-
-
-def test_summary_prints_a_line_per_variant(all_variants_run):
-    config, _ = all_variants_run
-    lines = local_runner.summary(config).splitlines()
-    variant_lines = [line for line in lines if line.startswith("tflite ")]
-    assert [line.split(":")[0] for line in variant_lines] == [f"tflite {v}" for v in core.VARIANTS]
-    assert "not blessed" in variant_lines[2] and "Task Library ok" in variant_lines[0]
+    assert recorded["pushed_variants"] == ["none", "int8", "float16"] and recorded["pushed_variant"] == "float16"
+    assert recorded["push_reason"] == props["push_reason"]
+    record = json.loads(pathlib.Path(config.serving_dir, version, "model_record.json").read_text())
+    assert set(record["variants"]) == {"none", "int8", "float16"}
 
 
 def test_a_failing_exporter_leaves_nothing_blessed_or_pushed(tmp_path, fixtures_dir, monkeypatch):

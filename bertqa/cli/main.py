@@ -185,7 +185,9 @@ def export(args: argparse.Namespace) -> dict:
         representative = core.representative_windows(windows, args.representative_steps)
     config = conversion.TfliteExportConfig(seq_len=seq_len, query_len=args.query_len, do_lower_case=not args.cased)
     os.makedirs(args.output_dir, exist_ok=True)
-    path = os.path.join(args.output_dir, args.filename or core.FILE_NAMES[args.quantization])
+    # The dynamic-range file keeps the name apps load (model.tflite), as Model Maker's export did.
+    default_name = core.PUSHED_FILE if args.quantization == "dynamic" else core.FILE_NAMES[args.quantization]
+    path = os.path.join(args.output_dir, args.filename or default_name)
     result = core.export_variant(model, vocab, path, args.quantization, config, representative,
                                  args.representative_steps)
     shutil.copyfile(vocab, os.path.join(args.output_dir, core.VOCAB_FILE))

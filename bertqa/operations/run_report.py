@@ -282,8 +282,13 @@ def _variants_section(report: RunReport) -> str:
          "Task Library ms 2 threads", "EM", "F1", "F1 drop", "XNNPACK ops", "Task Library", "blessed"],
         rows, "variant-table", [False, True, True, True, True, True, True, True, True, True, False, False]))
     saved_model_f1 = (report.variants.get("saved_model") or {}).get("f1")
-    parts.append(f'<p class="muted">The SavedModel scores F1 {_num(saved_model_f1)} on the same split; latency '
-                 "is one 384-token window (TF interpreter) or one answer with tokenization (Task Library).</p>")
+    if report.variants.get("push_reason"):  # the push rule's choice of model.tflite, or why nothing is pushed
+        parts.append(f"<p>Push rule: {_e(report.variants['push_reason'])}</p>")
+    runtime_names = {"litert": "LiteRT", "tensorflow": "TF interpreter"}
+    runtimes = sorted({runtime_names.get(v.get("tflite_runtime", "tensorflow"), "?") for v in variants})
+    parts.append(f'<p class="muted">The SavedModel scores F1 {_num(saved_model_f1)} on the same split; EM, F1 and '
+                 f"latency are measured in {_e(' and '.join(runtimes))} (latency: one 384-token window), and "
+                 "one answer with tokenization in the Task Library.</p>")
     parts.append(_image(variant_plot_png(variants, saved_model_f1), "variant-plot", "F1 against latency and size"))
     return "\n".join(parts)
 

@@ -13,22 +13,23 @@ Artifacts in:
 Artifacts out:
   exported_model: Model. variants.json at its root (every variant's figures and
     verdict); Format-Serving/ holds, only when the push is blessed, model.tflite (the
-    dynamic-range variant: inputs [1, seq_len] int32, every tensor static-sized, named
+    variant the push rule chose, core.ExportPlan.push_order; inputs [1, seq_len] int32, every tensor static-sized, named
     ids/mask/segment_ids in the metadata, outputs start_logits/end_logits, the vocab
     packed inside), model_<variant>.tflite for each other blessed variant, vocab.txt
     variants.json and model_record.json (bertqa.operations.pushed_models: the SavedModel it came from,
     its span, metrics, baseline and warm start): what Pusher copies to the serving
     directory, and where the next run finds its baseline. Variants that are
     not pushed stay under candidates/.
-    Custom properties: exported (1/0), quantization (the pushed variant), size_bytes
-    (of model.tflite), variants, pushed_variants, saved_model_exact_match,
+    Custom properties: exported (1/0), quantization (the variant pushed as model.tflite,
+    '' when none), push_reason (why that one, or why none), size_bytes (of model.tflite),
+    variants, pushed_variants, saved_model_exact_match,
     saved_model_f1, and per variant <variant>_{size_bytes, latency_ms_1_thread,
     latency_ms_2_threads (in <variant>_tflite_runtime, LiteRT by default), task_library_ms_1_thread,
     task_library_ms_2_threads (one Task Library answer), xnnpack_ops, xnnpack_delegated_ops,
     xnnpack_outside (op names), dynamic_tensors, exact_match, f1, f1_drop, max_f1_drop,
     task_library_ok, task_library_problems, blessed, reason}.
   blessing: ModelBlessing for Pusher: `blessed` 1 only when SquadEvaluator blessed the
-    SavedModel and the dynamic variant's F1 drop is within its limit; `reason`, and
+    SavedModel and a variant of the push order is blessed (its F1 drop within its limit); `reason`, and
     blessed_<variant> per variant; a BLESSED or NOT_BLESSED file, as TFX's Evaluator writes.
 """
 
@@ -58,6 +59,7 @@ TRAIN_SPLIT = "train"
 class TFLiteExporterSpec(component_spec.ComponentSpec):
     PARAMETERS = {
         "variants": component_spec.ExecutionParameter(type=str),  # JSON list
+        "push_order": component_spec.ExecutionParameter(type=str),  # JSON list: tried for model.tflite, in order
         "max_f1_drop": component_spec.ExecutionParameter(type=str),  # JSON object, variant -> points
         "version_2_with_negative": component_spec.ExecutionParameter(type=int),
         "n_best_size": component_spec.ExecutionParameter(type=int),
@@ -87,6 +89,7 @@ def _split_files(artifacts, split: str) -> str:
 def _plan(exec_properties, tokenizer) -> core.ExportPlan:
     return core.ExportPlan(
         variants=tuple(json.loads(exec_properties["variants"])),
+        push_order=tuple(json.loads(exec_properties["push_order"])),
         max_f1_drop=json.loads(exec_properties["max_f1_drop"]),
         seq_len=tokenizer.window.seq_len, query_len=tokenizer.window.query_len,
         do_lower_case=tokenizer.do_lower_case, representative_steps=exec_properties["representative_steps"],
@@ -121,8 +124,11 @@ def _record(exported, blessing, report: core.ExportReport) -> None:
         exported.set_int_custom_property(f"{v.variant}_blessed", int(v.blessed))
         exported.set_string_custom_property(f"{v.variant}_reason", v.reason)
         blessing.set_int_custom_property(f"blessed_{v.variant}", int(v.blessed))
-    if report.variants:
-        exported.set_int_custom_property("size_bytes", report.variant(core.PUSHED_VARIANT).size_bytes)
+    # The push rule's choice: which variant is model.tflite, and why (or why nothing is).
+    exported.set_string_custom_property("quantization", report.pushed_variant or "")
+    exported.set_string_custom_property("push_reason", report.push_reason)
+    if report.pushed_variant:
+        exported.set_int_custom_property("size_bytes", report.variant(report.pushed_variant).size_bytes)
     exported.set_int_custom_property("exported", int(bool(report.variants)))
     # Last: until here, a failure leaves the blessing without `blessed`, which Pusher reads as not blessed.
     blessing.set_string_custom_property("reason", report.reason)
@@ -153,7 +159,6 @@ class TFLiteExporterExecutor(base_executor.BaseExecutor):
         exported = artifact_utils.get_single_instance(output_dict["exported_model"])
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
         model = artifact_utils.get_single_instance(input_dict["model"])
-        exported.set_string_custom_property("quantization", core.PUSHED_VARIANT)
         blessing.set_string_custom_property("current_model", model.uri)
         blessing.set_int_custom_property("current_model_id", model.id)
         if not model_utils.is_model_blessed(artifact_utils.get_single_instance(input_dict["model_blessing"])):
@@ -170,7 +175,7 @@ class TFLiteExporterExecutor(base_executor.BaseExecutor):
         data = core.load_eval_data(_split_files(input_dict["examples"], EVAL_SPLIT),
                                    _split_files(input_dict["transformed_examples"], EVAL_SPLIT))
         representative = []
-        if "int8" in plan.variants:
+        if "int8" in (*plan.variants, *plan.push_order):
             train_windows = evaluation.read_windows(_split_files(input_dict["transformed_examples"], TRAIN_SPLIT))
             representative = core.representative_windows(train_windows, plan.representative_steps)
         if input_dict.get("evaluation"):
@@ -199,16 +204,19 @@ class TFLiteExporter(base_component.BaseComponent):
     def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
                  transform_graph: types.BaseChannel, examples: types.BaseChannel,
                  transformed_examples: types.BaseChannel, evaluation: types.BaseChannel | None = None,
-                 variants=core.DEFAULT_VARIANTS, max_f1_drop=None, version_2_with_negative: bool = False,
+                 variants=core.DEFAULT_VARIANTS, max_f1_drop=None, push_order=core.DEFAULT_PUSH_ORDER,
+                 version_2_with_negative: bool = False,
                  n_best_size: int = 20, max_answer_length: int = 30, representative_steps: int = 100,
                  eval_threads: int = 0, latency_runs: int = 10):
         # Validated now, when the pipeline is built, rather than after training.
         plan = core.ExportPlan(variants=core.parse_variants(variants), max_f1_drop=dict(max_f1_drop or {}),
+                               push_order=core.parse_variants(push_order),
                                representative_steps=representative_steps, latency_runs=latency_runs)
         super().__init__(spec=TFLiteExporterSpec(
             model=model, model_blessing=model_blessing, transform_graph=transform_graph, examples=examples,
             transformed_examples=transformed_examples, evaluation=evaluation,
-            variants=json.dumps(list(plan.variants)), max_f1_drop=json.dumps(dict(plan.max_f1_drop)),
+            variants=json.dumps(list(plan.variants)), push_order=json.dumps(list(plan.push_order)),
+            max_f1_drop=json.dumps(dict(plan.max_f1_drop)),
             version_2_with_negative=int(version_2_with_negative), n_best_size=n_best_size,
             max_answer_length=max_answer_length, representative_steps=representative_steps,
             eval_threads=eval_threads, latency_runs=latency_runs,

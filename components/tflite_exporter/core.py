@@ -17,17 +17,25 @@ For each variant (none, dynamic, float16, int8) of the trainer's SavedModel:
   bless     F1 drop against the float SavedModel at most the variant's limit, and the
             Task Library runs the file as it was measured.
 
+The push rule. model.tflite, the file apps load, is the first variant of ExportPlan.push_order
+(default: dynamic, float16, none) that is blessed. Variants in `variants` are exported first; a
+variant of the push order that is not among them is exported, scored and judged only when every
+variant before it in the order missed its limit. So `make run` exports the dynamic-range file
+alone when it is good, and when it misses its F1 limit falls back to float16 (half the float
+file's size, which loses almost nothing) rather than pushing nothing. variants.json,
+ML Metadata and the run's summary say which variant became model.tflite and why.
+
 The output directory (the exported Model artifact) holds:
 
   variants.json                    every variant's figures and verdict, and the overall verdict
   candidates/<file>                the exported variants that are not pushed
   Format-Serving/                  what Pusher copies, only when the push is blessed:
-    model.tflite                   the dynamic-range variant (the file apps load)
+    model.tflite                   the variant the push rule chose (the file apps load)
     model_<variant>.tflite         each other blessed variant
     vocab.txt, variants.json
 
-The push is blessed only when SquadEvaluator blessed the SavedModel and the dynamic
-variant is blessed: model.tflite is what clients load, so without it nothing ships.
+The push is blessed only when SquadEvaluator blessed the SavedModel and a variant of the
+push order is blessed: model.tflite is what clients load, so without it nothing ships.
 Files reach Format-Serving only after every variant has been scored, and nothing
 there is written before that, so a run that fails part-way leaves nothing pushable.
 """
@@ -51,7 +59,11 @@ from bertqa.on_device import conversion, runtime, scoring, task_library, tflite_
 from bertqa.operations import pushed_models
 
 VARIANTS = ("none", "dynamic", "float16", "int8")
-PUSHED_VARIANT = "dynamic"
+# The variants tried for model.tflite, in order; the first blessed one is pushed as it. The
+# dynamic-range file is a quarter of the float one and the fastest in LiteRT; float16 halves
+# the float file and only rounds weights; none is the float file itself.
+DEFAULT_PUSH_ORDER = ("dynamic", "float16", "none")
+PUSHED_FILE = "model.tflite"
 # What `make run` exports unless told otherwise. Scoring a variant means running every eval
 # window padded to 384 tokens through it: 2-10 minutes per variant for MiniLM on the bundled
 # sample on 2 CPUs (int8 also calibrates), against ~13 minutes for the whole run without
@@ -62,7 +74,8 @@ DEFAULT_VARIANTS = ("dynamic",)
 # float32 and float16 only round weights, so they should lose almost nothing; int8 also
 # quantizes activations and may lose more.
 DEFAULT_MAX_F1_DROP = {"none": 0.2, "dynamic": 1.0, "float16": 0.2, "int8": 2.0}
-FILE_NAMES = {"dynamic": "model.tflite", "none": "model_float32.tflite", "float16": "model_float16.tflite",
+# Each variant's file name, under candidates/ and, when it is blessed and not model.tflite, in Format-Serving.
+FILE_NAMES = {"dynamic": "model_dynamic.tflite", "none": "model_float32.tflite", "float16": "model_float16.tflite",
               "int8": "model_int8.tflite"}
 VARIANTS_FILE = "variants.json"
 CANDIDATES_DIR = "candidates"
@@ -103,6 +116,8 @@ class ExportPlan:
     latency_runs: timed runs per thread count; the median is recorded.
     tflite_runtime: the runtime each file is scored, timed and inspected in (runtime.RUNTIMES):
         LiteRT, what apps run today; the Task Library's own runtime is checked and timed beside it.
+    push_order: the variants tried for model.tflite, first blessed wins (see the module docstring);
+        those not in `variants` are exported only when the ones before them miss their limits.
     """
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
@@ -116,6 +131,7 @@ class ExportPlan:
     latency_runs: int = 10
     latency_threads: tuple[int, ...] = LATENCY_THREADS
     tflite_runtime: str = runtime.DEFAULT_RUNTIME
+    push_order: tuple[str, ...] = DEFAULT_PUSH_ORDER
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -123,8 +139,12 @@ class ExportPlan:
             raise ValueError(f"Unknown or no variants {unknown or list(self.variants)}; choose from {VARIANTS}.")
         if len(set(self.variants)) != len(self.variants):
             raise ValueError(f"Variants are listed more than once: {list(self.variants)}.")
-        if PUSHED_VARIANT not in self.variants:
-            raise ValueError(f"The variants must include {PUSHED_VARIANT!r}: it is the model.tflite that is pushed.")
+        unknown = [v for v in self.push_order if v not in VARIANTS]
+        if unknown or not self.push_order:
+            raise ValueError(f"Unknown or no variants in the push order {unknown or list(self.push_order)}; "
+                             f"choose from {VARIANTS}.")
+        if len(set(self.push_order)) != len(self.push_order):
+            raise ValueError(f"The push order lists a variant more than once: {list(self.push_order)}.")
         for name, limit in self.max_f1_drop.items():
             if name not in VARIANTS:
                 raise ValueError(f"max_f1_drop names unknown variant {name!r}; choose from {VARIANTS}.")
@@ -207,6 +227,9 @@ class ExportReport:
     variants: tuple[VariantReport, ...]
     blessed: bool
     reason: str
+    # The variant the push rule chose as model.tflite (None when nothing is pushed), and why.
+    pushed_variant: str | None = None
+    push_reason: str = ""
 
     def variant(self, name: str) -> VariantReport:
         return next(v for v in self.variants if v.variant == name)
@@ -217,7 +240,7 @@ class ExportReport:
 
     def to_json(self) -> dict:
         saved_model = dataclasses.asdict(self.saved_model) if self.saved_model else None
-        return {"saved_model": saved_model, "pushed_variant": PUSHED_VARIANT,
+        return {"saved_model": saved_model, "pushed_variant": self.pushed_variant, "push_reason": self.push_reason,
                 "blessed": self.blessed, "reason": self.reason, "pushed_variants": list(self.pushed_variants),
                 "variants": [v.to_json() for v in self.variants]}
 
@@ -320,18 +343,20 @@ def export_variants(saved_model_dir: str, vocab_path: str, output_dir: str, serv
                     ) -> ExportReport:
     """Exports, scores, times, checks and blesses every variant; publishes the blessed ones to `serving_dir`.
 
+    The variants of the plan first, then, while no variant of the push order is blessed, the next
+    variant of the push order not yet exported (the push rule, see the module docstring).
     representative: training windows for int8 calibration (needed only when int8 is a variant).
     upstream_blessed: SquadEvaluator's verdict on the SavedModel; without it nothing is published.
     """
-    if "int8" in plan.variants and not representative:
+    if "int8" in (*plan.variants, *plan.push_order) and not representative:
         raise ValueError("int8 is a variant but there are no representative (training) windows to calibrate it.")
     config = plan.export_config()
     for problem in conversion.task_library_incompatibilities(config):
         _log.warning("TFLite export: %s", problem)
     candidates = os.path.join(output_dir, CANDIDATES_DIR)
     os.makedirs(candidates, exist_ok=True)
-    reports = []
-    for variant in plan.variants:
+
+    def export_and_score(variant: str) -> VariantReport:
         started = time.monotonic()
         path = os.path.join(candidates, FILE_NAMES[variant])
         result = export_variant(saved_model_dir, vocab_path, path, variant, config, representative,
@@ -344,33 +369,65 @@ def export_variants(saved_model_dir: str, vocab_path: str, output_dir: str, serv
                   report.latency_ms,
                   report.task_library_latency_ms, report.xnnpack.get("delegated"), report.xnnpack.get("nodes"),
                   "ok" if report.task_library_ok else "NOT ok", report.reason, report.seconds)
-        reports.append(report)
-    blessed, reason = _overall_verdict(reports, upstream_blessed)
-    report = ExportReport(saved_model=reference, variants=tuple(reports), blessed=blessed, reason=reason)
+        return report
+
+    reports = {variant: export_and_score(variant) for variant in plan.variants}
+    if upstream_blessed:
+        for variant in plan.push_order:
+            if variant not in reports:
+                _log.info("TFLite: no variant before %s in the push order %s is blessed; exporting %s.",
+                          variant, ",".join(plan.push_order), variant)
+                reports[variant] = export_and_score(variant)
+            if reports[variant].blessed:
+                break
+    pushed_variant, push_reason = choose_pushed_variant(list(reports.values()), plan.push_order)
+    blessed, reason = _overall_verdict(list(reports.values()), upstream_blessed, pushed_variant, push_reason)
+    report = ExportReport(saved_model=reference, variants=tuple(reports.values()), blessed=blessed, reason=reason,
+                          pushed_variant=pushed_variant if blessed else None, push_reason=push_reason)
     if blessed:
         report = _publish(report, output_dir, serving_dir, vocab_path)
     write_variants_json(report.to_json(), output_dir)
     return report
 
 
-def _overall_verdict(reports: Sequence[VariantReport], upstream_blessed: bool) -> tuple[bool, str]:
-    pushed = next(r for r in reports if r.variant == PUSHED_VARIANT)
+def choose_pushed_variant(reports: Sequence[VariantReport], push_order: Sequence[str]) -> tuple[str | None, str]:
+    """The push rule: the first blessed variant of `push_order` becomes model.tflite; and why, in words."""
+    by_name = {r.variant: r for r in reports}
+    passed_over = []
+    for variant in push_order:
+        report = by_name.get(variant)
+        if report is None:
+            continue
+        if report.blessed:
+            because = f"{variant} is blessed ({report.reason})"
+            if passed_over:
+                because = "; ".join([*passed_over, f"so the next in the push order: {because}"])
+            return variant, f"model.tflite is {variant}: {because}"
+        passed_over.append(f"{variant} is not ({report.reason})")
+    tried = "; ".join(passed_over) or "none of them was exported"
+    return None, f"no variant of the push order {','.join(push_order)} is blessed: {tried}"
+
+
+def _overall_verdict(reports: Sequence[VariantReport], upstream_blessed: bool, pushed_variant: str | None,
+                     push_reason: str) -> tuple[bool, str]:
     if not upstream_blessed:
         return False, "SquadEvaluator did not bless the SavedModel"
-    if not pushed.blessed:
-        return False, f"{PUSHED_VARIANT} (model.tflite) not blessed: {pushed.reason}"
+    if pushed_variant is None:
+        return False, push_reason
     others = [f"{r.variant}: {'blessed' if r.blessed else 'not blessed'} ({r.reason})"
-              for r in reports if r.variant != PUSHED_VARIANT]
-    return True, "; ".join([f"{PUSHED_VARIANT}: blessed ({pushed.reason})", *others])
+              for r in reports if r.variant != pushed_variant]
+    return True, "; ".join([push_reason, *others])
 
 
 def _publish(report: ExportReport, output_dir: str, serving_dir: str, vocab_path: str) -> ExportReport:
-    """Moves each blessed variant into `serving_dir` with the vocab and variants.json; returns updated paths."""
+    """Moves each blessed variant into `serving_dir` (the pushed one as model.tflite) with the vocab and
+    variants.json; returns the report with the files' new paths."""
     os.makedirs(serving_dir, exist_ok=True)
     moved = []
     for variant in report.variants:
         if variant.blessed:
-            target = os.path.join(serving_dir, FILE_NAMES[variant.variant])
+            name = PUSHED_FILE if variant.variant == report.pushed_variant else FILE_NAMES[variant.variant]
+            target = os.path.join(serving_dir, name)
             os.replace(os.path.join(output_dir, variant.file), target)
             variant = dataclasses.replace(variant, file=os.path.relpath(target, output_dir))
         moved.append(variant)

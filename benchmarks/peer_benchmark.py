@@ -11,7 +11,9 @@ The run, one step after the other on the same machine (nothing else should be ru
 2. scores and times each in LiteRT and in TensorFlow 2.16's interpreter (XNNPACK as each applies
    it by default), and times it in the Task Library's BertQuestionAnswerer (one question,
    tokenization and span search included), at 1 and 2 threads: the median of --runs runs of one
-   [1, 384] window after --warmup runs;
+   [1, 384] window after --warmup runs; the --task-library-f1 variants are also scored in the Task
+   Library (its tokenizer, its one window of the first 384 tokens, its span search), with the
+   share of questions it answers exactly as LiteRT does;
 3. writes the same trained weights in the Hugging Face BERT layout and runs
    benchmarks/peer/onnx_peer.py in benchmarks/.peer-venv (set up by benchmarks/peer/setup.sh,
    outside the project's lock): ONNX Runtime fp32 and dynamic int8 (per-tensor and per-channel), and PyTorch eager;
@@ -59,6 +61,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--task-library-f1", default="dynamic", metavar="VARIANTS",
+                        help="variants also scored in the Task Library's BertQuestionAnswerer, one answer() per "
+                             "question (about 0.25 s each for MiniLM), with the share of questions where its "
+                             "answer equals LiteRT's ('' for none)")
     parser.add_argument("--json", default=os.path.join(HERE, "peer_results.json"))
     parser.add_argument("--keep", default=None, help="keep the exported files in this directory")
     return parser.parse_args(argv)
@@ -213,9 +219,21 @@ def main(argv=None) -> int:
                                   for t in threads}}
             if tflite_runtime == runtime.LITERT:
                 row["task_library_ms"] = task_library
+                litert_answers = scored.predictions.answers
             rows.append(row)
             print(f"bench: {row['system']}: {row['latency_ms']} ms, Task Library {task_library} ms, "
                   f"f1 {row['f1']:.2f}, {delegate.summary()}", file=sys.stderr)
+        if variant in args.task_library_f1.split(","):
+            answered = scoring.evaluate_with_task_library(path, examples, eval_config, show_progress=False)
+            same = sum(answered.predictions.answers[e.id] == litert_answers.get(e.id) for e in examples)
+            row = {"system": f"TFLite {variant}" + (" (model.tflite)" if variant == "dynamic" else "")
+                   + ", Task Library (one answer(), tokenization included)", "variant": variant,
+                   "runtime": "task-library", "size_mb": os.path.getsize(path) / 1e6,
+                   "f1": answered.metrics["f1"], "exact_match": answered.metrics["exact_match"],
+                   "latency_ms": task_library, "agreement_with_litert": same / len(examples)}
+            rows.append(row)
+            print(f"bench: {row['system']}: f1 {row['f1']:.2f}, the same answer as LiteRT for {same} of "
+                  f"{len(examples)} questions", file=sys.stderr)
 
     weights = os.path.join(scratch, "hf_weights")
     write_hf_weights(saved_model, spec_name, weights)
@@ -262,7 +280,7 @@ def markdown_table(rows, threads, peer_int8, reference_f1: float) -> str:
         head += [f"{t} thread{'s' if t > 1 else ''} (ms)", f"ratio to ORT int8 ({t})"]
     for t in threads:
         head.append(f"Task Library, {t} thread{'s' if t > 1 else ''} (ms)")
-    head += ["Task Library ratio (1)", "EM", "F1", "F1 drop", "XNNPACK"]
+    head += ["Task Library ratio (1)", "EM", "F1", "F1 drop", "XNNPACK", "answers as LiteRT's"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         latency = row.get("latency_ms", {})
@@ -278,6 +296,8 @@ def markdown_table(rows, threads, peer_int8, reference_f1: float) -> str:
                   f"{reference_f1 - row['f1']:.2f}" if "latency_ms" in row else ""]
         xnn = row.get("xnnpack")
         cells.append(f"{xnn['delegated']}/{xnn['nodes']} ops" if xnn else "")
+        agreement = row.get("agreement_with_litert")
+        cells.append(f"{100 * agreement:.1f}%" if agreement is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

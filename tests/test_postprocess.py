@@ -76,6 +76,23 @@ def test_a_span_may_end_inside_a_word():
     assert predict({4: 5.0}, {4: 5.0}).answers["q1"] == "ZO"
 
 
+def test_whole_words_widens_a_span_inside_a_word_to_the_word_as_the_task_library_shows_it():
+    whole = dataclasses.replace(V1, whole_words=True)
+    assert predict({4: 5.0}, {4: 5.0}, config=whole).answers["q1"] == "ZOLA"
+    # A span already on word boundaries is unchanged.
+    assert predict({3: 5.0}, {5: 5.0}, config=whole).answers["q1"] == "Émile ZOLA"
+
+
+def test_word_bounds_widen_over_letters_and_digits_only():
+    from bertqa.model.postprocess import _word_bounds
+
+    context = "It was coincidental, in 1889."
+    start = context.index("ntal")
+    assert context[slice(*_word_bounds(context, start, start + 4))] == "coincidental"
+    assert context[slice(*_word_bounds(context, context.index("88"), context.index("88") + 2))] == "1889"
+    assert _word_bounds(context, 0, 2) == (0, 2)  # "It": nothing to widen; the comma stays out
+
+
 def test_span_starting_where_the_token_lacks_max_context_is_skipped():
     # A scores "nana" (pos 7 of A) 10+10, but nana has max context in B, where
     # "Nana in" (pos 4..5 of B) scores 6+6. A's best allowed span, e.g. "Émile ... Nana"

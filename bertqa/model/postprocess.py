@@ -60,6 +60,11 @@ class PostprocessConfig:
     max_answer_length: int = 30  # in tokens
     version_2_with_negative: bool = False
     null_score_diff_threshold: float = 0.0
+    # Widen each answer to the whole words it cuts into, as the Task Library's BertQuestionAnswerer
+    # shows answers (it maps tokens back to whitespace-split words), so that an app does not show
+    # "ntal" for a span that starts inside "coincidental". Off for the SQuAD metric: the official
+    # evaluation scores the span the model chose.
+    whole_words: bool = False
 
     def __post_init__(self):
         if self.n_best_size < 1 or self.max_answer_length < 1:
@@ -189,9 +194,22 @@ def _window_spans(context: str, scored: _ScoredWindow, config: PostprocessConfig
             # Could only happen with odd offsets; an empty span would pose as the null answer.
             if char_ends[e] <= char_starts[s]:
                 continue
-            text = context[char_starts[s] : char_ends[e]]
+            start, end = char_starts[s], char_ends[e]
+            if config.whole_words:
+                start, end = _word_bounds(context, start, end)
+            text = context[start:end]
             spans.append(_Span(text, float(scored.start_logits[s]), float(scored.end_logits[e])))
     return spans
+
+
+def _word_bounds(context: str, start: int, end: int) -> tuple[int, int]:
+    """[start, end) widened over the letters and digits around it: to the whole words it cuts into, without
+    the punctuation next to them (the Task Library would also keep that; the SQuAD metric ignores it)."""
+    while start > 0 and context[start - 1].isalnum() and context[start].isalnum():
+        start -= 1
+    while end < len(context) and context[end].isalnum() and context[end - 1].isalnum():
+        end += 1
+    return start, end
 
 
 def _null_span(scored_windows: Sequence[_ScoredWindow]) -> _Span:

@@ -10,7 +10,8 @@ with its platform's WordPiece tokenizer: inputs `input_word_ids`, `input_mask`,
 `start_logits`, `end_logits` float32 [1, seq_len].
 
 The Task Library keeps one window per question (the first 384 tokens); this path windows the
-whole context, so on long contexts it can find answers the Task Library cannot see.
+whole context, so on long contexts it can find answers the Task Library cannot see. Answers are
+widened to the whole words they cut into, as the Task Library shows them.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class LiteRtAnswerer:
             vocab_path = task_metadata.unpack_vocab(tflite_path, self._scratch.name)
         self._tokenizer = cached_tokenizer(TokenizerConfig(vocab_path, do_lower_case))
         self._window = windowing.WindowConfig(seq_len=self._runner.seq_len, query_len=query_len)
-        self._postprocess = postprocess.PostprocessConfig(max_answer_length=max_answer_length)
+        # Whole words, as the Task Library answers: what an app shows its user.
+        self._postprocess = postprocess.PostprocessConfig(max_answer_length=max_answer_length, whole_words=True)
 
     def answer(self, context: str, question: str, top_k: int = 1) -> list[tuple[str, float]]:
         example = SquadExample(id="question", title="", context=context, question=question)

@@ -87,10 +87,10 @@ def _matmul_dtype_arg(parser):
     local_runner.add_matmul_dtype_arg(parser)
 
 
-def _push_order_arg(parser):
+def _push_rule_args(parser):
     import local_runner
 
-    local_runner.add_push_order_arg(parser)
+    local_runner.add_push_rule_args(parser)
 
 
 def _limit_arg(text: str):
@@ -140,7 +140,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cold-start", action="store_true", help="no warm start from the pushed baseline")
     parser.add_argument("--quantization", default=None, metavar="VARIANTS", type=_variants_arg,
                         help="TFLite variants, comma-separated from none, dynamic, float16, int8, or 'all'")
-    _push_order_arg(parser)
+    _push_rule_args(parser)
     parser.add_argument("--max-f1-drop", action="append", default=[], metavar="VARIANT=POINTS", type=_limit_arg)
     parser.add_argument("--no-cache", action="store_true", help="compile with caching off for every task")
     parser.add_argument("--beam-arg", action="append", default=[],
@@ -199,6 +199,7 @@ def build_config(args: argparse.Namespace, parameters: dict):
         max_f1_regression=args.max_f1_regression, cold_start=args.cold_start,
         min_f1=args.min_f1, tflite_variants=args.quantization or exporter.DEFAULT_VARIANTS,
         tflite_push_order=args.push_order or exporter.DEFAULT_PUSH_ORDER,
+        tflite_task_library_f1=args.task_library_f1,
         max_f1_drop=dict(args.max_f1_drop), enable_cache=not args.no_cache,
         beam_pipeline_args=tuple(args.beam_arg))
 

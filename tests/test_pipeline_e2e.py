@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 # 120 steps: three times what the tiny model needs to answer the code-word questions (synthetic_spans.py).
 TINY_ARGS = ["--train-pattern", "tiny_train.json", "--eval-pattern", "tiny_eval.json", "--spec", "tiny_random",
-             "--min-f1", "0", "--train-steps", "120"]
+             "--min-f1", "0", "--train-steps", "120", "--task-library-f1"]
 TRAIN_QUESTIONS = 15 + CODE_WORD_QUESTIONS
 
 
@@ -148,6 +148,20 @@ def test_litert_and_the_task_library_give_the_same_answers_with_the_pushed_model
     # Tokenizers agree on this text; what may differ is a span's edge where the Task Library keeps
     # whole words: at least 90% of the probes get the same answer from both runtimes.
     assert agreed >= 0.9 * len(pairs), [p for p in pairs if p[0] != p[1]]
+
+
+def test_exporter_scores_the_pushed_file_in_the_task_library_too(store, first_run):
+    """--task-library-f1: the exporter answers every eval question in the Task Library, records its F1
+    beside LiteRT's, and how often the two runtimes give the same answer; the summary shows both."""
+    exports = [a for a in store.get_artifacts_by_type("Model")
+               if metadata_store.producer_component(store, a.id) == "TFLiteExporter"]
+    props = metadata_store.custom_properties(max(exports, key=lambda a: a.id))
+    assert props["quantization"] == "dynamic"
+    assert props["dynamic_task_library_agreement"] >= 0.9
+    assert abs(props["dynamic_task_library_f1"] - props["dynamic_f1"]) <= 10.0
+    assert 0.0 <= props["dynamic_task_library_exact_match"] <= props["dynamic_task_library_f1"] <= 100.0
+    (line,) = [line for line in local_runner.summary(first_run[0]).splitlines() if line.startswith("tflite dynamic")]
+    assert f"f1 {props['dynamic_task_library_f1']:.2f} in it (answers as LiteRT for" in line, line
 
 
 def test_pushed_model_tflite_runs_in_litert_all_on_xnnpack(pushed_tflite):

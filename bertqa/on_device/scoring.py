@@ -10,7 +10,7 @@ scored exactly as the Task Library runs it.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -36,7 +36,16 @@ def evaluate_tflite(tflite_path: str, examples: Sequence[SquadExample], windows:
                     config: EvalConfig, num_threads: int | None = None,
                     batch_size: int = DEFAULT_TFLITE_BATCH_SIZE, show_progress: bool = True,
                     runtime: str = DEFAULT_RUNTIME) -> EvalResult:
-    """SQuAD metrics of an exported .tflite, its windows run in batches by `num_threads` interpreters at once.
+    """SQuAD metrics of an exported .tflite (its logits from tflite_logits, with the same arguments)."""
+    starts, ends = tflite_logits(tflite_path, windows, num_threads, batch_size, show_progress, runtime)
+    return score(examples, windows, starts, ends, config)
+
+
+def tflite_logits(tflite_path: str, windows: Sequence[Window], num_threads: int | None = None,
+                  batch_size: int = DEFAULT_TFLITE_BATCH_SIZE, show_progress: bool = True,
+                  runtime: str = DEFAULT_RUNTIME) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Start and end logits of each window from an exported .tflite, run in batches by `num_threads`
+    interpreters at once.
 
     Each of the `num_threads` (None: every CPU) interpreters runs on one CPU thread and takes every
     num_threads-th window. Separate interpreters rather than one interpreter with several threads:
@@ -69,7 +78,20 @@ def evaluate_tflite(tflite_path: str, examples: Sequence[SquadExample], windows:
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(run_shard, range(workers)))  # list(): re-raises a worker's exception here
-    return score(examples, windows, starts, ends, config)
+    return starts, ends
+
+
+def app_answers(examples: Sequence[SquadExample], windows: Sequence[Window], starts, ends,
+                config: EvalConfig) -> dict[str, str]:
+    """The best answer to each question as an app shows it (postprocess.PostprocessConfig.whole_words):
+    the span the SQuAD metric scores, widened to the whole words it cuts into, as the Task Library does."""
+    from bertqa.model import postprocess
+
+    settings = postprocess.PostprocessConfig(
+        n_best_size=config.n_best_size, max_answer_length=config.max_answer_length,
+        version_2_with_negative=config.version_2_with_negative,
+        null_score_diff_threshold=config.null_score_diff_threshold, whole_words=True)
+    return postprocess.compute_predictions(examples, windows, starts, ends, settings).answers
 
 
 def evaluate_with_task_library(tflite_path: str, examples: Sequence[SquadExample], config: EvalConfig,
@@ -93,3 +115,15 @@ def evaluate_with_task_library(tflite_path: str, examples: Sequence[SquadExample
             progress(1)
     metrics = squad_metrics.squad_v1_metrics(examples, answers)
     return EvalResult(metrics=metrics, predictions=postprocess.Predictions(answers=answers, nbest={}, null_odds={}))
+
+
+def answer_agreement(examples: Sequence[SquadExample], answers: Mapping[str, str], others: Mapping[str, str]) -> float:
+    """The share of `examples` (0-1) whose two answers are the same text once SQuAD-normalized (case,
+    punctuation, articles, spaces): the Task Library returns whole words with their punctuation where
+    the project's decoding returns the tokens' span, which is the same answer to the metric."""
+    from bertqa.model import squad_metrics
+
+    if not examples:
+        raise ValueError("there are no examples to compare answers on")
+    same = sum(squad_metrics.exact_match(answers.get(e.id, ""), others.get(e.id, "")) for e in examples)
+    return same / len(examples)

@@ -272,15 +272,16 @@ def _variants_section(report: RunReport) -> str:
         rows.append([
             f"<b>{_e(v['variant'])}</b>", _num(v.get("size_bytes", 0) / 1e6), _num(latency.get("1"), ".1f"),
             _num(latency.get("2"), ".1f"), _num(library.get("1"), ".1f"), _num(library.get("2"), ".1f"),
-            _num(v.get("exact_match")), _num(v.get("f1")), _num(v.get("f1_drop")),
+            _num(v.get("exact_match")), _num(v.get("f1")), _num(v.get("f1_drop")), _num(v.get("task_library_f1")),
             f"{xnnpack.get('delegated', '–')}/{xnnpack.get('nodes', '–')}",
             "ok" if v.get("task_library_ok") else _e("; ".join(v.get("task_library_problems") or ["failed"])),
             ('<span class="verdict yes">yes</span>' if v.get("blessed") else '<span class="verdict no">no</span>')
             + f" {_e(v.get('reason', ''))}"])
     parts.append(_table(
         ["variant", "size (MB)", "ms 1 thread", "ms 2 threads", "Task Library ms 1 thread",
-         "Task Library ms 2 threads", "EM", "F1", "F1 drop", "XNNPACK ops", "Task Library", "blessed"],
-        rows, "variant-table", [False, True, True, True, True, True, True, True, True, True, False, False]))
+         "Task Library ms 2 threads", "EM", "F1", "F1 drop", "Task Library F1", "XNNPACK ops", "Task Library",
+         "blessed"],
+        rows, "variant-table", [False, True, True, True, True, True, True, True, True, True, True, False, False]))
     saved_model_f1 = (report.variants.get("saved_model") or {}).get("f1")
     if report.variants.get("push_reason"):  # the push rule's choice of model.tflite, or why nothing is pushed
         parts.append(f"<p>Push rule: {_e(report.variants['push_reason'])}</p>")

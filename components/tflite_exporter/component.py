@@ -27,7 +27,8 @@ Artifacts out:
     latency_ms_2_threads (in <variant>_tflite_runtime, LiteRT by default), task_library_ms_1_thread,
     task_library_ms_2_threads (one Task Library answer), xnnpack_ops, xnnpack_delegated_ops,
     xnnpack_outside (op names), dynamic_tensors, exact_match, f1, f1_drop, max_f1_drop,
-    task_library_ok, task_library_problems, blessed, reason}.
+    task_library_ok, task_library_problems, blessed, reason}, and with task_library_f1
+    <variant>_{task_library_exact_match, task_library_f1, task_library_agreement}.
   blessing: ModelBlessing for Pusher: `blessed` 1 only when SquadEvaluator blessed the
     SavedModel and a variant of the push order is blessed (its F1 drop within its limit); `reason`, and
     blessed_<variant> per variant; a BLESSED or NOT_BLESSED file, as TFX's Evaluator writes.
@@ -67,6 +68,7 @@ class TFLiteExporterSpec(component_spec.ComponentSpec):
         "representative_steps": component_spec.ExecutionParameter(type=int),
         "eval_threads": component_spec.ExecutionParameter(type=int),  # 0: every CPU
         "latency_runs": component_spec.ExecutionParameter(type=int),
+        "task_library_f1": component_spec.ExecutionParameter(type=int),  # 1: also score in the Task Library
     }
     INPUTS = {
         "model": component_spec.ChannelParameter(type=standard_artifacts.Model),
@@ -93,7 +95,8 @@ def _plan(exec_properties, tokenizer) -> core.ExportPlan:
         max_f1_drop=json.loads(exec_properties["max_f1_drop"]),
         seq_len=tokenizer.window.seq_len, query_len=tokenizer.window.query_len,
         do_lower_case=tokenizer.do_lower_case, representative_steps=exec_properties["representative_steps"],
-        eval_threads=exec_properties["eval_threads"] or None, latency_runs=exec_properties["latency_runs"])
+        eval_threads=exec_properties["eval_threads"] or None, latency_runs=exec_properties["latency_runs"],
+        task_library_f1=bool(exec_properties.get("task_library_f1", 0)))
 
 
 def _record(exported, blessing, report: core.ExportReport) -> None:
@@ -120,6 +123,9 @@ def _record(exported, blessing, report: core.ExportReport) -> None:
         for name in ("exact_match", "f1", "f1_drop", "max_f1_drop"):
             exported.set_float_custom_property(f"{v.variant}_{name}", float(getattr(v, name)))
         exported.set_int_custom_property(f"{v.variant}_task_library_ok", int(v.task_library_ok))
+        for name in ("task_library_exact_match", "task_library_f1", "task_library_agreement"):
+            if getattr(v, name) is not None:
+                exported.set_float_custom_property(f"{v.variant}_{name}", float(getattr(v, name)))
         exported.set_string_custom_property(f"{v.variant}_task_library_problems", "; ".join(v.task_library_problems))
         exported.set_int_custom_property(f"{v.variant}_blessed", int(v.blessed))
         exported.set_string_custom_property(f"{v.variant}_reason", v.reason)
@@ -207,7 +213,7 @@ class TFLiteExporter(base_component.BaseComponent):
                  variants=core.DEFAULT_VARIANTS, max_f1_drop=None, push_order=core.DEFAULT_PUSH_ORDER,
                  version_2_with_negative: bool = False,
                  n_best_size: int = 20, max_answer_length: int = 30, representative_steps: int = 100,
-                 eval_threads: int = 0, latency_runs: int = 10):
+                 eval_threads: int = 0, latency_runs: int = 10, task_library_f1: bool = False):
         # Validated now, when the pipeline is built, rather than after training.
         plan = core.ExportPlan(variants=core.parse_variants(variants), max_f1_drop=dict(max_f1_drop or {}),
                                push_order=core.parse_variants(push_order),
@@ -219,6 +225,6 @@ class TFLiteExporter(base_component.BaseComponent):
             max_f1_drop=json.dumps(dict(plan.max_f1_drop)),
             version_2_with_negative=int(version_2_with_negative), n_best_size=n_best_size,
             max_answer_length=max_answer_length, representative_steps=representative_steps,
-            eval_threads=eval_threads, latency_runs=latency_runs,
+            eval_threads=eval_threads, latency_runs=latency_runs, task_library_f1=int(task_library_f1),
             exported_model=types.Channel(type=standard_artifacts.Model),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -14,6 +14,15 @@ For each variant (none, dynamic, float16, int8) of the trainer's SavedModel:
             which it leaves out, and any dynamic-sized tensor;
   check     the Task Library's BertQuestionAnswerer loads the file and answers a probe
             question with the logits the interpreter computes (or why not);
+  answer    with ExportPlan.task_library_f1, the SQuAD metric of the file as the Task Library
+            answers each eval question (its tokenizer, its one window of the first 384 tokens,
+            its span search: what an app on the Task Library shows), and the share of questions
+            it answers as an app on LiteRT would (scoring.app_answers, SQuAD-normalized).
+            Recorded, not gated: the Task Library reads one window, so its F1 against the
+            multi-window SavedModel also charges it the questions whose answer lies past the
+            first 384 tokens, which no quantization choice changes; the check above gates that
+            it runs the file as measured. Off by default: about 0.25 s a question for MiniLM
+            (2.4 minutes on the bundled sample);
   bless     F1 drop against the float SavedModel at most the variant's limit, and the
             Task Library runs the file as it was measured.
 
@@ -118,6 +127,7 @@ class ExportPlan:
         LiteRT, what apps run today; the Task Library's own runtime is checked and timed beside it.
     push_order: the variants tried for model.tflite, first blessed wins (see the module docstring);
         those not in `variants` are exported only when the ones before them miss their limits.
+    task_library_f1: also score each variant as the Task Library answers (see the module docstring).
     """
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
@@ -132,6 +142,7 @@ class ExportPlan:
     latency_threads: tuple[int, ...] = LATENCY_THREADS
     tflite_runtime: str = runtime.DEFAULT_RUNTIME
     push_order: tuple[str, ...] = DEFAULT_PUSH_ORDER
+    task_library_f1: bool = False
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -212,6 +223,11 @@ class VariantReport:
     xnnpack: Mapping = dataclasses.field(default_factory=dict)  # runtime.DelegateReport.to_json()
     # The runtime exact_match, f1, latency_ms and xnnpack were measured in (runtime.RUNTIMES).
     tflite_runtime: str = runtime.DEFAULT_RUNTIME
+    # With ExportPlan.task_library_f1: EM and F1 of the Task Library's answers, and the share of
+    # questions (0-1) it answers exactly as tflite_runtime's scoring did; None otherwise.
+    task_library_exact_match: float | None = None
+    task_library_f1: float | None = None
+    task_library_agreement: float | None = None
 
     def to_json(self) -> dict:
         fields = dataclasses.asdict(self)
@@ -310,15 +326,23 @@ def bless(f1_drop: float, limit: float) -> tuple[bool, str]:
 
 def _score_variant(variant: str, path: str, output_dir: str, result: conversion.ExportResult, data: EvalData,
                    reference: Metrics, eval_config: evaluation.EvalConfig, plan: ExportPlan) -> VariantReport:
-    metrics = Metrics.from_squad(scoring.evaluate_tflite(
-        path, data.examples, data.windows, eval_config, num_threads=plan.eval_threads,
-        batch_size=plan.eval_batch_size, runtime=plan.tflite_runtime).metrics)
+    starts, ends = scoring.tflite_logits(path, data.windows, num_threads=plan.eval_threads,
+                                         batch_size=plan.eval_batch_size, runtime=plan.tflite_runtime)
+    metrics = Metrics.from_squad(evaluation.score(data.examples, data.windows, starts, ends, eval_config).metrics)
     latency = median_latencies_ms(path, data.windows[0], plan.latency_threads, plan.latency_runs, plan.tflite_runtime)
     task_library_latency = {}
     if not result.warnings:  # the Task Library ran the file in export_tflite: it can be timed
         example = data.examples[0]
         task_library_latency = {n: 1000.0 * task_library.median_answer_seconds(
             path, example.context, example.question, n, runs=plan.latency_runs) for n in plan.latency_threads}
+    in_task_library = {}
+    if plan.task_library_f1 and not result.warnings and not eval_config.version_2_with_negative:
+        answered = scoring.evaluate_with_task_library(path, data.examples, eval_config, show_progress=False)
+        in_task_library = {"task_library_exact_match": answered.metrics["exact_match"],
+                           "task_library_f1": answered.metrics["f1"],
+                           "task_library_agreement": scoring.answer_agreement(
+                               data.examples, answered.predictions.answers,
+                               scoring.app_answers(data.examples, data.windows, starts, ends, eval_config))}
     f1_drop = reference.f1 - metrics.f1
     blessed, reason = bless(f1_drop, plan.limit(variant))
     if result.task_library_failures:
@@ -331,7 +355,8 @@ def _score_variant(variant: str, path: str, output_dir: str, result: conversion.
         # its warnings say why the Task Library cannot (or cannot faithfully) run it.
         task_library_ok=not result.warnings, task_library_problems=tuple(result.warnings),
         blessed=blessed, reason=reason, task_library_latency_ms=task_library_latency,
-        xnnpack=runtime.xnnpack_report(path, plan.tflite_runtime).to_json(), tflite_runtime=plan.tflite_runtime)
+        xnnpack=runtime.xnnpack_report(path, plan.tflite_runtime).to_json(), tflite_runtime=plan.tflite_runtime,
+        **in_task_library)
 
 
 # --- All variants -----------------------------------------------------------------------------

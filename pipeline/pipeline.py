@@ -91,6 +91,7 @@ def report_settings(config: PipelineConfig) -> dict:
             "compare_with_baseline": config.compare_with_baseline, "cold_start": config.cold_start,
             "tflite_variants": list(config.tflite_variants), "max_f1_drop": dict(config.max_f1_drop),
             "tflite_push_order": list(config.tflite_push_order),
+            "tflite_task_library_f1": config.tflite_task_library_f1,
             "epochs": config.epochs, "batch_size": config.batch_size, "train_steps": config.train_steps,
             "train_budget_minutes": config.train_budget_minutes, "train_matmul_dtype": config.train_matmul_dtype,
             "train_pattern": config.train_pattern,

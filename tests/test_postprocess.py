@@ -90,7 +90,9 @@ def test_word_bounds_widen_over_letters_and_digits_only():
     start = context.index("ntal")
     assert context[slice(*_word_bounds(context, start, start + 4))] == "coincidental"
     assert context[slice(*_word_bounds(context, context.index("88"), context.index("88") + 2))] == "1889"
-    assert _word_bounds(context, 0, 2) == (0, 2)  # "It": nothing to widen; the comma stays out
+    assert _word_bounds(context, 0, 2) == (0, 2)  # "It": a whole word already
+    comma = context.index(",")
+    assert _word_bounds(context, comma - 4, comma) == (context.index("coincidental"), comma)  # the comma stays out
 
 
 def test_span_starting_where_the_token_lacks_max_context_is_skipped():

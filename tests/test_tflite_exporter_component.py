@@ -200,6 +200,7 @@ def test_nothing_is_published_when_the_saved_model_was_not_blessed(
                      limits={"dynamic": 100.0}, upstream_blessed=False)
     assert report.variant("dynamic").blessed and not report.blessed
     assert "SquadEvaluator" in report.reason
+    assert report.pushed_variant is None and "SquadEvaluator did not bless" in report.push_reason
     assert not (tmp_path / "Format-Serving").exists()
 
 
@@ -308,7 +309,8 @@ def executor_inputs(tmp_path, saved_model, spec, window_config, eval_data, train
               "examples": [examples], "transformed_examples": [windows]}
     outputs = {"exported_model": [artifact(standard_artifacts.Model, "exported")],
                "blessing": [artifact(standard_artifacts.ModelBlessing, "blessing")]}
-    properties = {"variants": json.dumps(["dynamic", "int8"]), "push_order": json.dumps(list(core.DEFAULT_PUSH_ORDER)),
+    # No push_order: as a pipeline compiled before the push rule passes them (the default order applies).
+    properties = {"variants": json.dumps(["dynamic", "int8"]),
                   "max_f1_drop": json.dumps({"dynamic": 100.0, "int8": 100.0}),
                   "version_2_with_negative": 0, "n_best_size": 20, "max_answer_length": 30,
                   "representative_steps": 8, "eval_threads": 1, "latency_runs": 2}

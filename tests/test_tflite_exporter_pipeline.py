@@ -92,6 +92,17 @@ def test_push_rule_pushes_float16_as_model_tflite_when_dynamic_misses_its_limit(
     assert set(record["variants"]) == {"none", "int8", "float16"}
 
 
+def test_push_order_and_task_library_f1_are_read_from_the_command_line_and_all_is_refused(capsys):
+    args = local_runner.parse_args(["--push-order", "float16,dynamic", "--task-library-f1"])
+    config = local_runner.build_config(args)
+    assert config.tflite_push_order == ("float16", "dynamic") and config.tflite_task_library_f1
+    assert local_runner.build_config(local_runner.parse_args([])).tflite_push_order == core.DEFAULT_PUSH_ORDER
+    for bad in ("all", "dynamic,int4", "dynamic,dynamic"):
+        with pytest.raises(SystemExit):
+            local_runner.parse_args(["--push-order", bad])
+        assert "--push-order" in capsys.readouterr().err
+
+
 def test_a_failing_exporter_leaves_nothing_blessed_or_pushed(tmp_path, fixtures_dir, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("conversion failed")

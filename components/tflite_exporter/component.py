@@ -91,7 +91,8 @@ def _split_files(artifacts, split: str) -> str:
 def _plan(exec_properties, tokenizer) -> core.ExportPlan:
     return core.ExportPlan(
         variants=tuple(json.loads(exec_properties["variants"])),
-        push_order=tuple(json.loads(exec_properties["push_order"])),
+        # Pipelines compiled before the push rule have no push_order: they get today's default.
+        push_order=tuple(json.loads(exec_properties.get("push_order") or "null") or core.DEFAULT_PUSH_ORDER),
         max_f1_drop=json.loads(exec_properties["max_f1_drop"]),
         seq_len=tokenizer.window.seq_len, query_len=tokenizer.window.query_len,
         do_lower_case=tokenizer.do_lower_case, representative_steps=exec_properties["representative_steps"],

@@ -126,7 +126,8 @@ class ExportPlan:
     tflite_runtime: the runtime each file is scored, timed and inspected in (runtime.RUNTIMES):
         LiteRT, what apps run today; the Task Library's own runtime is checked and timed beside it.
     push_order: the variants tried for model.tflite, first blessed wins (see the module docstring);
-        those not in `variants` are exported only when the ones before them miss their limits.
+        those not in `variants` are exported only when the ones before them miss their limits
+        (int8 anywhere in it means the training windows are read for calibration up front).
     task_library_f1: also score each variant as the Task Library answers (see the module docstring).
     """
 
@@ -400,12 +401,14 @@ def export_variants(saved_model_dir: str, vocab_path: str, output_dir: str, serv
     if upstream_blessed:
         for variant in plan.push_order:
             if variant not in reports:
-                _log.info("TFLite: no variant before %s in the push order %s is blessed; exporting %s.",
-                          variant, ",".join(plan.push_order), variant)
+                _log.info("TFLite: exporting %s, the next variant of the push order %s (none before it blessed).",
+                          variant, ",".join(plan.push_order))
                 reports[variant] = export_and_score(variant)
             if reports[variant].blessed:
                 break
     pushed_variant, push_reason = choose_pushed_variant(list(reports.values()), plan.push_order)
+    if not upstream_blessed:
+        pushed_variant, push_reason = None, "nothing is pushed: SquadEvaluator did not bless the SavedModel"
     blessed, reason = _overall_verdict(list(reports.values()), upstream_blessed, pushed_variant, push_reason)
     report = ExportReport(saved_model=reference, variants=tuple(reports.values()), blessed=blessed, reason=reason,
                           pushed_variant=pushed_variant if blessed else None, push_reason=push_reason)
@@ -487,6 +490,7 @@ def model_record(model_id: int | None, saved_model_dir: str, training_summary: M
                                                                 "learning_rate", "final_loss")},
         "variants": {v.variant: {"f1": v.f1, "f1_drop": v.f1_drop, "size_bytes": v.size_bytes}
                      for v in report.variants if v.blessed},
+        "pushed_variant": report.pushed_variant,  # which of them is model.tflite (the push rule)
         "project": pushed_models.project_version(),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

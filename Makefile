@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run run-hour test test-fast bench bench-peer bench-train lint lock clean image retrain-demo tensorboard
+.PHONY: setup run run-hour test test-fast bench bench-peer bench-train bench-scaling lint lock clean image retrain-demo tensorboard
 
 setup:
 	@scripts/setup.sh
@@ -63,6 +63,11 @@ bench-peer: setup
 
 # Training throughput against transformers + PyTorch (padded, and grouped by length) on the same
 # checkpoint and windows; peak memory per batch shape. Figures in benchmarks/RESULTS.md.
+# Scaling on paper: compute per window by length bucket, gradient bytes, a 2-process loopback
+# all-reduce, and the expected windows/s for 1 to 32 workers (docs/scaling.md).
+bench-scaling: setup
+	$(PY) benchmarks/scaling.py $(BENCH_ARGS)
+
 bench-train: setup
 	bash benchmarks/peer/setup.sh
 	$(PY) benchmarks/training_peer.py $(BENCH_ARGS)

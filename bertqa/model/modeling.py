@@ -113,10 +113,19 @@ class DropoutSeeds(tf.Module):
         super().__init__(name="dropout_seeds")
         with tf.init_scope():  # a variable made eagerly, even when the first call is being traced
             self.base = int(tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64))  # follows tf.random.set_seed
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name=DROPOUT_STEP_NAME)
+            # Under a tf.distribute strategy each replica keeps its own copy (ON_READ) and
+            # advances it in its step, alike on all, with no cross-replica sync (an update of a
+            # mirrored variable would sync, which the micro-batch loop cannot hold); a
+            # checkpoint keeps the first replica's value.
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name=DROPOUT_STEP_NAME,
+                                    synchronization=tf.VariableSynchronization.ON_READ,
+                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def advance(self):
         return self.step.assign_add(1)
+
+
+_REPLICA_STREAMS = 1 << 20  # apart from any layer's stream: replica r's masks use streams + r * this
 
 
 class Dropout(keras.layers.Layer):
@@ -140,7 +149,13 @@ class Dropout(keras.layers.Layer):
     def call(self, inputs, training=None):
         if not training or self.rate == 0:
             return inputs
-        seed = tf.stack([tf.constant(self._seeds.base + self.stream, tf.int64), self._seeds.step.read_value()])
+        # Replicas of a tf.distribute strategy (bertqa.model.distribution) train on different
+        # slices of a batch: each draws its own masks. Replica 0's are those of one process.
+        replica = tf.distribute.get_replica_context()
+        replica_id = (tf.cast(replica.replica_id_in_sync_group, tf.int64) if replica is not None
+                      else tf.constant(0, tf.int64))
+        seed = tf.stack([tf.constant(self._seeds.base + self.stream, tf.int64) + replica_id * _REPLICA_STREAMS,
+                         self._seeds.step.read_value()])
         # 16 random bits per element, two from each 32-bit Philox draw: the dropout of one
         # (32, 12, 384, 384) attention tensor took 100 ms this way against 160 ms with a float
         # per element (benchmarks/training_levers.py ops), six times per step. The rate is kept

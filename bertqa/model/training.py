@@ -12,15 +12,15 @@ import collections
 import dataclasses
 import functools
 import logging
-import os
+import shutil
 import statistics
-import sys
+import tempfile
 import time
 
 import tensorflow as tf
 import tf_keras as keras
 
-from bertqa.model import checkpoint, modeling
+from bertqa.model import checkpoint, distribution, modeling
 from bertqa.model.model_spec import BertQaSpec
 from bertqa.model.modeling import INPUT_NAMES, BertEncoder, build_span_model, is_dropout_state
 
@@ -316,80 +316,14 @@ def micro_batched_train_step(model: keras.Model, attention_budget: int, data):
     return {metric.name: metric.result() for metric in model.metrics}
 
 
-# TensorBoard scalar names (bertqa.operations.run_report reads them back for the training curve).
-LOSS_TAG, LEARNING_RATE_TAG, THROUGHPUT_TAG = "loss", "learning_rate", "windows_per_second"
-TENSORBOARD_SUBDIR = "train"  # as keras.callbacks.TensorBoard lays out its logs
-
-
-class TrainingMonitor(keras.callbacks.Callback):
-    """Loss, learning rate and throughput of each `every`-step interval: to TensorBoard under
-    `log_dir`/train (when given), to a progress bar on an interactive terminal, else to log lines.
-
-    keras.callbacks.TensorBoard is not used: training is one epoch of N steps, its batch-level
-    logs carry Keras's running mean of the epoch (not the interval's loss) and neither the
-    scheduled learning rate nor windows/s. Keras reports that running mean here too, so the
-    interval's loss is recovered from differences of the running sum (mean * steps).
-    """
-
-    def __init__(self, total_steps: int, batch_size: int, schedule=None, log_dir: str | None = None,
-                 every: int = 20, show_bar: bool | None = None, first_step: int = 0,
-                 time_budget_seconds: float | None = None):
-        super().__init__()
-        self.total_steps, self.batch_size, self.every = total_steps, batch_size, every
-        self.schedule, self.log_dir, self.show_bar = schedule, log_dir, show_bar
-        self.first_step = first_step  # > 0 when training resumes from a checkpoint
-        self.time_budget_seconds = time_budget_seconds  # for the time-left estimate
-        self.seconds = 0.0  # training time of this fit() call, set at its end
-
-    def on_train_begin(self, logs=None):
-        from tqdm.auto import tqdm
-
-        self._started = self._interval_started = time.monotonic()
-        self._loss_sum = self._interval_loss_sum = 0.0
-        self._interval_steps = 0
-        self._writer = (tf.summary.create_file_writer(os.path.join(self.log_dir, TENSORBOARD_SUBDIR))
-                        if self.log_dir else None)
-        # disable=None: tqdm draws only when stderr is a terminal (not under cron, CI or Kubeflow).
-        self._bar = tqdm(total=self.total_steps, initial=self.first_step, desc="training", unit="step",
-                         leave=False, file=sys.stderr, disable=None if self.show_bar is None else not self.show_bar)
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.first_step + batch + 1
-        # Keras's running mean covers the batches of this fit() call only.
-        running_sum = float((logs or {}).get("loss", float("nan"))) * (batch + 1)
-        self._interval_loss_sum += running_sum - self._loss_sum
-        self._loss_sum = running_sum
-        self._interval_steps += 1
-        self._bar.update(1)
-        # The last step reports too, also when a callback before this one stops training early.
-        if step % self.every and step != self.total_steps and not getattr(self.model, "stop_training", False):
-            return
-        now = time.monotonic()
-        loss = self._interval_loss_sum / self._interval_steps
-        rate = self._interval_steps * self.batch_size / max(now - self._interval_started, 1e-9)
-        learning_rate = float(self.schedule(step - 1)) if self.schedule is not None else float("nan")
-        if self._writer is not None:
-            with self._writer.as_default(step=step):
-                tf.summary.scalar(LOSS_TAG, loss)
-                tf.summary.scalar(LEARNING_RATE_TAG, learning_rate)
-                tf.summary.scalar(THROUGHPUT_TAG, rate)
-        if self._bar.disable:
-            elapsed = now - self._started
-            overall = (step - self.first_step) * self.batch_size / elapsed
-            left = (self.total_steps - step) * self.batch_size / overall
-            if self.time_budget_seconds:
-                left = min(left, max(self.time_budget_seconds - elapsed, 0.0))
-            logging.info("step %d/%d  loss %.3f  %.1f windows/s  %.0f s elapsed, ~%.0f s left", step,
-                         self.total_steps, loss, rate, elapsed, left)
-        else:
-            self._bar.set_postfix(loss=f"{loss:.3f}", windows_per_s=f"{rate:.1f}", refresh=False)
-        self._interval_loss_sum, self._interval_steps, self._interval_started = 0.0, 0, now
-
-    def on_train_end(self, logs=None):
-        self.seconds = time.monotonic() - self._started
-        self._bar.close()
-        if self._writer is not None:
-            self._writer.close()
+# Re-exported: callers and bertqa.operations.report_data read them from here.
+from bertqa.model.training_monitor import (  # noqa: E402, F401
+    LEARNING_RATE_TAG,
+    LOSS_TAG,
+    TENSORBOARD_SUBDIR,
+    THROUGHPUT_TAG,
+    TrainingMonitor,
+)
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -404,9 +338,12 @@ class TimeBudget(keras.callbacks.Callback):
 
     clock = staticmethod(time.monotonic)  # a class attribute, so that a test can give it a fake clock
 
-    def __init__(self, budget_seconds: float, elapsed_seconds: tf.Variable):
+    def __init__(self, budget_seconds: float, elapsed_seconds: tf.Variable, agreement=None):
         super().__init__()
         self.budget_seconds, self.elapsed_seconds = budget_seconds, elapsed_seconds
+        # With several workers (a distribution.ClusterAgreement): the slowest worker's clock
+        # decides for all, so they read the same learning rate and stop at the same step.
+        self.agreement = agreement
         self.stopped = False
 
     def on_train_begin(self, logs=None):
@@ -415,13 +352,18 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self._step_started = self.clock()
-        self.elapsed_seconds.assign(self._step_started - self._origin)
+        if self.agreement is None:  # else the value agreed at the last step's end stands
+            self.elapsed_seconds.assign(self._step_started - self._origin)
 
     def on_train_batch_end(self, batch, logs=None):
         now = self.clock()
-        self.elapsed_seconds.assign(now - self._origin)
         self._step_seconds.append(now - self._step_started)
-        if now - self._origin + statistics.median(self._step_seconds) > self.budget_seconds:
+        elapsed = now - self._origin
+        next_step_ends = elapsed + statistics.median(self._step_seconds)
+        if self.agreement is not None:
+            elapsed, next_step_ends = self.agreement.max([elapsed, next_step_ends])
+        self.elapsed_seconds.assign(elapsed)
+        if next_step_ends > self.budget_seconds:
             self.stopped = True
             self.model.stop_training = True
 
@@ -441,19 +383,28 @@ class CheckpointPolicy:
 
 
 class _PeriodicCheckpoint(keras.callbacks.Callback):
-    def __init__(self, manager: tf.train.CheckpointManager, policy: CheckpointPolicy, first_step: int):
+    def __init__(self, manager: tf.train.CheckpointManager, policy: CheckpointPolicy, first_step: int,
+                 agreement=None):
         super().__init__()
         self.manager, self.policy, self.first_step = manager, policy, first_step
+        # Every worker saves (the chief to the policy's directory, the others to scratch), and
+        # at the same steps: a save the others skip would leave them out of step.
+        self.agreement = agreement
 
     def on_train_begin(self, logs=None):
         self._last = time.monotonic()
 
+    last_saved_step: int | None = None
+
     def on_train_batch_end(self, batch, logs=None):
         step = self.first_step + batch + 1
         due_by_steps = self.policy.every_steps and step % self.policy.every_steps == 0
-        if due_by_steps or time.monotonic() - self._last >= self.policy.every_seconds:
+        due_by_time = time.monotonic() - self._last >= self.policy.every_seconds
+        if self.agreement is not None:
+            due_by_time = self.agreement.max([float(due_by_time)])[0] > 0
+        if due_by_steps or due_by_time:
             self.manager.save(checkpoint_number=step)
-            self._last = time.monotonic()
+            self._last, self.last_saved_step = time.monotonic(), step
 
 
 def restore_weights(model: keras.Model, checkpoint_directory: str) -> None:
@@ -469,44 +420,73 @@ def restore_weights(model: keras.Model, checkpoint_directory: str) -> None:
 
 
 def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
-          log_dir: str | None = None, checkpoints: CheckpointPolicy | None = None) -> keras.callbacks.History:
+          log_dir: str | None = None, checkpoints: CheckpointPolicy | None = None,
+          strategy: tf.distribute.Strategy | None = None) -> keras.callbacks.History:
     """Fits `model` for config.train_steps; with `log_dir`, TensorBoard logs go to log_dir/train.
 
     With `checkpoints`, training first restores the latest checkpoint in its directory (if
     any) and runs only the steps that remain, on the batches an uninterrupted run would see
     next: the data order is seeded, so skipping the batches already trained on resumes it.
     The History then carries `resumed_from_step` (0 for a fresh start).
+
+    With a `strategy` of several replicas (bertqa.model.distribution), `model` must have been
+    built under its scope; config.batch_size is the global batch, and each replica trains on
+    its slice of every global batch. Under several workers, only the chief writes the
+    TensorBoard logs and the checkpoints in `checkpoints.directory`; every worker restores
+    from there, and the others save to a scratch directory (every worker must take part in a
+    save). The steps, the time budget's stop and the checkpoints' steps are the same on all.
     """
-    dataset = bucketed_window_dataset(train_files, config.batch_size, config.seq_len, config.bucket_width,
-                                      shuffle_buffer=config.shuffle_buffer, repeat=True, seed=config.seed)
-    budget = None
-    if config.time_budget_seconds:
-        budget = TimeBudget(config.time_budget_seconds, tf.Variable(0.0, dtype=tf.float64, trainable=False,
-                                                                    name="training_seconds"))
-    schedule = learning_rate_schedule(config, budget.elapsed_seconds if budget else None)
+    strategy = strategy or tf.distribute.get_strategy()
+    distributed = distribution.is_distributed(strategy)
+    chief = strategy.extended.should_checkpoint
+    agreement = distribution.ClusterAgreement(strategy) if distribution.is_multi_worker(strategy) else None
+    if distributed:
+        distribution.per_replica_batch_size(config.batch_size, strategy.num_replicas_in_sync)  # fails early
+
+    def global_batches(skip: int = 0) -> tf.data.Dataset:
+        return bucketed_window_dataset(train_files, config.batch_size, config.seq_len, config.bucket_width,
+                                       shuffle_buffer=config.shuffle_buffer, repeat=True,
+                                       seed=config.seed).skip(skip)
+
     # "auto" resolved once (it reads /proc/cpuinfo): the step and the History say the same.
     config = dataclasses.replace(config, matmul_dtype=resolve_matmul_dtype(config.matmul_dtype))
-    compile_for_training(model, config, schedule)
-    first_step, extra = 0, []
-    if checkpoints is not None:
-        # The optimizer's slots exist only after its first update; build them now so that a
-        # restore fills them rather than being deferred to variables created later.
-        model.optimizer.build(model.trainable_variables)
-        # With a time budget, the time spent is state too: a resumed run has only the rest.
-        state = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                                    **({"training_seconds": budget.elapsed_seconds} if budget else {}))
-        manager = tf.train.CheckpointManager(state, checkpoints.directory, max_to_keep=1)
-        if manager.latest_checkpoint:
-            state.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            first_step = int(model.optimizer.iterations.numpy())
-            logging.info("resuming from %s at step %d of %d", manager.latest_checkpoint, first_step,
-                         config.train_steps)
-            dataset = dataset.skip(first_step)
-        extra.append(_PeriodicCheckpoint(manager, checkpoints, first_step))
+    budget = None
+    first_step, extra, scratch = 0, [], None
+    with strategy.scope():
+        if config.time_budget_seconds:
+            budget = TimeBudget(config.time_budget_seconds,
+                                tf.Variable(0.0, dtype=tf.float64, trainable=False, name="training_seconds"),
+                                agreement)
+        schedule = learning_rate_schedule(config, budget.elapsed_seconds if budget else None)
+        compile_for_training(model, config, schedule)
+        if checkpoints is not None:
+            # The optimizer's slots exist only after its first update; build them now so that a
+            # restore fills them rather than being deferred to variables created later.
+            model.optimizer.build(model.trainable_variables)
+            # With a time budget, the time spent is state too: a resumed run has only the rest.
+            state = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                        **({"training_seconds": budget.elapsed_seconds} if budget else {}))
+            if not chief:
+                scratch = tempfile.mkdtemp(prefix="bertqa-worker-checkpoints-")
+            manager = tf.train.CheckpointManager(state, scratch or checkpoints.directory, max_to_keep=1)
+            latest = tf.train.latest_checkpoint(checkpoints.directory)  # the chief's, on every worker
+            if latest:
+                state.restore(latest).assert_existing_objects_matched()
+                first_step = int(model.optimizer.iterations.numpy())
+                logging.info("resuming from %s at step %d of %d", latest, first_step, config.train_steps)
+            periodic = _PeriodicCheckpoint(manager, checkpoints, first_step, agreement)
+            extra.append(periodic)
+    if distributed:
+        dataset = distribution.distribute_global_batches(strategy, lambda: global_batches(first_step),
+                                                         config.batch_size)
+    else:
+        dataset = global_batches(first_step)
     remaining = config.train_steps - first_step
-    logging.info("training for %d steps of batch %d", remaining, config.batch_size)
-    progress = TrainingMonitor(config.train_steps, config.batch_size, schedule, log_dir, first_step=first_step,
-                               time_budget_seconds=config.time_budget_seconds)
+    logging.info("training for %d steps of batch %d%s", remaining, config.batch_size,
+                 f" over {strategy.num_replicas_in_sync} replicas" if distributed else "")
+    progress = TrainingMonitor(config.train_steps, config.batch_size, schedule, log_dir if chief else None,
+                               first_step=first_step, time_budget_seconds=config.time_budget_seconds,
+                               show_bar=None if chief else False)
     # Killed after the last checkpoint of a finished loop (or of a spent time budget), before the
     # export: nothing is left to train. (Keras would run one step before it saw stop_training.)
     out_of_time = budget is not None and float(budget.elapsed_seconds.numpy()) >= config.time_budget_seconds
@@ -521,11 +501,16 @@ def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
     if checkpoints is not None:
         # The final weights, for the export (components/trainer runs it in a process of its own),
         # and for a resume killed between the two: nothing left to train.
+        # Decided alike on every worker (all take part in a save): unless the periodic
+        # checkpoint has just saved this step, or nothing was trained after the restored one.
         final_step = int(model.optimizer.iterations.numpy())
-        if not (manager.latest_checkpoint or "").endswith(f"-{final_step}"):
+        if final_step not in (periodic.last_saved_step, first_step if latest else None):
             manager.save(checkpoint_number=final_step)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     history.resumed_from_step = first_step
     history.matmul_dtype = config.matmul_dtype
     history.stopped_by_time_budget = bool(budget and budget.stopped)
     history.training_seconds = float(budget.elapsed_seconds.numpy()) if budget else progress.seconds
+    history.replicas = strategy.num_replicas_in_sync
     return history

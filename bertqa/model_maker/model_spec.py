@@ -31,14 +31,16 @@ TUNABLES = (
 # Accepted so that Model Maker code runs, but they mean nothing here (see _IGNORED_WHY).
 _IGNORED_WHY = {
     "tpu": "TPU training is not supported; training runs on this machine's CPU or GPU",
-    "distribution_strategy": "training runs in one process with TensorFlow's default strategy",
-    "num_gpus": "training uses the devices TensorFlow sees",
     "is_tf2": "the hub module's format is read from the module itself",
     "init_from_squad_model": "a module with a SQuAD head ('squad' signature) is always used whole",
     "tflite_input_name": "the TFLite tensors always get the names the Task Library expects",
     "tflite_output_name": "the TFLite tensors always get the names the Task Library expects",
 }
-_OWN_ATTRIBUTES = {"name", "uri", "model_dir", "_base", *TUNABLES}
+_OWN_ATTRIBUTES = {"name", "uri", "model_dir", "_base", "distribution_strategy", "num_gpus", "_strategy",
+                   *TUNABLES}
+# Model Maker's distribution_strategy values (Model Garden's distribute_utils names), and what
+# they mean here (bertqa.model.distribution). "tpu" stays refused above.
+DISTRIBUTION_STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored")
 
 
 class QaModelSpec:
@@ -48,7 +50,9 @@ class QaModelSpec:
     converted from); a new temporary directory when None, as in Model Maker.
     """
 
-    def __init__(self, base: core_specs.BertQaSpec, model_dir: str | None = None, tpu: str = "", **overrides):
+    def __init__(self, base: core_specs.BertQaSpec, model_dir: str | None = None, tpu: str = "",
+                 distribution_strategy: str = "off", num_gpus: int = 0, **overrides):
+        self._strategy = None
         self._base = base
         self.name = base.name
         self.uri = base.hub_handle
@@ -56,8 +60,45 @@ class QaModelSpec:
             setattr(self, tunable, getattr(base, tunable))
         self.model_dir = model_dir
         self.tpu = tpu
+        self.distribution_strategy, self.num_gpus = distribution_strategy, num_gpus
         for attribute, value in overrides.items():
             setattr(self, attribute, value)
+        if self.distribution_strategy == "multi_worker_mirrored":
+            # As Model Maker's spec did: made with the spec, before the data's TensorFlow ops,
+            # since a multi-worker strategy must set up the runtime before any op runs.
+            self.strategy()
+
+    def strategy(self):
+        """The tf.distribute strategy training runs under (made once; see bertqa.model.distribution).
+
+        off / one_device: TensorFlow's default strategy. mirrored: MirroredStrategy over
+        num_gpus devices (logical CPU devices when there are fewer GPUs; then the spec must be
+        made before TensorFlow runs anything), or over every GPU with num_gpus 0.
+        multi_worker_mirrored: MultiWorkerMirroredStrategy over the TF_CONFIG cluster.
+        """
+        if self._strategy is None:
+            from bertqa.model import distribution
+
+            if self.distribution_strategy not in DISTRIBUTION_STRATEGIES:
+                raise ValueError(f"distribution_strategy {self.distribution_strategy!r} is not one of "
+                                 f"{', '.join(DISTRIBUTION_STRATEGIES)}")
+            if self.distribution_strategy == "multi_worker_mirrored":
+                if distribution.cluster_role() is None:
+                    raise ValueError("distribution_strategy='multi_worker_mirrored' needs a TF_CONFIG naming "
+                                     "several chief/worker tasks in the environment of every worker")
+                self._strategy = distribution.strategy_for_environment()
+            elif self.distribution_strategy == "mirrored":
+                try:
+                    self._strategy = distribution.strategy_for_environment(local_devices=self.num_gpus or None)
+                except RuntimeError as error:  # TensorFlow's devices were set up before the split
+                    raise RuntimeError(f"distribution_strategy='mirrored', num_gpus={self.num_gpus}: this machine "
+                                       f"has fewer GPUs, and logical CPU devices can be made only before "
+                                       f"TensorFlow's first op: make the spec first ({error})") from None
+            else:
+                import tensorflow as tf
+
+                self._strategy = tf.distribute.get_strategy()
+        return self._strategy
 
     def __setattr__(self, attribute: str, value) -> None:
         if attribute in _IGNORED_WHY and value:

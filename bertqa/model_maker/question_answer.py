@@ -97,7 +97,8 @@ class QuestionAnswer:
         # whatever the process ran before: Keras's unseeded initialisers draw their seeds from
         # Python's random module, so TensorFlow's seed alone is not enough.
         keras.utils.set_random_seed(training.DEFAULT_SEED)
-        self.model = training.build_model(self.spec)
+        with self.model_spec.strategy().scope():
+            self.model = training.build_model(self.spec)
         self._serving_dir = None
         return self.model
 
@@ -120,7 +121,7 @@ class QuestionAnswer:
         model = self.create_model()
         _log.info("Training %s: %d epochs x %d steps of batch %d", self.spec.name, epochs, steps_per_epoch,
                   batch_size)
-        training.train(model, [train_data.record_file], config)
+        training.train(model, [train_data.record_file], config, strategy=self.model_spec.strategy())
         return model
 
     def _check_data(self, data: DataLoader, what: str, exact_windows: bool) -> None:

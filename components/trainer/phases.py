@@ -18,7 +18,7 @@ import os
 
 import tensorflow as tf
 
-from bertqa.model import model_spec, serving, training
+from bertqa.model import distribution, model_spec, serving, training
 from bertqa.operations import pushed_models
 from components.bert_qa_transform.core import TransformConfig, read_tokenizer_artifact
 
@@ -83,6 +83,13 @@ def plan_training(job: TrainingJob) -> TrainingPlan:
 def train_phase(job: TrainingJob) -> None:
     """Fits the model and leaves it, with what the summary needs, in the resume checkpoint directory."""
     config = job.custom_config
+    # Before any other TensorFlow op: a multi-worker strategy sets up the runtime's collective
+    # ops, and logical devices exist only if made before the first op. TF_CONFIG (from run_fn's
+    # local workers, or a Vertex AI job's) decides the cluster.
+    role = distribution.cluster_role()
+    strategy = distribution.strategy_for_environment(
+        int(config["local_devices"]) if config.get("local_devices") else None)
+    chief = role is None or role.is_chief
     plan = plan_training(job)
     spec, batch_size, steps, checkpoints = plan.spec, plan.batch_size, plan.steps, plan.checkpoints
     cold_start_reason = plan.cold_start_reason
@@ -93,24 +100,32 @@ def train_phase(job: TrainingJob) -> None:
         # Killed after the training finished and before the export: only the export is left.
         logging.info("training already finished (%s); its weights go to the export", checkpoints.directory)
         return
+    if role is not None:
+        logging.info("training as %s %d of a cluster of %d workers (%s)", role.task_type, role.task_index,
+                     role.num_workers, "chief" if chief else "not the chief: it writes nothing that stays")
     # Seeded before the model exists, so the same data and settings give the same initialisation
     # (of the span head and any random encoder) and dropout masks.
     tf.random.set_seed(training.DEFAULT_SEED)
-    model = training.build_model(spec)
+    with strategy.scope():
+        model = training.build_model(spec)
     resume_file = os.path.join(checkpoints.directory, RESUME_FILE)
-    if tf.io.gfile.exists(resume_file):
-        # A killed execution of this very training left checkpoints: its weights replace any warm
-        # start, and where its own weights came from is what it recorded when it started.
+    # The weights of a resumed training come from its checkpoint (training.train restores it);
+    # where they first came from is what the killed execution recorded when it started. Without
+    # a checkpoint (killed before its first), the training starts over, warm start included.
+    resuming = (tf.train.latest_checkpoint(checkpoints.directory) is not None
+                and tf.io.gfile.exists(resume_file))
+    if resuming:
         with tf.io.gfile.GFile(resume_file) as f:
             started = json.load(f)
         warm_started_from, cold_start_reason = started["warm_started_from"], started["cold_start_reason"]
     else:
         warm_started_from = None
-        if plan.baseline is not None:
+        if plan.baseline is not None:  # on every worker: each sets its copy of the weights alike
             warm_started_from, cold_start_reason = warm_start(model, plan.identity, plan.baseline)
-        tf.io.gfile.makedirs(checkpoints.directory)
-        with tf.io.gfile.GFile(resume_file, "w") as f:
-            json.dump({"warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason}, f)
+        if chief:
+            tf.io.gfile.makedirs(checkpoints.directory)
+            with tf.io.gfile.GFile(resume_file, "w") as f:
+                json.dump({"warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason}, f)
     if warm_started_from:
         logging.info("warm start from pushed version %s (model %s)", warm_started_from["version"],
                      warm_started_from["model_id"])
@@ -122,7 +137,9 @@ def train_phase(job: TrainingJob) -> None:
                                          matmul_dtype=config.get("matmul_dtype") or "auto")
     # TensorBoard logs in the ModelRun artifact, as TFX's own Trainer examples write them.
     history = training.train(model, list(job.train_files), train_config, log_dir=job.model_run_dir,
-                             checkpoints=checkpoints)
+                             checkpoints=checkpoints, strategy=strategy)
+    if not chief:
+        return  # the chief writes the summary; its checkpoint holds the weights every worker has
     summary = {"train_windows": plan.num_windows, "steps": steps, "batch_size": batch_size, "epochs": plan.epochs,
                "learning_rate": train_config.learning_rate, "final_loss": float(history.history["loss"][-1]),
                "steps_trained": int(model.optimizer.iterations.numpy()),
@@ -131,6 +148,7 @@ def train_phase(job: TrainingJob) -> None:
                "training_seconds": round(history.training_seconds, 1),
                "stopped_by_time_budget": history.stopped_by_time_budget,
                "matmul_dtype": history.matmul_dtype,
+               "workers": role.num_workers if role else 1, "replicas": history.replicas,
                "identity": plan.identity, "warm_started_from": warm_started_from,
                "cold_start_reason": cold_start_reason, "process_ids": {"train": os.getpid()}}
     # Written after train() saved its final checkpoint: with this file there, the weights are final.
@@ -147,6 +165,8 @@ def export_phase(job: TrainingJob) -> None:
     with tf.io.gfile.GFile(trained_file) as f:
         summary = json.load(f)
     summary["process_ids"]["export"] = os.getpid()
+    role = distribution.cluster_role()  # a cluster task's export inherits its TF_CONFIG
+    summary["exported_by"] = f"{role.task_type} {role.task_index}" if role else "the only process"
     model = training.build_model(plan.spec)
     training.restore_weights(model, plan.checkpoints.directory)
     serving.export_saved_model(model, plan.tokenizer.vocab_path, plan.tokenizer.do_lower_case,
@@ -159,6 +179,10 @@ def export_phase(job: TrainingJob) -> None:
     tf.io.gfile.rmtree(plan.checkpoints.directory)
 
 
+# How the training is spread over processes and devices, not what it computes (every replica
+# trains on its slice of the same global batches): a run killed on 2 workers resumes on 1. The
+# Vertex AI Trainer's ai_platform_* keys (its worker pools) are left out of the key alike.
+LAYOUT_KEYS = ("train_workers", "local_devices", "chief_export_timeout_minutes")
 RESUME_FILE = "resume.json"
 TRAINED_FILE = "trained.json"  # the training process's results, for the export process
 CHECKPOINTS_SUBDIR = "checkpoints"
@@ -169,7 +193,8 @@ def checkpoint_policy(job: TrainingJob, config: dict, steps: int,
     """The resume checkpoints of this training: a directory keyed by everything that decides it."""
     key_fields = {"train_files": sorted(job.train_files), "transform_output": job.transform_output,
                   "custom_config": {k: v for k, v in sorted(config.items())
-                                    if not k.startswith("checkpoint_every")},
+                                    if not k.startswith(("checkpoint_every", "ai_platform_"))
+                                  and k not in LAYOUT_KEYS},
                   "steps": steps, "warm_start_version": baseline.version if baseline else None}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
     # model_run_dir is <pipeline root>/Trainer/model_run/<execution id>: two levels up is the

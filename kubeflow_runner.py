@@ -22,6 +22,15 @@ Targets:
   vertex  Vertex AI Pipelines: schema 2.0.0 (TFX's default), PipelineJob JSON (or a PipelineSpec
           YAML for a .yaml output). Vertex runs the driver hook and resolver tasks.
 
+Training on several machines (--target vertex; docs/scaling-kubeflow.md): --train-workers N > 1
+compiles the Trainer as TFX's Vertex AI Trainer (tfx.extensions.google_cloud_ai_platform.Trainer,
+node id still "Trainer"). Its task submits a Vertex AI custom job in --vertex-project/--vertex-region:
+worker pool 0 the chief (1 replica), pool 1 N-1 workers, all on --train-machine-type with --image.
+Each replica runs the Trainer's executor and run_fn under the TF_CONFIG Vertex AI gives it
+(MultiWorkerMirroredStrategy; the batch size is the global one, so a multiple of N); the chief
+exports. Open-source KFP runs the Trainer in one pod, so --target kfp refuses N > 1. Compiled and
+checked here only: nothing can be submitted to Vertex AI from this machine.
+
 Pipeline parameters (RuntimeParameter; set per run with `bertqa kfp run --param NAME=VALUE`):
   data_root     SquadExampleGen's input_base (the data directory), default --data-root.
   train_args    the Trainer's TrainArgs as JSON, default from --train-steps, e.g.
@@ -69,6 +78,8 @@ EXAMPLE_GEN_TASK = "SquadExampleGen"
 # Where the Dockerfile puts the model cache (ENV BERTQA_CACHE): the model spec's file paths
 # (checkpoint, vocab.txt) are compiled into the spec, so they must be the image's paths.
 IMAGE_MODEL_CACHE = "/opt/bertqa-cache"
+VERTEX_MACHINE_TYPE = "n1-standard-8"
+VERTEX_TRAINING_FLAGS = ("train_machine_type", "vertex_project", "vertex_region")
 
 
 class TargetError(ValueError):
@@ -129,6 +140,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the Trainer's wall-clock limit: it stops and exports when MINUTES of training have "
                              "passed, with the learning-rate schedule sized to them")
     _matmul_dtype_arg(parser)
+    parser.add_argument("--train-workers", type=int, default=1, metavar="N",
+                        help="--target vertex: train on N machines, a Vertex AI custom job of 1 chief and N-1 "
+                             "workers (default 1: the Trainer's own task)")
+    parser.add_argument("--train-machine-type", default=None,
+                        help=f"the Vertex AI machine type of every training replica (default {VERTEX_MACHINE_TYPE})")
+    parser.add_argument("--vertex-project", default=None, help="the Google Cloud project of the training job")
+    parser.add_argument("--vertex-region", default=None, help="the Vertex AI region of the training job, "
+                                                              "e.g. us-central1")
     parser.add_argument("--span", type=int, default=None,
                         help="read this span of {SPAN} patterns (default: the latest); the default of the "
                              "range_config parameter")
@@ -149,7 +168,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.output = args.output or DEFAULT_OUTPUT[args.target]
     if args.target == "kfp" and not args.output.endswith((".yaml", ".yml")):
         parser.error(f"--output {args.output}: kfp.Client uploads a .yaml PipelineSpec; name the output *.yaml")
+    _check_training_flags(parser, args)
     return args
+
+
+def _check_training_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.train_workers < 1:
+        parser.error(f"--train-workers {args.train_workers}: at least 1")
+    given = ["--" + name.replace("_", "-") for name in VERTEX_TRAINING_FLAGS if getattr(args, name) is not None]
+    if args.target == "kfp" and args.train_workers > 1:
+        parser.error(
+            f"--target kfp --train-workers {args.train_workers}: open-source Kubeflow Pipelines runs the Trainer "
+            "in one pod (on that pod's devices), and TFX 1.16 has no multi-worker Trainer for it. Training on "
+            "several machines there needs a custom component that launches a Kubeflow Training Operator TFJob "
+            "of N pods, each with its TF_CONFIG, on storage every pod reads (the pipeline root). Use --target "
+            "vertex for Vertex AI worker pools; see docs/scaling-kubeflow.md")
+    if given and (args.target != "vertex" or args.train_workers == 1):
+        parser.error(f"{', '.join(given)}: for --target vertex --train-workers N > 1 only (a Vertex AI training job)")
+    if args.target == "vertex" and args.train_workers > 1:
+        missing = [flag for flag in ("--vertex-project", "--vertex-region")
+                   if not getattr(args, flag[2:].replace("-", "_"))]
+        if missing:
+            parser.error(f"--train-workers {args.train_workers} runs the Trainer as a Vertex AI custom job: "
+                         f"name its {' and '.join(missing)}")
+    args.train_machine_type = args.train_machine_type or VERTEX_MACHINE_TYPE
 
 
 def runtime_parameters(args: argparse.Namespace) -> dict:
@@ -180,6 +222,23 @@ def _model_cache(path: str):
             os.environ["BERTQA_CACHE"] = saved
 
 
+def vertex_training(args: argparse.Namespace, spec):
+    """The Vertex AI training job of --train-workers N > 1 (None: the standard Trainer)."""
+    from pipeline.pipeline import VertexTraining
+
+    if args.train_workers <= 1:
+        return None
+    batch_size = args.batch_size or spec.default_batch_size
+    if batch_size % args.train_workers:
+        # Each replica trains on its 1/N of every global batch (bertqa.model.distribution); caught here
+        # rather than after Vertex AI has started N machines.
+        raise TargetError(f"--train-workers {args.train_workers}: the batch size {batch_size} (global, over all "
+                          f"replicas) does not divide among {args.train_workers} replicas; give a --batch-size "
+                          f"that is a multiple of {args.train_workers}")
+    return VertexTraining(project=args.vertex_project, region=args.vertex_region, image=args.image,
+                          replicas=args.train_workers, machine_type=args.train_machine_type)
+
+
 def build_config(args: argparse.Namespace, parameters: dict):
     from bertqa.model import model_spec
     from components.tflite_exporter import core as exporter
@@ -188,6 +247,7 @@ def build_config(args: argparse.Namespace, parameters: dict):
     with _model_cache(args.model_cache_dir):
         spec = model_spec.get(args.spec or model_spec.DEFAULT_SPEC)
     return PipelineConfig(
+        vertex_training=vertex_training(args, spec),
         pipeline_name=args.pipeline_name, pipeline_root=args.pipeline_root, data_root=parameters["data_root"],
         serving_dir=args.serving_dir, spec=spec,
         train_pattern=args.train_pattern, eval_pattern=args.eval_pattern or None,

@@ -1,4 +1,4 @@
-"""Runs the pipeline locally: LocalDagRunner, Beam's DirectRunner, ML Metadata in SQLite.
+"""Runs the pipeline locally: LocalDagRunner, Beam's DirectRunner (others with --beam-arg), ML Metadata in SQLite.
 
     python local_runner.py                      # bundled sample, offline MiniLM default
     python local_runner.py --data-dir my_squad --train-pattern 'train-*.json' --eval-pattern dev.json
@@ -73,6 +73,13 @@ def _limit_arg(text: str) -> tuple[str, float]:
     return next(iter(limits.items()))
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
 def add_matmul_dtype_arg(parser: argparse.ArgumentParser) -> None:
     """--matmul-dtype, for both runners. The choices are bertqa.model.training.MATMUL_DTYPES, written out
     so that parsing arguments does not import TensorFlow (a test checks they agree)."""
@@ -103,6 +110,10 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
                              "passed, with warmup and learning-rate decay sized to them (--epochs / --train-steps "
                              "stay the upper bound)")
     add_matmul_dtype_arg(parser)
+    parser.add_argument("--train-workers", type=_positive_int, default=1, metavar="N",
+                        help="train in N worker processes on this machine's loopback (MultiWorkerMirroredStrategy, "
+                             "each replica on its slice of every global batch): the multi-worker path on one "
+                             "machine, not a speed-up; see docs/scaling.md")
     parser.add_argument("--checkpoint-every-minutes", type=float, default=5.0, metavar="MINUTES",
                         help="the Trainer saves a resume checkpoint this often (a killed run resumes from the "
                              "latest one when started again; default 5)")
@@ -126,7 +137,12 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
                         help="train from the pretrained weights instead of warm-starting from the last pushed model")
     parser.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
     parser.add_argument("--pipeline-name", default="bertqa")
-    parser.add_argument("--beam-mode", default="in_process", choices=sorted(BEAM_MODES))
+    parser.add_argument("--beam-mode", default="in_process", choices=sorted(BEAM_MODES),
+                        help="the DirectRunner's mode (default in_process); ignored when a --beam-arg names a runner")
+    parser.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
+                        help="a Beam pipeline argument for every Beam component, with '=': "
+                             "--beam-arg=--runner=PortableRunner (repeatable; appended to --beam-mode's flags, which "
+                             "are left out when one names a --runner); see docs/scaling-beam.md")
     parser.add_argument("--no-cache", action="store_true", help="re-run every component")
     return parser
 
@@ -160,6 +176,7 @@ def build_config(args: argparse.Namespace):
         train_steps=args.train_steps,
         train_budget_minutes=args.budget_minutes,
         train_matmul_dtype=args.matmul_dtype,
+        train_workers=args.train_workers,
         checkpoint_every_steps=args.checkpoint_every_steps,
         checkpoint_every_minutes=args.checkpoint_every_minutes,
         min_f1=args.min_f1,
@@ -171,7 +188,13 @@ def build_config(args: argparse.Namespace):
         tflite_task_library_f1=args.task_library_f1,
         max_f1_drop=dict(args.max_f1_drop),
         enable_cache=not args.no_cache,
-        beam_pipeline_args=tuple(BEAM_MODES[args.beam_mode]))
+        beam_pipeline_args=beam_pipeline_args(args))
+
+
+def beam_pipeline_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """--beam-mode's DirectRunner flags, then every --beam-arg; only the --beam-args when one names a runner."""
+    names_runner = any(arg == "--runner" or arg.startswith("--runner=") for arg in args.beam_arg)
+    return (*(() if names_runner else BEAM_MODES[args.beam_mode]), *args.beam_arg)
 
 
 def metadata_path(config) -> str:

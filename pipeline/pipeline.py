@@ -24,6 +24,28 @@ RUN_FN = "components.trainer.module.run_fn"
 
 
 @dataclasses.dataclass(frozen=True)
+class VertexTraining:
+    """The Trainer as a Vertex AI custom job on several machines (TFX's google_cloud_ai_platform Trainer).
+
+    Worker pool 0 is the chief (one replica), pool 1 the other replicas - 1 workers, all on
+    `machine_type` with `image`. Vertex AI sets each replica's TF_CONFIG, and each runs the
+    Trainer's executor with the same run_fn; the chief exports (components/trainer/module.py).
+    """
+    project: str
+    region: str
+    image: str
+    replicas: int  # training replicas in all: the chief and replicas - 1 workers
+    machine_type: str = "n1-standard-8"
+
+    def __post_init__(self):
+        if self.replicas < 1:
+            raise ValueError(f"VertexTraining: replicas {self.replicas}, expected at least 1 (the chief)")
+        missing = [name for name in ("project", "region", "image") if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"VertexTraining: no {', '.join(missing)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     pipeline_name: str
     pipeline_root: str
@@ -46,6 +68,12 @@ class PipelineConfig:
     train_budget_minutes: float | None = None
     # The dtype of the dense layers' matmuls in training steps (TrainConfig.matmul_dtype).
     train_matmul_dtype: str = "auto"
+    # Training in N processes on this machine's loopback (MultiWorkerMirroredStrategy; the batch
+    # size stays the global one): shows the multi-worker path, not a speed-up on one machine.
+    train_workers: int = 1
+    # The Trainer as a Vertex AI custom job on several machines (Vertex AI Pipelines only); None:
+    # the standard Trainer, in the orchestrator's own process or pod.
+    vertex_training: VertexTraining | None = None
     # How often the Trainer saves what it needs to resume after a kill (see components/trainer/module.py).
     checkpoint_every_steps: int | None = None
     checkpoint_every_minutes: float = 5.0
@@ -94,11 +122,46 @@ def report_settings(config: PipelineConfig) -> dict:
             "tflite_task_library_f1": config.tflite_task_library_f1,
             "epochs": config.epochs, "batch_size": config.batch_size, "train_steps": config.train_steps,
             "train_budget_minutes": config.train_budget_minutes, "train_matmul_dtype": config.train_matmul_dtype,
+            "train_workers": config.train_workers,
             "train_pattern": config.train_pattern,
-            "eval_pattern": config.eval_pattern}
+            "eval_pattern": config.eval_pattern,
+            **({"vertex_training": dataclasses.asdict(config.vertex_training)} if config.vertex_training else {})}
 
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+def vertex_training_config(vertex: VertexTraining | None) -> dict:
+    """The Trainer's custom_config keys that make TFX's Vertex AI Trainer run `vertex`'s custom job."""
+    if vertex is None:
+        return {}
+    from tfx.extensions.google_cloud_ai_platform import constants
+    from tfx.extensions.google_cloud_ai_platform.trainer import executor
+
+    def pool(replicas: int) -> dict:
+        # Vertex AI's WorkerPoolSpec; TFX sets container_spec.command to its run_executor entrypoint.
+        return {"machine_spec": {"machine_type": vertex.machine_type}, "replica_count": replicas,
+                "container_spec": {"image_uri": vertex.image}}
+
+    pools = [pool(1)] + ([pool(vertex.replicas - 1)] if vertex.replicas > 1 else [])
+    # A CustomJob (job_spec), not the bare CustomJobSpec form TFX 1.16 calls deprecated; TFX takes
+    # `project` out of it before it submits the job.
+    return {constants.ENABLE_VERTEX_KEY: True, constants.VERTEX_REGION_KEY: vertex.region,
+            executor.TRAINING_ARGS_KEY: {"project": vertex.project, "job_spec": {"worker_pool_specs": pools}}}
+
+
+def trainer_class(config: PipelineConfig):
+    """tfx.components.Trainer, or with config.vertex_training TFX's Vertex AI Trainer (also node id "Trainer")."""
+    if config.vertex_training is None:
+        return tfx.components.Trainer
+    if config.train_workers > 1:
+        raise ValueError("train_workers (processes on this machine) and vertex_training (a Vertex AI job's "
+                         "replicas) are two ways to train on several workers: set one")
+    from tfx.extensions.google_cloud_ai_platform.trainer.component import Trainer as VertexTrainer
+
+    return VertexTrainer
+
+
+def data_components(config: PipelineConfig) -> list:
+    """SquadExampleGen, StatisticsGen, SchemaGen, ExampleValidator and BertQATransform, in that order:
+    the part of the pipeline that needs no model, and the part that runs on Beam."""
     example_gen = SquadExampleGen(
         input_base=config.data_root, input_config=input_config(config),
         output_config=None if config.eval_pattern else split_by_title(), range_config=range_config(config),
@@ -107,10 +170,31 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    transform = BertQATransform(examples=example_gen.outputs["examples"], spec=config.spec)
+    return [example_gen, statistics_gen, schema_gen, example_validator, transform]
+
+
+def create_data_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    """data_components alone, up to BertQATransform's windows: to try a Beam runner on the pipeline's
+    own Beam work without training (tests/test_portable_runner.py, docs/scaling-beam.md)."""
+    return _pipeline(config, data_components(config), metadata_connection_config)
+
+
+def _pipeline(config: PipelineConfig, components: list, metadata_connection_config) -> tfx.dsl.Pipeline:
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=components,
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args))
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    example_gen, statistics_gen, schema_gen, example_validator, transform = data_components(config)
 
     baseline_dir = config.serving_dir if config.compare_with_baseline else ""
-    transform = BertQATransform(examples=example_gen.outputs["examples"], spec=config.spec)
-    trainer = tfx.components.Trainer(
+    trainer = trainer_class(config)(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -122,7 +206,9 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
                        "cold_start": config.cold_start, "checkpoint_every_steps": config.checkpoint_every_steps,
                        "checkpoint_every_minutes": config.checkpoint_every_minutes,
                        "train_budget_minutes": config.train_budget_minutes,
-                       "matmul_dtype": config.train_matmul_dtype})
+                       "matmul_dtype": config.train_matmul_dtype,
+                       **vertex_training_config(config.vertex_training),
+                       **({"train_workers": config.train_workers} if config.train_workers > 1 else {})})
     evaluator = SquadEvaluator(
         model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
         transformed_examples=transform.outputs["transformed_examples"], min_f1=config.min_f1,
@@ -150,11 +236,5 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         pushed_model=pusher.outputs["pushed_model"], settings=report_settings(config),
         version_2_with_negative=config.version_2_with_negative)
 
-    return tfx.dsl.Pipeline(
-        pipeline_name=config.pipeline_name,
-        pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                    evaluator, exporter, pusher, reporter],
-        enable_cache=config.enable_cache,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(config.beam_pipeline_args))
+    return _pipeline(config, [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
+                              evaluator, exporter, pusher, reporter], metadata_connection_config)

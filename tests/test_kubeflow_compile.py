@@ -1,6 +1,7 @@
 """kubeflow_runner.py: a spec open-source KFP reads (--target kfp) and one for Vertex AI (--target vertex)."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -184,3 +185,116 @@ def test_budget_minutes_and_matmul_dtype_reach_the_trainer_on_either_runner(runn
     parser = local_runner.build_parser()
     choices = next(a.choices for a in parser._actions if a.dest == "matmul_dtype")
     assert tuple(choices) == training.MATMUL_DTYPES
+
+
+VERTEX_TRAINING_ARGS = ["--train-workers", "3", "--vertex-project", "example-project", "--vertex-region",
+                        "europe-west4", "--train-machine-type", "n1-highmem-16", "--batch-size", "48"]
+VERTEX_TRAINER = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
+STANDARD_TRAINER = "tfx.components.trainer.executor.GenericExecutor"
+
+
+def _executor_class(spec, task):
+    args = _executors(spec)[f"{task}_executor"]["container"]["args"]
+    return args[args.index("--executor_class_path") + 1]
+
+
+def _trainer_custom_config(spec):
+    parameter = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]["custom_config"]["runtimeValue"]
+    return json.loads(parameter["constantValue"]["stringValue"])
+
+
+@pytest.fixture(scope="module")
+def vertex_training_job(tmp_path_factory):
+    with open(_compile(tmp_path_factory, "--target", "vertex", "--span", "3", *VERTEX_TRAINING_ARGS)) as f:
+        return json.load(f)
+
+
+def test_vertex_train_workers_compile_the_trainer_as_a_vertex_ai_job_with_worker_pools(vertex_training_job):
+    spec = vertex_training_job["pipelineSpec"]
+    assert sorted(spec["root"]["dag"]["tasks"]) == sorted(COMPONENTS)  # the node id stays "Trainer"
+    assert _executor_class(spec, "Trainer") == VERTEX_TRAINER
+    config = _trainer_custom_config(spec)
+    assert config["ai_platform_enable_vertex"] is True
+    assert config["ai_platform_vertex_region"] == "europe-west4"
+    job = config["ai_platform_training_args"]
+    assert job["project"] == "example-project"
+    pools = job["job_spec"]["worker_pool_specs"]
+    assert [pool["replica_count"] for pool in pools] == [1, 2]  # the chief, then the workers
+    for pool in pools:
+        assert pool["machine_spec"] == {"machine_type": "n1-highmem-16"}
+        assert pool["container_spec"] == {"image_uri": "example/bertqa:test"}  # the pipeline's --image
+    # The run_fn's own keys ride along unchanged; no loopback workers (TF_CONFIG comes from Vertex AI).
+    assert config["batch_size"] == 48 and "model_spec" in config and "train_workers" not in config
+    assert spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]["train_args"] == {
+        "componentInputParameter": "train_args"}
+    # What TFX's executor hands Vertex AI: every pool runs TFX's run_executor with the standard Trainer
+    # executor in our image (built as the executor builds it; no request is made).
+    from tfx.extensions.google_cloud_ai_platform import training_clients
+
+    client = training_clients.VertexJobClient.__new__(training_clients.VertexJobClient)
+    custom_job = client.create_training_job({}, {}, {"custom_config": json.dumps(config)}, STANDARD_TRAINER,
+                                            {k: v for k, v in job.items() if k != "project"}, None, None)
+    for pool in custom_job["job_spec"]["worker_pool_specs"]:
+        command = pool["container_spec"]["command"]
+        assert command[:3] == ["python", "-m", "tfx.scripts.run_executor"]
+        assert command[command.index("--executor_class_path") + 1] == STANDARD_TRAINER
+
+
+def test_train_workers_1_keeps_the_standard_trainer(vertex_job, tmp_path_factory):
+    spec = vertex_job["pipelineSpec"]
+    assert _executor_class(spec, "Trainer") == STANDARD_TRAINER
+    assert not any(key.startswith("ai_platform") for key in _trainer_custom_config(spec))
+    with open(_compile(tmp_path_factory, "--target", "vertex", "--span", "3", "--train-workers", "1")) as f:
+        explicit = json.load(f)
+    assert explicit["pipelineSpec"] == spec
+
+
+@pytest.mark.parametrize(("target", "flags", "message"), [
+    ("kfp", ["--train-workers", "2"], "runs the Trainer in one pod.*Training Operator TFJob"),
+    ("vertex", ["--train-workers", "2", "--vertex-region", "us-central1"],
+     "Vertex AI custom job: name its --vertex-project"),
+    ("vertex", ["--vertex-project", "p"], "--vertex-project: for --target vertex --train-workers N > 1 only"),
+    ("vertex", ["--train-workers", "0"], "--train-workers 0: at least 1"),
+])
+def test_train_workers_refused_where_the_target_cannot_run_them(target, flags, message, tmp_path, capsys):
+    output = str(tmp_path / ("p.yaml" if target == "kfp" else "p.json"))
+    with pytest.raises(SystemExit) as exit_info:
+        kubeflow_runner.parse_args([*BASE_ARGS, "--target", target, *flags, "--output", output])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err.replace("\n", " "))
+
+
+def test_vertex_train_workers_refuse_a_batch_that_does_not_divide(tmp_path, capsys):
+    # minilm_offline's batch of 32 among 3 replicas: refused before anything is compiled.
+    assert kubeflow_runner.main([*BASE_ARGS, "--target", "vertex", *VERTEX_TRAINING_ARGS[:-2],
+                                 "--output", str(tmp_path / "p.json")]) == 2
+    assert "the batch size 32 (global, over all replicas) does not divide among 3" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("runner", ["local", "kubeflow"])
+def test_beam_args_reach_the_pipeline_on_either_runner(runner, tmp_path):
+    import local_runner
+    from pipeline.pipeline import create_pipeline
+
+    portable = ["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=EXTERNAL"]
+    beam_args = [f"--beam-arg={arg}" for arg in portable]
+    if runner == "local":  # --beam-mode's DirectRunner flags are left out once a --beam-arg names a runner
+        config = local_runner.build_config(local_runner.parse_args(
+            [*beam_args, "--beam-mode", "multi_processing", "--runs-dir", str(tmp_path)]))
+    else:
+        args = kubeflow_runner.parse_args([*BASE_ARGS, *beam_args, "--output", str(tmp_path / "p.yaml")])
+        config = kubeflow_runner.build_config(args, kubeflow_runner.runtime_parameters(args))
+    assert create_pipeline(config).beam_pipeline_args == portable
+
+
+def test_local_runner_keeps_the_direct_runner_flags_unless_a_beam_arg_names_a_runner():
+    import local_runner
+
+    default = local_runner.beam_pipeline_args(local_runner.parse_args([]))
+    assert default == tuple(local_runner.BEAM_MODES["in_process"])
+    tuned = local_runner.parse_args(["--beam-mode", "multi_processing", "--beam-arg=--direct_num_workers=2"])
+    assert local_runner.beam_pipeline_args(tuned) == (*local_runner.BEAM_MODES["multi_processing"],
+                                                      "--direct_num_workers=2")
+    spaced = local_runner.parse_args(["--beam-arg=--runner", "--beam-arg=FlinkRunner"])
+    assert local_runner.beam_pipeline_args(spaced) == ("--runner", "FlinkRunner")

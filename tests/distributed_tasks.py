@@ -87,7 +87,12 @@ def mirrored(window_file: str, steps: int, out_dir: str) -> None:
 
 
 def run_fn(fn_args_json: str) -> None:
+    import logging
+
     from tfx.components.trainer.fn_args_utils import FnArgs
+
+    # As TFX's executor process logs: run_fn's own lines (the wait for the chief's export) show.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     from components.trainer import module
 

@@ -2,13 +2,11 @@
 through the real run_fn, killed and resumed; MirroredStrategy over two logical CPU devices.
 
 One module fixture does the runs (each is a few processes importing TensorFlow): the tiny spec
-without dropout (so that one process and two replicas compute the same updates) trains on the
-same seeded global batches
-  - in one process (the reference),
+without dropout trains on the seeded global batches
   - in two worker processes started by run_fn (train_workers=2), one of which the test kills
     after the chief's first checkpoint,
   - and again, as a Vertex AI job runs it: one run_fn per task, each with its TF_CONFIG and
-    its own output directories, which resumes the killed training from its checkpoint.
+    the same output directories, which resumes the killed training from its checkpoint.
 """
 
 from __future__ import annotations
@@ -36,8 +34,8 @@ from components.trainer import child_process
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TASKS = str(REPO / "tests" / "distributed_tasks.py")
 STEPS, CHECKPOINT_EVERY, BATCH = 30, 5, 8
-# Summed gradients of two half batches against one whole batch's: float32 sums in another
-# order, compounded by Adam over the steps. Measured: max |difference| ~1e-6 of weights ~1e-1.
+# MirroredStrategy against the default strategy: float32 sums of two half batches' gradients
+# in another order than one whole batch's, compounded by Adam over the steps.
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -54,7 +52,6 @@ def _window(i: int) -> Window:
 @dataclasses.dataclass
 class Runs:
     root: pathlib.Path
-    reference: pathlib.Path  # one process's SavedModel
     killed_error: BaseException | None
     killed_checkpoint_steps: list
     serving: pathlib.Path  # both tasks' serving_model_dir
@@ -110,9 +107,6 @@ def runs(tmp_path_factory, vocab_path) -> Runs:
     tokenizer = str(base / "tokenizer")
     write_tokenizer_artifact(TransformConfig(vocab_path, True, WindowConfig()), tokenizer)
 
-    reference_root = base / "one-process"
-    _run_fn(_fn_args(reference_root, 1, windows, tokenizer))
-
     root = base / "two-workers"
     killed = {}
 
@@ -159,17 +153,11 @@ def runs(tmp_path_factory, vocab_path) -> Runs:
                     other.kill()
         assert code == 0, f"{log.name} ended with {code}:\n{log.read_text()[-3000:]}"
     trainer = root / "Trainer"
-    return Runs(root=root, reference=reference_root / "Trainer" / "model" / "1" / "Format-Serving",
+    return Runs(root=root,
                 killed_error=killed.get("error"), killed_checkpoint_steps=checkpoint_steps,
                 serving=trainer / "model" / "2" / "Format-Serving", model_run=trainer / "model_run" / "2",
                 task_logs=[log.read_text() for log in logs],
                 checkpoints_left=os.listdir(trainer / "checkpoints"))
-
-
-def _saved_weights(serving_dir: pathlib.Path) -> dict:
-    reader = tf.train.load_checkpoint(str(serving_dir / "variables" / "variables"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if "dropout_seeds" not in name and name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 
 def _summary(serving_dir: pathlib.Path) -> dict:
@@ -202,19 +190,6 @@ def test_only_the_chief_writes_the_saved_model_the_summary_and_the_logs(runs):
     assert len(glob.glob(str(runs.model_run / "**" / "events.out.tfevents.*"), recursive=True)) == 1
     chief, other = runs.task_logs
     assert "not the chief" in other and "not the chief" not in chief
-    assert "worker 1: waiting for the chief's export" in other and "waiting for the chief's export" not in chief
-
-
-@pytest.mark.e2e
-def test_two_workers_end_with_the_weights_one_process_reaches_on_the_same_global_batches(runs):
-    reference, distributed = _saved_weights(runs.reference), _saved_weights(runs.serving)
-    assert sorted(reference) == sorted(distributed) and len(reference) > 10
-    initial_moved = False
-    for name, expected in reference.items():
-        np.testing.assert_allclose(distributed[name], expected, rtol=RTOL, atol=ATOL, err_msg=name)
-        initial_moved = initial_moved or np.abs(expected).max() > 0
-    assert initial_moved
-    assert _summary(runs.reference)["steps_trained"] == STEPS and _summary(runs.reference)["workers"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -296,8 +271,8 @@ def test_local_runner_train_workers_reach_the_trainers_custom_config_and_zero_is
     config = local_runner.build_config(local_runner.parse_args(["--train-workers", "2"]))
     assert config.train_workers == 2
     trainer = next(c for c in create_pipeline(config).components if c.id == "Trainer")
-    assert trainer.exec_properties["custom_config"]["train_workers"] == 2 or \
-        json.loads(trainer.exec_properties["custom_config"])["train_workers"] == 2
+    # TFX keeps custom_config as JSON text.
+    assert json.loads(trainer.exec_properties["custom_config"])["train_workers"] == 2
     one = next(c for c in create_pipeline(local_runner.build_config(local_runner.parse_args([]))).components
                if c.id == "Trainer")
     assert "train_workers" not in str(one.exec_properties["custom_config"])  # specs compiled before stay as they were

@@ -12,8 +12,9 @@ bertqa.model.training) and each replica trains on its own slice of every batch. 
 tf.data's auto-sharding: with length buckets, sharding files or records would give each worker
 batches of other lengths and, on a worker that runs dry first, fewer steps, and collective
 all-reduces deadlock unless every worker runs the same number of steps. Slicing global batches
-keeps the steps equal by construction and makes N replicas compute exactly the update one
-process computes on the same global batch. The cost is that every worker parses every record,
+keeps the steps equal by construction and is meant to make N replicas compute the update one
+process computes on the same global batch (shown for MirroredStrategy; not yet for two
+MultiWorkerMirroredStrategy workers, see docs/scaling.md). The cost is that every worker parses every record,
 milliseconds per batch against a training step's second.
 
 Keras under a strategy scales each replica's loss by 1/replicas and sums the replicas'
@@ -132,15 +133,13 @@ def per_replica_batch_size(global_batch_size: int, replicas: int) -> int:
     return global_batch_size // replicas
 
 
-def replica_slices(global_batches: tf.data.Dataset, replicas: int, first_replica: int,
-                   local_replicas: int, per_replica: int) -> tf.data.Dataset:
+def replica_slices(global_batches: tf.data.Dataset, first_replica: int, local_replicas: int,
+                   per_replica: int) -> tf.data.Dataset:
     """Each global batch -> the slices of this input pipeline's replicas, one dataset element each.
 
     distribute_datasets_from_function hands a pipeline's consecutive elements to its local
     replicas in turn, so the slices of replicas first_replica .. +local_replicas come out in order.
     """
-    del replicas  # the slices' positions need only the first replica and the slice size
-
     def slices(features, labels):
         def one(j):
             start = (first_replica + tf.cast(j, tf.int32)) * per_replica
@@ -161,7 +160,7 @@ def distribute_global_batches(strategy: tf.distribute.Strategy, make_global_batc
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = context.num_replicas_in_sync // context.num_input_pipelines
-        dataset = replica_slices(make_global_batches(), replicas, context.input_pipeline_id * local, local,
+        dataset = replica_slices(make_global_batches(), context.input_pipeline_id * local, local,
                                  per_replica)
         options = tf.data.Options()
         # Sharding is the slicing above: each pipeline already holds only its replicas' share.

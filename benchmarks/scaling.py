@@ -1,14 +1,15 @@
 """Scaling on paper: expected training windows/s and time to train full SQuAD on 1 to 32 workers,
 from what is measured here.
 
-    .venv/bin/python benchmarks/scaling.py [--squad-windows N] [--json OUT]
+    .venv/bin/python benchmarks/scaling.py [--squad-file SQUAD_JSON] [--json OUT]
 
 Measured, one after the other (nothing else should be running):
   1. compute: the default spec's training step (the trainer's own settings: micro-batches,
      matmul dtype "auto", dropout) on a batch of 32 synthetic windows at each length bucket, in
      a fresh process per bucket (benchmarks/training_levers.py one), as seconds per window;
-  2. the bucket mix: the share of the bundled sample's training windows in each bucket
-     (the project's own windowing at the spec's 384/128);
+  2. the bucket mix and the window count: the project's own windowing (the spec's 384/128) of
+     --squad-file (full SQuAD v1.1 train for the table; default: the bundled sample, whose
+     count is then not SQuAD's and the table's hours are for the sample);
   3. the gradient bytes per step: the default model's trainable weights in float32 (the
      micro-batched step sums dense gradients, the embedding's included, and all-reduces them);
   4. the all-reduce: two processes on 127.0.0.1 under MultiWorkerMirroredStrategy (as
@@ -55,9 +56,7 @@ PER_WORKER_BATCH = 32
 WORKERS = (1, 2, 4, 8, 16, 32)
 GBITS = (10, 25, 100)
 EPOCHS = 2  # the default spec's
-# Windows of SQuAD v1.1 train at 384/128 with the default vocab (88,641 in BERT's run_squad.py;
-# pass --squad-windows to use another count).
-SQUAD_TRAIN_WINDOWS = 88_641
+SAMPLE = os.path.join(ROOT, "data", "sample", "train.json")
 
 
 def measure_compute(steps: int = 4) -> dict[int, float]:
@@ -74,14 +73,14 @@ def measure_compute(steps: int = 4) -> dict[int, float]:
     return seconds
 
 
-def bucket_mix() -> dict[int, float]:
-    """Share of the bundled sample's training windows in each length bucket (spec 384/128)."""
+def bucket_mix(squad_file: str) -> dict[int, float]:
+    """Share of a SQuAD file's training windows in each length bucket (spec 384/128), and their count."""
     from bertqa.data import squad_io, windowing
     from bertqa.data.tokenization import WordPieceTokenizer
     from bertqa.model import model_spec
 
     spec = model_spec.get(model_spec.DEFAULT_SPEC)
-    examples, _ = squad_io.read_squad_file(os.path.join(ROOT, "data", "sample", "train.json"))
+    examples, _ = squad_io.read_squad_file(squad_file)
     windows, _ = windowing.make_windows(examples, WordPieceTokenizer(spec.tokenizer_config()),
                                         spec.window_config(), is_training=True)
     counts = dict.fromkeys(BUCKETS, 0)
@@ -146,7 +145,9 @@ def step_seconds(workers: int, seconds_per_window: float, grad_bytes: int, gbits
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--squad-windows", type=int, default=SQUAD_TRAIN_WINDOWS)
+    parser.add_argument("--squad-file", default=SAMPLE,
+                        help="the training set whose windows are counted (default: the bundled sample)")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps per bucket")
     parser.add_argument("--json", default=None, help="also write the measured inputs and the table here")
     parser.add_argument("--all-reduce-task", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -156,26 +157,27 @@ def main() -> int:
 
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}")
     print("compute (default spec, batch 32, the trainer's settings):", flush=True)
-    compute = measure_compute()
-    mix = bucket_mix()
+    compute = measure_compute(args.steps)
+    mix = bucket_mix(args.squad_file)
+    squad_windows = mix["windows"]
     mean_seconds = sum(mix[b] * compute[b] for b in BUCKETS)
     grad = gradient_bytes()
     loopback = measure_all_reduce(grad)
     latency = measure_all_reduce(4) / 2
-    print(f"bucket mix of {mix['windows']} sample windows: "
+    print(f"bucket mix of the {squad_windows} training windows of {args.squad_file}: "
           + ", ".join(f"{b}: {100 * mix[b]:.1f}%" for b in BUCKETS))
     print(f"mean seconds per window c = {mean_seconds:.4f} ({1 / mean_seconds:.2f} windows/s on one worker)")
     print(f"gradient G = {grad / 1e6:.1f} MB per step; 2-process loopback all-reduce of G: {loopback:.3f} s "
           f"({2 * 0.5 * grad / loopback * 8 / 1e9:.2f} Gb/s effective); ring round latency a = {latency * 1e3:.2f} ms")
     rows = []
-    header = "| workers | " + " | ".join(f"windows/s at {g} Gb/s | full SQuAD ({EPOCHS} epochs) at {g} Gb/s"
+    header = "| workers | " + " | ".join(f"windows/s at {g} Gb/s | {EPOCHS} epochs at {g} Gb/s"
                                            for g in GBITS)
     print("\n" + header + " |\n|---|" + "---|---|" * len(GBITS))
     for n in WORKERS:
         cells = []
         for g in GBITS:
             rate = PER_WORKER_BATCH * n / step_seconds(n, mean_seconds, grad, g, latency)
-            hours = EPOCHS * args.squad_windows / rate / 3600
+            hours = EPOCHS * squad_windows / rate / 3600
             cells.append((rate, hours))
             rows.append({"workers": n, "gbits": g, "windows_per_second": rate, "hours": hours})
         print(f"| {n} | " + " | ".join(f"{r:.1f} | {h:.2f} h" for r, h in cells) + " |")
@@ -183,7 +185,8 @@ def main() -> int:
         with open(args.json, "w") as f:
             json.dump({"seconds_per_window": compute, "bucket_mix": mix, "mean_seconds_per_window": mean_seconds,
                        "gradient_bytes": grad, "loopback_all_reduce_seconds": loopback,
-                       "ring_round_latency_seconds": latency, "squad_windows": args.squad_windows,
+                       "ring_round_latency_seconds": latency, "squad_file": args.squad_file,
+                       "squad_windows": squad_windows,
                        "table": rows}, f, indent=2)
     return 0
 

@@ -85,7 +85,7 @@ def project_windows_per_second(spec, windows, steps: int, batch_size: int, scrat
                 self.started = time.perf_counter()
             self.ended = time.perf_counter()
 
-    tf.random.set_seed(training.DEFAULT_SEED)
+    training.keras.utils.set_random_seed(training.DEFAULT_SEED)  # Python's too (initializers)
     model = training.build_model(spec)
     clock = StepClock()
     training.train(model, [path], training.train_config(spec, batch_size, steps, matmul_dtype=matmul_dtype),

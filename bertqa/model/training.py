@@ -266,6 +266,10 @@ def compile_for_training(model: keras.Model, config: TrainConfig, schedule: Warm
     model.compile(optimizer=make_optimizer(config, schedule),
                   loss={"start_logits": loss, "end_logits": loss},
                   loss_weights={"start_logits": 0.5, "end_logits": 0.5})
+    # The logs' metric values are already the cluster's (Keras's metrics sum their totals and
+    # counts over replicas on read); Keras's "auto" would then sum them over the workers too,
+    # and two workers reported twice the loss.
+    model.distribute_reduction_method = "first"
     if config.attention_budget:
         # For this model instance only: either builder (modeling's or hub_encoder's) returns a
         # plain functional keras.Model, and Keras calls self.train_step when it makes its step.

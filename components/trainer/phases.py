@@ -104,8 +104,10 @@ def train_phase(job: TrainingJob) -> None:
         logging.info("training as %s %d of a cluster of %d workers (%s)", role.task_type, role.task_index,
                      role.num_workers, "chief" if chief else "not the chief: it writes nothing that stays")
     # Seeded before the model exists, so the same data and settings give the same initialisation
-    # (of the span head and any random encoder) and dropout masks.
-    tf.random.set_seed(training.DEFAULT_SEED)
+    # (of the span head and any random encoder) and dropout masks. Keras's seed, not only
+    # TensorFlow's: an initializer without a seed of its own draws one from Python's `random`,
+    # so tf.random.set_seed alone gave each process other initial weights.
+    training.keras.utils.set_random_seed(training.DEFAULT_SEED)
     with strategy.scope():
         model = training.build_model(spec)
     resume_file = os.path.join(checkpoints.directory, RESUME_FILE)

@@ -104,6 +104,12 @@ def _push_rule_args(parser):
     local_runner.add_push_rule_args(parser)
 
 
+def _tuning_args(parser):
+    import local_runner
+
+    local_runner.add_tuning_args(parser)
+
+
 def _limit_arg(text: str):
     import local_runner
 
@@ -148,6 +154,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vertex-project", default=None, help="the Google Cloud project of the training job")
     parser.add_argument("--vertex-region", default=None, help="the Vertex AI region of the training job, "
                                                               "e.g. us-central1")
+    _tuning_args(parser)
     parser.add_argument("--span", type=int, default=None,
                         help="read this span of {SPAN} patterns (default: the latest); the default of the "
                              "range_config parameter")
@@ -240,6 +247,7 @@ def vertex_training(args: argparse.Namespace, spec):
 
 
 def build_config(args: argparse.Namespace, parameters: dict):
+    import local_runner
     from bertqa.model import model_spec
     from components.tflite_exporter import core as exporter
     from pipeline.pipeline import PipelineConfig
@@ -254,6 +262,7 @@ def build_config(args: argparse.Namespace, parameters: dict):
         version_2_with_negative=args.version_2_with_negative, strict=args.strict, epochs=args.epochs,
         batch_size=args.batch_size, train_steps=args.train_steps, train_budget_minutes=args.budget_minutes,
         train_matmul_dtype=args.matmul_dtype,
+        tuning=local_runner.tuning_config(args),
         train_args_parameter=parameters["train_args"],
         range_config_parameter=parameters["range_config"], compare_with_baseline=not args.no_baseline,
         max_f1_regression=args.max_f1_regression, cold_start=args.cold_start,

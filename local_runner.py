@@ -89,6 +89,39 @@ def add_matmul_dtype_arg(parser: argparse.ArgumentParser) -> None:
                              "(AVX512-BF16, AMX), float32 elsewhere")
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def add_tuning_args(parser: argparse.ArgumentParser) -> None:
+    """--tune and its limits, for both runners (bertqa.model.tuning.TuningConfig's defaults written out, so
+    that parsing arguments does not import TensorFlow)."""
+    parser.add_argument("--tune", action="store_true",
+                        help="run TFX's Tuner before the Trainer: KerasTuner trials over the learning rate, warmup, "
+                             "batch size and dropout, each a short training on a sample of the train split scored "
+                             "on paragraphs held out of it (never the eval split); the Trainer takes the best "
+                             "trial's values (docs/tuning.md)")
+    parser.add_argument("--tune-trials", type=_positive_int, default=4, metavar="N", help="--tune: at most N trials "
+                        "(default 4)")
+    parser.add_argument("--tune-minutes", type=_positive_float, default=20.0, metavar="MINUTES",
+                        help="--tune: the whole search's time; each trial trains for its share (default 20)")
+    parser.add_argument("--tune-windows", type=_positive_int, default=4000, metavar="N",
+                        help="--tune: the trials train on at most N windows of the train split (default 4000)")
+
+
+def tuning_config(args: argparse.Namespace):
+    """The TuningConfig of --tune, or None."""
+    if not args.tune:
+        return None
+    from bertqa.model.tuning import TuningConfig
+
+    return TuningConfig(max_trials=args.tune_trials, budget_minutes=args.tune_minutes,
+                        sample_windows=args.tune_windows)
+
+
 def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.path.join(HERE, "data", "sample"),
@@ -114,6 +147,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
                         help="train in N worker processes on this machine's loopback (MultiWorkerMirroredStrategy, "
                              "each replica on its slice of every global batch): the multi-worker path on one "
                              "machine, not a speed-up; see docs/scaling.md")
+    add_tuning_args(parser)
     parser.add_argument("--checkpoint-every-minutes", type=float, default=5.0, metavar="MINUTES",
                         help="the Trainer saves a resume checkpoint this often (a killed run resumes from the "
                              "latest one when started again; default 5)")
@@ -177,6 +211,7 @@ def build_config(args: argparse.Namespace):
         train_budget_minutes=args.budget_minutes,
         train_matmul_dtype=args.matmul_dtype,
         train_workers=args.train_workers,
+        tuning=tuning_config(args),
         checkpoint_every_steps=args.checkpoint_every_steps,
         checkpoint_every_minutes=args.checkpoint_every_minutes,
         min_f1=args.min_f1,

@@ -7,11 +7,13 @@ kubeflow_runner.py) choose paths, the orchestrator and Beam's arguments.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 
 from tfx import v1 as tfx
 
 from bertqa.model import model_spec
+from bertqa.model.tuning import TuningConfig
 from components.bert_qa_transform.component import BertQATransform
 from components.pusher.component import Pusher
 from components.run_reporter.component import RunReporter
@@ -21,6 +23,7 @@ from components.tflite_exporter import core as tflite_exporter_core
 from components.tflite_exporter.component import TFLiteExporter
 
 RUN_FN = "components.trainer.module.run_fn"
+TUNER_FN = "components.trainer.tuner.tuner_fn"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,10 @@ class PipelineConfig:
     # Training in N processes on this machine's loopback (MultiWorkerMirroredStrategy; the batch
     # size stays the global one): shows the multi-worker path, not a speed-up on one machine.
     train_workers: int = 1
+    # A Tuner before the Trainer (KerasTuner over the learning rate, warmup, batch size and
+    # dropout, scored on paragraphs held out of the train split); its best values replace the
+    # spec's in the Trainer. None: no Tuner, the spec's settings.
+    tuning: TuningConfig | None = None
     # The Trainer as a Vertex AI custom job on several machines (Vertex AI Pipelines only); None:
     # the standard Trainer, in the orchestrator's own process or pod.
     vertex_training: VertexTraining | None = None
@@ -194,8 +201,18 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
     example_gen, statistics_gen, schema_gen, example_validator, transform = data_components(config)
 
     baseline_dir = config.serving_dir if config.compare_with_baseline else ""
+    tuner = None if config.tuning is None else tfx.components.Tuner(
+        tuner_fn=TUNER_FN, examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        # The trials train and are scored on the train split alone (held-out paragraphs of it,
+        # bertqa.model.tuning): the eval split, which blesses the model, takes no part.
+        train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["train"]),
+        custom_config={"model_spec": model_spec.to_json(config.spec), "batch_size": config.batch_size,
+                       "tuning": json.dumps(dataclasses.asdict(config.tuning)),
+                       "matmul_dtype": config.train_matmul_dtype})
     trainer = trainer_class(config)(
         run_fn=RUN_FN,
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         train_args=(config.train_args_parameter if config.train_args_parameter is not None
@@ -234,7 +251,9 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         evaluation=evaluator.outputs["evaluation"], evaluator_blessing=evaluator.outputs["blessing"],
         exported_model=exporter.outputs["exported_model"], export_blessing=exporter.outputs["blessing"],
         pushed_model=pusher.outputs["pushed_model"], settings=report_settings(config),
-        version_2_with_negative=config.version_2_with_negative)
+        version_2_with_negative=config.version_2_with_negative,
+        tuner_results=tuner.outputs["tuner_results"] if tuner else None)
 
-    return _pipeline(config, [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                              evaluator, exporter, pusher, reporter], metadata_connection_config)
+    return _pipeline(config, [example_gen, statistics_gen, schema_gen, example_validator, transform,
+                              *([tuner] if tuner else []), trainer, evaluator, exporter, pusher, reporter],
+                     metadata_connection_config)

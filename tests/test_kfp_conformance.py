@@ -23,10 +23,12 @@ from components.tflite_exporter import core as exporter_core
 
 # As test_pipeline_e2e.py's run: 120 steps, so that the pushed model answers the code-word questions.
 TINY_ARGS = ["--train-pattern", "tiny_train.json", "--eval-pattern", "tiny_eval.json", "--spec", "tiny_random",
-             "--min-f1", "0", "--train-steps", "120"]
+             "--min-f1", "0", "--train-steps", "120",
+             # TFX's Tuner task too: one short trial, whose values the Trainer task takes.
+             "--tune", "--tune-trials", "1", "--tune-minutes", "1"]
 # Every variant, each allowed any F1 drop, so that all four are exported, scored and pushed.
 VARIANTS = ["--quantization", "all", *[arg for v in exporter_core.VARIANTS for arg in ("--max-f1-drop", f"{v}=100")]]
-TASKS = ["SquadExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "BertQATransform", "Trainer",
+TASKS = ["SquadExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "BertQATransform", "Tuner", "Trainer",
          "SquadEvaluator", "TFLiteExporter", "Pusher", "RunReporter"]
 
 
@@ -87,6 +89,19 @@ def test_every_task_of_the_spec_ran_in_dependency_order(kfp_run):
         assert result.driver_output is None  # open-source KFP runs no lifecycle hook
         for upstream in kfp_run.spec["root"]["dag"]["tasks"][name].get("dependentTasks", []):
             assert order.index(upstream) < order.index(name)
+
+
+@pytest.mark.e2e
+def test_the_tuner_task_runs_and_the_trainer_task_trains_with_its_best_hyperparameters(kfp_run):
+    results = _through(kfp_run, "Trainer")
+    best_dir = results["Tuner"].output_artifact("best_hyperparameters")["uri"]
+    best = json.loads(pathlib.Path(best_dir, "best_hyperparameters.txt").read_text())
+    trials = json.loads(pathlib.Path(results["Tuner"].output_artifact("tuner_results")["uri"],
+                                     "tuner_results.json").read_text())
+    assert len(trials) == 1 and trials[0]["score"] > 0
+    model_dir = results["Trainer"].output_artifact("model")["uri"]
+    summary = json.loads(pathlib.Path(model_dir, "training_summary.json").read_text())
+    assert summary["hyperparameters"] == best["values"] and summary["steps_trained"] == 120
 
 
 @pytest.mark.e2e

@@ -298,3 +298,21 @@ def test_local_runner_keeps_the_direct_runner_flags_unless_a_beam_arg_names_a_ru
                                                       "--direct_num_workers=2")
     spaced = local_runner.parse_args(["--beam-arg=--runner", "--beam-arg=FlinkRunner"])
     assert local_runner.beam_pipeline_args(spaced) == ("--runner", "FlinkRunner")
+
+
+@pytest.mark.parametrize("target", ["kfp", "vertex"])
+def test_tune_compiles_tfxs_tuner_task_whose_best_hyperparameters_feed_the_trainer(target, tmp_path_factory):
+    output = _compile(tmp_path_factory, *(["--target", "vertex"] if target == "vertex" else []),
+                      "--tune", "--tune-trials", "3", "--tune-minutes", "5")
+    with open(output) as f:
+        compiled = yaml.safe_load(f) if target == "kfp" else json.load(f)["pipelineSpec"]
+    tasks = compiled["root"]["dag"]["tasks"]
+    assert sorted(tasks) == sorted([*COMPONENTS, "Tuner"])
+    assert _executor_class(compiled, "Tuner") == "tfx.components.tuner.executor.Executor"
+    value = tasks["Tuner"]["inputs"]["parameters"]["custom_config"]["runtimeValue"]
+    # Schema 2.1 (kfp) writes a constant, 2.0 (vertex) a constantValue.
+    tuner_config = json.loads(value["constant"] if "constant" in value else value["constantValue"]["stringValue"])
+    assert json.loads(tuner_config["tuning"])["max_trials"] == 3
+    hyperparameters = tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"]
+    assert hyperparameters == {"producerTask": "Tuner", "outputArtifactKey": "best_hyperparameters"}
+    assert tasks["RunReporter"]["inputs"]["artifacts"]["tuner_results"]["taskOutputArtifact"]["producerTask"] == "Tuner"

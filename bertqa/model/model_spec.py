@@ -183,3 +183,18 @@ def from_json(text: str) -> BertQaSpec:
     if fields.get("random_encoder") is not None:
         fields["random_encoder"] = EncoderConfig(**fields["random_encoder"])
     return BertQaSpec(**fields)
+
+
+# The spec's fields a Tuner searches and the Trainer takes from its best trial (bertqa.model.tuning);
+# the batch size, which is the Trainer's rather than the spec's, comes with them.
+TUNABLE_FIELDS = ("learning_rate", "warmup_fraction", "dropout_rate")
+
+
+def apply_hyperparameters(spec: BertQaSpec, batch_size: int, values: dict) -> tuple[BertQaSpec, int]:
+    """The spec and batch size with a trial's (or the Tuner's best) values in place of theirs."""
+    unknown = set(values) - set(TUNABLE_FIELDS) - {"batch_size"}
+    if unknown:
+        raise ValueError(f"hyperparameters {sorted(unknown)} are not settings of this trainer "
+                         f"(it takes {', '.join((*TUNABLE_FIELDS, 'batch_size'))})")
+    spec = dataclasses.replace(spec, **{k: float(values[k]) for k in TUNABLE_FIELDS if k in values})
+    return spec, int(values.get("batch_size", batch_size))

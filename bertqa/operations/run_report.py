@@ -44,6 +44,7 @@ class RunReport:
     window_report: Mapping | None = None
     training: Mapping | None = None
     curve: Sequence[CurvePoint] = ()
+    tuning: Sequence[Mapping] | None = None  # the Tuner's completed trials: trial_id, score, values
     variants: Mapping | None = None
     baseline: Mapping | None = None  # baseline_* keys and f1_delta from SquadEvaluator's blessing
     provenance: Mapping = dataclasses.field(default_factory=dict)
@@ -248,6 +249,8 @@ def _training_section(report: RunReport) -> str:
                      f"learning rate {_num(summary.get('learning_rate'), '.1e')}"
                      f"{', bfloat16 matmuls' if summary.get('matmul_dtype') == 'bfloat16' else ''}, final loss "
                      f"{_num(summary.get('final_loss'), '.3f')}; {start}.</p>")
+    if report.tuning:
+        parts.append(_tuning_table(report.tuning, (summary or {}).get("hyperparameters") or {}))
     if report.curve:
         speeds = [p.windows_per_second for p in report.curve[1:] or report.curve]
         parts.append(_image(training_curve_png(report.curve), "training-curve", "training curve"))
@@ -256,6 +259,17 @@ def _training_section(report: RunReport) -> str:
     else:
         parts.append('<p class="muted">No TensorBoard training logs in this run.</p>')
     return "\n".join(parts)
+
+
+def _tuning_table(trials: Sequence[Mapping], used: Mapping) -> str:
+    """The Tuner's trials, best first (its order), and the one whose values the Trainer took."""
+    names = sorted({key for trial in trials for key in trial} - {"trial_id", "score"})
+    rows = [[_e(trial.get("trial_id")), _num(trial.get("score"), ".4f"),
+             *(_num(trial.get(n), ".3g") if isinstance(trial.get(n), float) else _e(trial.get(n)) for n in names),
+             "yes" if used and all(trial.get(k) == v for k, v in used.items()) else ""] for trial in trials]
+    return (f"<h3>Tuning</h3><p>{len(trials)} trials of the Tuner, scored by the span loss on paragraphs held out "
+            "of the train split (lower is better):</p>"
+            + _table(["trial", "validation loss", *names, "trained with"], rows, table_id="tuning-table"))
 
 
 def _variants_section(report: RunReport) -> str:

@@ -10,6 +10,7 @@ Artifacts in:
   exported_model: Model from TFLiteExporter (variants.json). export_blessing: its ModelBlessing
     (the verdict on what ships).
   pushed_model: PushedModel from Pusher (pushed, pushed_destination).
+  tuner_results (optional): TunerResults from Tuner (tuner_results.json: the trials and scores).
 Artifacts out:
   report: RunReport (bertqa_artifacts.RunReport) with report.html (one self-contained page: headline, data, training
     curve, TFLite variants, sliced metrics, worst questions, baseline, provenance),
@@ -53,6 +54,7 @@ class RunReporterSpec(component_spec.ComponentSpec):
         "exported_model": component_spec.ChannelParameter(type=standard_artifacts.Model),
         "export_blessing": component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
         "pushed_model": component_spec.ChannelParameter(type=standard_artifacts.PushedModel),
+        "tuner_results": component_spec.ChannelParameter(type=standard_artifacts.TunerResults, optional=True),
     }
     OUTPUTS = {"report": component_spec.ChannelParameter(type=RunReport)}
 
@@ -66,7 +68,8 @@ def run_artifacts(input_dict, settings: dict) -> core.RunArtifacts:
         model_run_dir=one("model_run").uri, evaluation_dir=one("evaluation").uri,
         exported_model_dir=one("exported_model").uri, examples_properties=_properties(one("examples")),
         evaluator_blessing=_properties(one("evaluator_blessing")), export_blessing=_properties(one("export_blessing")),
-        pushed_model=_properties(one("pushed_model")), settings=settings)
+        pushed_model=_properties(one("pushed_model")), settings=settings,
+        tuner_results_dir=one("tuner_results").uri if input_dict.get("tuner_results") else None)
 
 
 class RunReporterExecutor(base_executor.BaseExecutor):
@@ -94,11 +97,11 @@ class RunReporter(base_component.BaseComponent):
                  model: types.BaseChannel, model_run: types.BaseChannel, evaluation: types.BaseChannel,
                  evaluator_blessing: types.BaseChannel, exported_model: types.BaseChannel,
                  export_blessing: types.BaseChannel, pushed_model: types.BaseChannel, settings: dict | None = None,
-                 version_2_with_negative: bool = False):
+                 version_2_with_negative: bool = False, tuner_results: types.BaseChannel | None = None):
         super().__init__(spec=RunReporterSpec(
             examples=examples, transformed_examples=transformed_examples, model=model, model_run=model_run,
             evaluation=evaluation, evaluator_blessing=evaluator_blessing, exported_model=exported_model,
-            export_blessing=export_blessing, pushed_model=pushed_model,
+            export_blessing=export_blessing, pushed_model=pushed_model, tuner_results=tuner_results,
             settings=json.dumps(settings or {}, sort_keys=True, default=str),
             version_2_with_negative=int(version_2_with_negative),
             report=types.Channel(type=RunReport)))

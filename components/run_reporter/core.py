@@ -43,6 +43,7 @@ class RunArtifacts:
     export_blessing: Mapping = dataclasses.field(default_factory=dict)
     pushed_model: Mapping = dataclasses.field(default_factory=dict)
     settings: Mapping = dataclasses.field(default_factory=dict)  # the pipeline's settings (spec, limits)
+    tuner_results_dir: str | None = None  # Tuner's TunerResults (tuner_results.json), when the run tuned
 
 
 def _json(path: str) -> dict | None:
@@ -122,6 +123,8 @@ def build_report(artifacts: RunArtifacts, version_2_with_negative: bool = False)
         scores=scores, data_report=data_report,
         window_report=_json(os.path.join(artifacts.windows_dir, "window_report.json")),
         training=training, curve=report_data.read_training_curve(artifacts.model_run_dir),
+        tuning=_json(os.path.join(artifacts.tuner_results_dir, "tuner_results.json"))
+        if artifacts.tuner_results_dir else None,
         variants=_json(os.path.join(artifacts.exported_model_dir, "variants.json")), baseline=baseline,
         provenance=provenance(artifacts, data_report, training), version_2=version_2_with_negative)
 

@@ -17,6 +17,9 @@ train_args.num_steps, when set, overrides the step count from epochs; train_work
 train in N processes on this machine's loopback under MultiWorkerMirroredStrategy, see
 child_process.run_local_workers) and local_devices (N > 1: MirroredStrategy over N local devices,
 logical CPU devices when there are not N GPUs). The batch size is always the global one.
+With the Tuner's best_hyperparameters as input (the pipeline's --tune), their values replace
+the spec's learning rate, warmup fraction and dropout rate and the batch size; the training
+summary records them (`hyperparameters`).
 
 Several machines: under a TF_CONFIG naming several tasks (a Vertex AI job's worker pools set it
 in every replica, and each replica runs this executor), run_fn trains as its task under
@@ -63,11 +66,17 @@ def run_fn(fn_args) -> None:
     carries the other's. Between the two, the final checkpoint (the resume checkpoint) carries
     the weights.
     """
+    custom_config = dict(fn_args.custom_config or {})
+    if getattr(fn_args, "hyperparameters", None):
+        # The Tuner's best_hyperparameters (a KerasTuner HyperParameters config): its values
+        # replace the spec's and the batch size (phases.plan_training), and, being part of the
+        # custom_config, of the resume checkpoints' key too.
+        custom_config["hyperparameters"] = dict(fn_args.hyperparameters.get("values") or {})
     job = TrainingJob(
         train_files=tuple(f for pattern in fn_args.train_files for f in tf.io.gfile.glob(pattern)),
         transform_output=fn_args.transform_output, serving_model_dir=fn_args.serving_model_dir,
         model_run_dir=fn_args.model_run_dir, train_steps=fn_args.train_steps or None,
-        custom_config=dict(fn_args.custom_config or {}))
+        custom_config=custom_config)
     role = distribution.cluster_role()
     if role is not None:
         # One task of a cluster someone else started (a Vertex AI job's worker pools run this

@@ -68,6 +68,8 @@ def plan_training(job: TrainingJob) -> TrainingPlan:
     config = job.custom_config
     spec = model_spec.from_json(config["model_spec"])
     batch_size = int(config.get("batch_size") or spec.default_batch_size)
+    if config.get("hyperparameters"):  # the Tuner's best trial (module.run_fn)
+        spec, batch_size = model_spec.apply_hyperparameters(spec, batch_size, config["hyperparameters"])
     epochs = float(config.get("epochs") or spec.default_training_epochs)
     tokenizer = read_tokenizer_artifact(job.transform_output)
     num_windows = count_records(list(job.train_files))
@@ -143,7 +145,9 @@ def train_phase(job: TrainingJob) -> None:
     if not chief:
         return  # the chief writes the summary; its checkpoint holds the weights every worker has
     summary = {"train_windows": plan.num_windows, "steps": steps, "batch_size": batch_size, "epochs": plan.epochs,
-               "learning_rate": train_config.learning_rate, "final_loss": float(history.history["loss"][-1]),
+               "learning_rate": train_config.learning_rate, "warmup_fraction": train_config.warmup_fraction,
+               "dropout_rate": spec.dropout_rate, "hyperparameters": config.get("hyperparameters") or None,
+               "final_loss": float(history.history["loss"][-1]),
                "steps_trained": int(model.optimizer.iterations.numpy()),
                "resumed_from_step": history.resumed_from_step,
                "time_budget_seconds": train_config.time_budget_seconds,

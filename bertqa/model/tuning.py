@@ -33,6 +33,7 @@ import time
 import keras_tuner
 import tensorflow as tf
 
+from bertqa.data import windowing
 from bertqa.model import model_spec, training
 
 OBJECTIVE = "val_loss"
@@ -83,15 +84,11 @@ def search_space(spec: model_spec.BertQaSpec, batch_size: int) -> keras_tuner.Hy
 PARAGRAPH_PREFIX_TOKENS = 32
 
 
-def _context_key(window_record: bytes) -> tuple[str, int]:
-    """(the question's id, the hash of its window's first context tokens) of one serialized window."""
-    example = tf.train.Example.FromString(window_record)
-    feature = example.features.feature
-    ids = feature["input_word_ids"].int64_list.value
-    segments = feature["input_type_ids"].int64_list.value
-    context = [i for i, s in zip(ids, segments, strict=True) if s == 1][:-1]  # without the closing [SEP]
-    context = bytes(str(context[:PARAGRAPH_PREFIX_TOKENS]), "ascii")
-    return feature["example_id"].bytes_list.value[0].decode(), int(hashlib.sha256(context).hexdigest()[:12], 16)
+def _paragraph_key(window: windowing.Window) -> int:
+    """The hash of a window's first context tokens."""
+    context = [i for i, s in zip(window.input_word_ids, window.input_type_ids, strict=True) if s == 1][:-1]
+    prefix = bytes(str(context[:PARAGRAPH_PREFIX_TOKENS]), "ascii")  # without the closing [SEP]
+    return int(hashlib.sha256(prefix).hexdigest()[:12], 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,11 +110,10 @@ def write_tuning_split(window_files: list[str], out_dir: str, config: TuningConf
     by_question: dict[str, list[bytes]] = {}
     first_context: dict[str, int] = {}
     for record in tf.data.TFRecordDataset(window_files, compression_type="GZIP").as_numpy_iterator():
-        question, context = _context_key(record)
-        by_question.setdefault(question, []).append(record)
-        window_index = tf.train.Example.FromString(record).features.feature["window_index"].int64_list.value[0]
-        if window_index == 0:
-            first_context[question] = context
+        window = windowing.window_from_tf_example(record)  # parsed once
+        by_question.setdefault(window.example_id, []).append(record)
+        if window.window_index == 0:
+            first_context[window.example_id] = _paragraph_key(window)
     paragraphs: dict[int, list[str]] = {}
     for question in by_question:
         paragraphs.setdefault(first_context.get(question, 0), []).append(question)
@@ -199,9 +195,8 @@ class SpanModelTuner(keras_tuner.Tuner):
         steps = max(1, math.ceil(self.split.train_windows * self.config.epochs / batch_size))
         train_config = training.train_config(spec, batch_size, steps, time_budget_seconds=self.config.trial_seconds,
                                              matmul_dtype=self.matmul_dtype)
-        history = training.train(model, [self.split.train_file], train_config)
+        training.train(model, [self.split.train_file], train_config)
         loss = validation_loss(model, [self.split.validation_file], batch_size, spec.seq_len)
         logging.info("tuning trial %s: %s -> %s %.4f (%d steps)", trial.trial_id, trial.hyperparameters.values,
                      OBJECTIVE, loss, int(model.optimizer.iterations.numpy()))
-        del history
         return {OBJECTIVE: loss}

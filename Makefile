@@ -30,11 +30,12 @@ run-hour: setup
 	  --no-baseline $(RUN_ARGS)
 
 # Two workers, one test module each at a time (module fixtures such as a pipeline run stay shared
-# within their module): the end-to-end runs spend much of their time in a single thread.
+# within their module): the end-to-end runs spend much of their time in a single thread. Modules
+# go out slowest first (tests/conftest.py's SLOWEST_MODULES), not xdist's most-tests-first order.
 # scripts/setup_browser.sh: Debian's Chromium for the run-report browser test (when missing).
 test: setup
 	@scripts/setup_browser.sh
-	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15 $(TEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=15 $(TEST_ARGS)
 
 # The retraining loop on the bundled sample (three spans, default model); see scripts/retrain_demo.py.
 retrain-demo: setup

@@ -110,6 +110,12 @@ def _tuning_args(parser):
     local_runner.add_tuning_args(parser)
 
 
+def _spec_args(parser):
+    import local_runner
+
+    local_runner.add_spec_args(parser)
+
+
 def _limit_arg(text: str):
     import local_runner
 
@@ -137,7 +143,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="'' to hash-split the train files by article title instead")
     parser.add_argument("--version-2-with-negative", action="store_true", help="SQuAD 2.0 data")
     parser.add_argument("--strict", action="store_true", help="fail on misaligned answers instead of repairing")
-    parser.add_argument("--spec", default=None, help="model spec name (default: minilm_offline)")
+    _spec_args(parser)
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None,
@@ -248,12 +254,11 @@ def vertex_training(args: argparse.Namespace, spec):
 
 def build_config(args: argparse.Namespace, parameters: dict):
     import local_runner
-    from bertqa.model import model_spec
     from components.tflite_exporter import core as exporter
     from pipeline.pipeline import PipelineConfig
 
     with _model_cache(args.model_cache_dir):
-        spec = model_spec.get(args.spec or model_spec.DEFAULT_SPEC)
+        spec = local_runner.spec_from_args(args)
     return PipelineConfig(
         vertex_training=vertex_training(args, spec),
         pipeline_name=args.pipeline_name, pipeline_root=args.pipeline_root, data_root=parameters["data_root"],

@@ -112,6 +112,34 @@ def add_tuning_args(parser: argparse.ArgumentParser) -> None:
                         help="--tune: the trials train on at most N windows of the train split (default 4000)")
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a fraction in [0, 1)")
+    return value
+
+
+def add_spec_args(parser: argparse.ArgumentParser) -> None:
+    """--spec and the spec's optimisation settings, for both runners (a fixed recipe, such as the
+    one-hour profile's, without a Tuner; --tune's best values replace them when both are given)."""
+    parser.add_argument("--spec", default=None, help="model spec name (default: minilm_offline)")
+    parser.add_argument("--learning-rate", type=_positive_float, default=None, metavar="RATE",
+                        help="the peak learning rate (default: the spec's)")
+    parser.add_argument("--warmup-fraction", type=_fraction, default=None, metavar="FRACTION",
+                        help="the share of training spent warming the learning rate up (default: the spec's)")
+    parser.add_argument("--dropout-rate", type=_fraction, default=None, metavar="RATE",
+                        help="the encoder's dropout rate in training (default: the spec's)")
+
+
+def spec_from_args(args: argparse.Namespace):
+    """The named spec (or the default) with the settings given on the command line in place of its own."""
+    from bertqa.model import model_spec
+
+    overrides = {field: getattr(args, field) for field in model_spec.TUNABLE_FIELDS
+                 if getattr(args, field) is not None}
+    return model_spec.get(args.spec or model_spec.DEFAULT_SPEC, **overrides)
+
+
 def tuning_config(args: argparse.Namespace):
     """The TuningConfig of --tune, or None."""
     if not args.tune:
@@ -134,7 +162,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
                              "(default: the latest span that every split has)")
     parser.add_argument("--version-2-with-negative", action="store_true", help="SQuAD 2.0 data")
     parser.add_argument("--strict", action="store_true", help="fail on misaligned answers instead of repairing")
-    parser.add_argument("--spec", default=None, help="model spec name (default: minilm_offline)")
+    add_spec_args(parser)
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None, help="overrides --epochs")
@@ -186,13 +214,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace):
-    from bertqa.model import model_spec
     from components.tflite_exporter import core as exporter
     from pipeline.pipeline import PipelineConfig
 
     variants = args.quantization or exporter.DEFAULT_VARIANTS
 
-    spec = model_spec.get(args.spec or model_spec.DEFAULT_SPEC)
+    spec = spec_from_args(args)
     root = os.path.abspath(args.runs_dir)
     return PipelineConfig(
         pipeline_name=args.pipeline_name,

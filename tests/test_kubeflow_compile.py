@@ -187,6 +187,29 @@ def test_budget_minutes_and_matmul_dtype_reach_the_trainer_on_either_runner(runn
     assert tuple(choices) == training.MATMUL_DTYPES
 
 
+@pytest.mark.parametrize("runner", ["local", "kubeflow"])
+def test_learning_rate_warmup_and_dropout_flags_replace_the_specs_own_in_the_trainer(runner, tmp_path):
+    import local_runner
+    from bertqa.model import model_spec
+    from pipeline.pipeline import create_pipeline
+
+    flags = ["--spec", "tiny_random", "--learning-rate", "3e-4", "--warmup-fraction", "0.2", "--dropout-rate", "0"]
+    if runner == "local":
+        config = local_runner.build_config(local_runner.parse_args([*flags, "--runs-dir", str(tmp_path)]))
+    else:
+        args = kubeflow_runner.parse_args([*BASE_ARGS, *flags, "--output", str(tmp_path / "p.yaml")])
+        config = kubeflow_runner.build_config(args, kubeflow_runner.runtime_parameters(args))
+    trainer = next(c for c in create_pipeline(config).components if c.id == "Trainer")
+    spec = model_spec.from_json(json.loads(trainer.exec_properties["custom_config"])["model_spec"])
+    assert (spec.learning_rate, spec.warmup_fraction, spec.dropout_rate) == (3e-4, 0.2, 0.0)
+    assert spec.weight_decay == model_spec.tiny_random().weight_decay  # what no flag names stays the spec's
+    untouched = local_runner.spec_from_args(local_runner.parse_args(["--spec", "tiny_random"]))
+    assert untouched == model_spec.tiny_random()
+    for bad in (["--warmup-fraction", "1.5"], ["--learning-rate", "0"], ["--dropout-rate", "-0.1"]):
+        with pytest.raises(SystemExit):
+            local_runner.parse_args(bad)
+
+
 VERTEX_TRAINING_ARGS = ["--train-workers", "3", "--vertex-project", "example-project", "--vertex-region",
                         "europe-west4", "--train-machine-type", "n1-highmem-16", "--batch-size", "48"]
 VERTEX_TRAINER = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"

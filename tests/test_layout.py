@@ -202,3 +202,12 @@ def test_layer_violations_names_an_upward_import():
 def test_a_module_outside_every_layer_is_refused():
     with pytest.raises(AssertionError, match="in no layer"):
         layer("somewhere_else.module")
+
+
+def test_the_slowest_modules_conftest_schedules_first_are_test_modules_here():
+    """A renamed module would silently fall back to the end of make test's queue."""
+    from conftest import SLOWEST_MODULES
+
+    missing = [name for name in SLOWEST_MODULES if not (REPO / "tests" / name).is_file()]
+    assert not missing, f"tests/conftest.py SLOWEST_MODULES names no such module: {missing}"
+    assert len(set(SLOWEST_MODULES)) == len(SLOWEST_MODULES)

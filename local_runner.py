@@ -135,6 +135,7 @@ def spec_from_args(args: argparse.Namespace):
     """The named spec (or the default) with the settings given on the command line in place of its own."""
     from bertqa.model import model_spec
 
+    # add_spec_args names one flag per tunable field (--learning-rate -> learning_rate).
     overrides = {field: getattr(args, field) for field in model_spec.TUNABLE_FIELDS
                  if getattr(args, field) is not None}
     return model_spec.get(args.spec or model_spec.DEFAULT_SPEC, **overrides)

@@ -19,7 +19,8 @@ run: setup
 # articles, first 8 paragraphs each, are the held-out eval: data/sample/eval.json's questions),
 # 60 minutes of training (stops and exports at the budget; learning rate sized to it; --epochs 3
 # only bounds it), from the pretrained weights, with the recipe the Tuner chose on full SQuAD:
-# peak learning rate 2.934e-4, warmup 10%, no dropout. Figures in docs/one-hour.md.
+# peak learning rate 2.934e-4, warmup 10%, no dropout; training steps compiled with XLA (--xla:
+# about 1.5x the windows/s, more memory). Figures in docs/one-hour.md.
 #   make run-hour SQUAD_FILE=path/to/train-v1.1.json
 HOUR_DIR := runs/hour
 run-hour: setup
@@ -28,7 +29,7 @@ run-hour: setup
 	$(PY) scripts/split_by_article.py "$(SQUAD_FILE)" --eval-articles 14 --eval-max-paragraphs 8 \
 	  --out-dir $(HOUR_DIR)/data
 	$(PY) local_runner.py --data-dir $(HOUR_DIR)/data --runs-dir $(HOUR_DIR) --budget-minutes 60 --epochs 3 \
-	  --learning-rate 2.934e-4 --warmup-fraction 0.1 --dropout-rate 0 --no-baseline $(RUN_ARGS)
+	  --learning-rate 2.934e-4 --warmup-fraction 0.1 --dropout-rate 0 --xla --no-baseline $(RUN_ARGS)
 
 # Two workers, one test module each at a time (module fixtures such as a pipeline run stay shared
 # within their module): the end-to-end runs spend much of their time in a single thread. Modules

@@ -96,6 +96,7 @@ def _matmul_dtype_arg(parser):
     import local_runner
 
     local_runner.add_matmul_dtype_arg(parser)
+    local_runner.add_xla_arg(parser)
 
 
 def _push_rule_args(parser):
@@ -196,6 +197,9 @@ def _check_training_flags(parser: argparse.ArgumentParser, args: argparse.Namesp
             "several machines there needs a custom component that launches a Kubeflow Training Operator TFJob "
             "of N pods, each with its TF_CONFIG, on storage every pod reads (the pipeline root). Use --target "
             "vertex for Vertex AI worker pools; see docs/scaling-kubeflow.md")
+    import local_runner
+
+    local_runner.check_xla_args(parser, args)
     if given and (args.target != "vertex" or args.train_workers == 1):
         parser.error(f"{', '.join(given)}: for --target vertex --train-workers N > 1 only (a Vertex AI training job)")
     if args.target == "vertex" and args.train_workers > 1:
@@ -266,7 +270,7 @@ def build_config(args: argparse.Namespace, parameters: dict):
         train_pattern=args.train_pattern, eval_pattern=args.eval_pattern or None,
         version_2_with_negative=args.version_2_with_negative, strict=args.strict, epochs=args.epochs,
         batch_size=args.batch_size, train_steps=args.train_steps, train_budget_minutes=args.budget_minutes,
-        train_matmul_dtype=args.matmul_dtype,
+        train_matmul_dtype=args.matmul_dtype, train_xla=args.xla,
         tuning=local_runner.tuning_config(args),
         train_args_parameter=parameters["train_args"],
         range_config_parameter=parameters["range_config"], compare_with_baseline=not args.no_baseline,

@@ -71,6 +71,8 @@ class PipelineConfig:
     train_budget_minutes: float | None = None
     # The dtype of the dense layers' matmuls in training steps (TrainConfig.matmul_dtype).
     train_matmul_dtype: str = "auto"
+    # Training steps compiled with XLA (TrainConfig.xla): whole batches, one replica.
+    train_xla: bool = False
     # Training in N processes on this machine's loopback (MultiWorkerMirroredStrategy; the batch
     # size stays the global one): shows the multi-worker path, not a speed-up on one machine.
     train_workers: int = 1
@@ -129,7 +131,7 @@ def report_settings(config: PipelineConfig) -> dict:
             "tflite_task_library_f1": config.tflite_task_library_f1,
             "epochs": config.epochs, "batch_size": config.batch_size, "train_steps": config.train_steps,
             "train_budget_minutes": config.train_budget_minutes, "train_matmul_dtype": config.train_matmul_dtype,
-            "train_workers": config.train_workers,
+            "train_xla": config.train_xla, "train_workers": config.train_workers,
             "train_pattern": config.train_pattern,
             "eval_pattern": config.eval_pattern,
             **({"vertex_training": dataclasses.asdict(config.vertex_training)} if config.vertex_training else {})}
@@ -224,6 +226,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
                        "checkpoint_every_minutes": config.checkpoint_every_minutes,
                        "train_budget_minutes": config.train_budget_minutes,
                        "matmul_dtype": config.train_matmul_dtype,
+                       **({"xla": True} if config.train_xla else {}),
                        **vertex_training_config(config.vertex_training),
                        **({"train_workers": config.train_workers} if config.train_workers > 1 else {})})
     evaluator = SquadEvaluator(

@@ -180,11 +180,35 @@ def test_budget_minutes_and_matmul_dtype_reach_the_trainer_on_either_runner(runn
     custom_config = json.loads(trainer.exec_properties["custom_config"])
     assert custom_config["train_budget_minutes"] == 45.0
     assert custom_config["matmul_dtype"] == "float32"
+    assert "xla" not in custom_config  # off unless asked for
     from bertqa.model import training
 
     parser = local_runner.build_parser()
     choices = next(a.choices for a in parser._actions if a.dest == "matmul_dtype")
     assert tuple(choices) == training.MATMUL_DTYPES
+
+
+@pytest.mark.parametrize("runner", ["local", "kubeflow"])
+def test_xla_reaches_the_trainer_on_either_runner_and_is_refused_with_several_workers(runner, tmp_path, capsys):
+    import local_runner
+    from pipeline.pipeline import create_pipeline
+
+    if runner == "local":
+        config = local_runner.build_config(local_runner.parse_args(
+            ["--spec", "tiny_random", "--xla", "--runs-dir", str(tmp_path)]))
+        refused = ["--xla", "--train-workers", "2"]
+        parse = local_runner.parse_args
+    else:
+        args = kubeflow_runner.parse_args([*BASE_ARGS, "--spec", "tiny_random", "--xla",
+                                           "--output", str(tmp_path / "p.yaml")])
+        config = kubeflow_runner.build_config(args, kubeflow_runner.runtime_parameters(args))
+        refused = [*BASE_ARGS, "--target", "vertex", "--xla", "--train-workers", "2"]
+        parse = kubeflow_runner.parse_args
+    trainer = next(c for c in create_pipeline(config).components if c.id == "Trainer")
+    assert json.loads(trainer.exec_properties["custom_config"])["xla"] is True
+    with pytest.raises(SystemExit):
+        parse(refused)
+    assert "--xla --train-workers 2: XLA-compiled steps train in one process" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("runner", ["local", "kubeflow"])

@@ -348,3 +348,57 @@ def test_bfloat16_matmuls_reach_the_training_step_only_and_train_like_float32(ma
 
     error = np.linalg.norm(gradient("bfloat16") - gradient("float32")) / np.linalg.norm(gradient("float32"))
     assert 0 < error < 0.05
+
+
+def test_xla_steps_compile_whole_batches_and_train_as_the_unfused_step(many_windows, tmp_path):
+    """TrainConfig.xla: the step runs XLA-compiled, without micro-batches, and makes the same updates."""
+    batches = list(training.bucketed_window_dataset(many_windows, 4, 384).take(3))
+    initial = _tiny_model().get_weights()
+    trained, steps = {}, {}
+    for xla in (False, True):
+        model = _tiny_model(initial)
+        # A budget that would cut these batches into micro-batches: XLA's steps ignore it.
+        config = training.TrainConfig(batch_size=4, train_steps=3, learning_rate=1e-3, attention_budget=20,
+                                      matmul_dtype="float32", xla=xla)
+        training.compile_for_training(model, config)
+        steps[xla] = model.train_step
+        for features, labels in batches:
+            model.train_on_batch(features, labels)
+        trained[xla] = model.get_weights()
+    assert getattr(steps[True], "_jit_compile", None) is True
+    assert getattr(steps[False], "_jit_compile", None) is None
+    graph = steps[True].get_concrete_function(batches[0]).graph.as_graph_def()
+    assert not [node for node in graph.node if node.op in ("While", "StatelessWhile")]  # no micro-batch loop
+    # Three AdamW updates from the same weights on the same batches: equal to float32 rounding
+    # (XLA reorders sums).
+    for unfused, fused in zip(trained[False], trained[True], strict=True):
+        np.testing.assert_allclose(fused, unfused, rtol=1e-4, atol=1e-5)
+    def moved(weights):
+        return [not np.array_equal(after, before) for before, after in zip(initial, weights, strict=True)]
+
+    # The same weights moved (not the dropout counter: no dropout), and most of them.
+    assert moved(trained[True]) == moved(trained[False])
+    assert sum(moved(trained[True])) > len(initial) * 0.9
+
+
+def test_xla_refuses_a_strategy_of_several_replicas(many_windows):
+    """In a process of its own: the two logical CPUs must be made before TensorFlow starts."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from bertqa.model import distribution, model_spec, training
+strategy = distribution.strategy_for_environment(local_devices=2)
+with strategy.scope():
+    model = training.build_model(model_spec.get("tiny_random"))
+config = training.TrainConfig(batch_size=4, train_steps=1, learning_rate=1e-3, xla=True)
+try:
+    training.train(model, [sys.argv[1]], config, strategy=strategy)
+except ValueError as error:
+    print(error)
+"""
+    done = subprocess.run([sys.executable, "-c", script, many_windows], capture_output=True, text=True,
+                          env={**__import__("os").environ, "TF_USE_LEGACY_KERAS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "XLA-compiled training steps run on one replica, not the 2 of this strategy" in done.stdout

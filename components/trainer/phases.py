@@ -138,7 +138,8 @@ def train_phase(job: TrainingJob) -> None:
     budget_minutes = config.get("train_budget_minutes")
     train_config = training.train_config(spec, batch_size, steps,
                                          time_budget_seconds=60.0 * float(budget_minutes) if budget_minutes else None,
-                                         matmul_dtype=config.get("matmul_dtype") or "auto")
+                                         matmul_dtype=config.get("matmul_dtype") or "auto",
+                                         xla=bool(config.get("xla")))
     # TensorBoard logs in the ModelRun artifact, as TFX's own Trainer examples write them.
     history = training.train(model, list(job.train_files), train_config, log_dir=job.model_run_dir,
                              checkpoints=checkpoints, strategy=strategy)
@@ -153,7 +154,7 @@ def train_phase(job: TrainingJob) -> None:
                "time_budget_seconds": train_config.time_budget_seconds,
                "training_seconds": round(history.training_seconds, 1),
                "stopped_by_time_budget": history.stopped_by_time_budget,
-               "matmul_dtype": history.matmul_dtype,
+               "matmul_dtype": history.matmul_dtype, "xla": history.xla,
                "workers": role.num_workers if role else 1, "replicas": history.replicas,
                "identity": plan.identity, "warm_started_from": warm_started_from,
                "cold_start_reason": cold_start_reason, "process_ids": {"train": os.getpid()}}

@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/training_levers.py threads --repeat 3   # TensorFlow's thread settings
     .venv/bin/python benchmarks/training_levers.py matmuls  # float32 against bfloat16 matmuls, by length
     .venv/bin/python benchmarks/training_levers.py fit-end --repeat 5   # fit()'s wait after its last step
+    .venv/bin/python benchmarks/training_levers.py profile --length 192  # where a step's time goes, by op type
 
 `ops` times, for one (32, 12, 384, 384) float32 tensor, the draws a dropout mask can come
 from (TensorFlow's stateful RandomUniform, which tf-keras's Dropout uses; the stateless
@@ -17,6 +18,9 @@ for the trainer's matmul dtypes at 128, 256 and 384 tokens. `fit-end` trains on 
 trainer's own input pipeline (windows written to a scratch file) with tf.data's autotuning
 off (the trainer's setting) and on, and shows how long fit() took to return after its last
 step: with autotuning on it waited for the autotuning thread (benchmarks/RESULTS.md).
+`profile` traces two training steps of the default spec (no dropout, bfloat16 matmuls, whole
+batches of 32 synthetic windows) with tf.profiler, unfused and XLA-compiled, and sums the host's
+TensorFlow op events by op type (a fused XLA step shows as few cluster events).
 Nothing else should be running; compare figures from one run.
 """
 
@@ -138,6 +142,52 @@ def one_setting(length: int, batch: int, steps: int, settings: dict) -> dict:
             "fit_returned_after_last_step": returned - marks.step_ends[-1]}
 
 
+def profile_step(length: int, xla: bool) -> None:
+    import collections
+    import glob
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    from bertqa.model import model_spec, training
+
+    batch = 32
+    spec = model_spec.get("minilm_offline", dropout_rate=0.0)
+    model = training.build_model(spec)
+    training.compile_for_training(model, training.train_config(spec, batch, 100, attention_budget=None,
+                                                               matmul_dtype="bfloat16", xla=xla))
+    ids = tf.random.Generator.from_seed(1).uniform([batch, length], 1000, 30000, tf.int32)
+    features = {"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}
+    labels = {"start_logits": tf.fill([batch], 5), "end_logits": tf.fill([batch], 9)}
+    dataset = tf.data.Dataset.from_tensors((features, labels)).repeat()
+    model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)  # traced and compiled
+    StepMarks = _step_marks_class()  # noqa: N806
+    marks = StepMarks()
+    model.fit(dataset, steps_per_epoch=5, epochs=1, verbose=0, callbacks=[marks])
+    speed = 4 * batch / (marks.step_ends[-1] - marks.step_ends[0])
+    with tempfile.TemporaryDirectory() as log_dir:
+        tf.profiler.experimental.start(log_dir)
+        model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(os.path.join(log_dir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+            space.ParseFromString(f.read())
+    by_type = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the executor's threads: one event per op run
+                continue
+            for event in line.events:
+                op_type = plane.event_metadata[event.metadata_id].name.split(":")[-1]
+                if op_type != "Process":  # the executor's whole-graph events, which hold the ops
+                    by_type[op_type] += event.duration_ps
+    total = sum(by_type.values())
+    print(f"{'XLA' if xla else 'unfused'}, {length} tokens: {speed:.2f} windows/s; op time of 2 steps "
+          f"{total / 1e9:.0f} ms\n| op type | ms | share |\n|---|---|---|")
+    for op_type, picoseconds in by_type.most_common(12):
+        print(f"| {op_type} | {picoseconds / 1e9:.0f} | {100 * picoseconds / total:.1f}% |")
+
+
 def _step_marks_class():
     import tf_keras as keras
 
@@ -195,18 +245,26 @@ def time_setting(label, length, batch, steps, settings, scratch: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("ops", "steps", "threads", "matmuls", "fit-end", "one"))
+    parser.add_argument("what", choices=("ops", "steps", "threads", "matmuls", "fit-end", "profile", "profile-one",
+                                         "one"))
+    parser.add_argument("--length", type=int, default=192, help="profile: the windows' length in tokens")
     parser.add_argument("--repeat", type=int, default=1, help="steps / threads: run every setting this often")
     parser.add_argument("--only", default="", help="steps / threads: only settings whose label has this (any case)")
     parser.add_argument("setting", nargs="?", help=argparse.SUPPRESS)  # `one`: a JSON list, for the subprocess
+    parser.add_argument("xla_flag", nargs="?", help=argparse.SUPPRESS)  # `profile-one`: 0 or 1
     args = parser.parse_args()
     if args.what == "ops":
         time_ops()
+    elif args.what == "profile":
+        for xla in (False, True):  # one process each: a fresh start for both
+            subprocess.run([sys.executable, __file__, "profile-one", str(args.length), str(int(xla))], check=True)
     elif args.what == "steps":
         time_steps([row for row in STEP_SETTINGS if args.only.lower() in row[0].lower()], args.repeat)
     elif args.what in ("threads", "matmuls", "fit-end"):
         table = {"threads": THREAD_SETTINGS, "matmuls": MATMUL_SETTINGS, "fit-end": FIT_END_SETTINGS}[args.what]
         time_steps([row for row in table if args.only.lower() in row[0].lower()], args.repeat)
+    elif args.what == "profile-one":
+        profile_step(int(args.setting), bool(int(args.xla_flag)))
     else:
         print(json.dumps(one_setting(*json.loads(args.setting))))
     return 0

@@ -20,7 +20,7 @@ run: setup
 # 60 minutes of training (stops and exports at the budget; learning rate sized to it; --epochs 3
 # only bounds it), from the pretrained weights, with the recipe the Tuner chose on full SQuAD:
 # peak learning rate 2.934e-4, warmup 10%, no dropout; training steps compiled with XLA (--xla:
-# about 1.5x the windows/s, more memory). Figures in docs/one-hour.md.
+# +22% windows/s on its windows, 8.4 GB for the training process). Figures in docs/one-hour.md.
 #   make run-hour SQUAD_FILE=path/to/train-v1.1.json
 HOUR_DIR := runs/hour
 run-hour: setup

@@ -92,7 +92,7 @@ def _variants_arg(text: str):
     return local_runner._variants_arg(text)
 
 
-def _matmul_dtype_arg(parser):
+def _training_step_args(parser):
     import local_runner
 
     local_runner.add_matmul_dtype_arg(parser)
@@ -152,7 +152,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--budget-minutes", type=float, default=None, metavar="MINUTES",
                         help="the Trainer's wall-clock limit: it stops and exports when MINUTES of training have "
                              "passed, with the learning-rate schedule sized to them")
-    _matmul_dtype_arg(parser)
+    _training_step_args(parser)
     parser.add_argument("--train-workers", type=int, default=1, metavar="N",
                         help="--target vertex: train on N machines, a Vertex AI custom job of 1 chief and N-1 "
                              "workers (default 1: the Trainer's own task)")

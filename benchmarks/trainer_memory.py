@@ -36,7 +36,7 @@ runs_dir, steps, budget, dropout = sys.argv[1], int(sys.argv[2]), sys.argv[3], s
 default_config = training.train_config
 # The pipeline has no option for the budget (it is a TrainConfig default), so this sets it here.
 training.train_config = lambda *a, **k: dataclasses.replace(
-    default_config(*a, **k), attention_budget=None if budget in ("none", "xla") else int(budget.removeprefix("xla:")))
+    default_config(*a, **k), attention_budget=None if budget in ("none", "xla") else int(budget))
 artifacts = os.path.join(runs_dir, "bertqa", "artifacts", "BertQATransform")
 train_files = sorted(glob.glob(os.path.join(artifacts, "transformed_examples", "*", "Split-train", "*")))
 transform_outputs = sorted(glob.glob(os.path.join(artifacts, "transform_graph", "*")), key=os.path.getmtime)
@@ -49,7 +49,7 @@ job = phases.TrainingJob(
     serving_model_dir=os.path.join(scratch, "Trainer", "model", "1", "Format-Serving"),
     model_run_dir=os.path.join(scratch, "Trainer", "model_run", "1"), train_steps=steps,
     custom_config={"model_spec": model_spec.to_json(spec), "batch_size": 32, "cold_start": True,
-                   "xla": budget.startswith("xla")})
+                   "xla": budget == "xla"})
 phases.train_phase(job)
 (trained,) = glob.glob(os.path.join(scratch, "Trainer", "checkpoints", "*", phases.TRAINED_FILE))
 with open(trained) as f:

@@ -66,7 +66,7 @@ class TrainConfig:
     # the bfloat16 casts, AdamW), which took about 70% of a step's operator time at 192 tokens
     # against 30% for the matmuls (a tf.profiler trace of the default spec on the Intel Xeon with
     # AMX). On full SQuAD's windows: +22% windows/s once compiled, at 8.4 GB peak against 2.4
-    # (benchmarks/RESULTS.md "XLA"). Batches train whole, without attention_budget's
+    # (benchmarks/RESULTS.md "XLA-compiled training steps"). Batches train whole, without attention_budget's
     # micro-batches: the fastest form measured (XLA-compiled micro-batches gained half as much).
     # One replica only: the optimizer's cross-replica update of a tf.distribute strategy does
     # not run inside XLA here.

@@ -71,6 +71,8 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 
+from pipeline import options  # noqa: E402
+
 TARGETS = ("kfp", "vertex")
 DEFAULT_OUTPUT = {"kfp": "bertqa_pipeline.yaml", "vertex": "bertqa_pipeline.json"}
 SCHEMA_VERSION = {"kfp": "2.1.0", "vertex": "2.0.0"}
@@ -84,43 +86,6 @@ VERTEX_TRAINING_FLAGS = ("train_machine_type", "vertex_project", "vertex_region"
 
 class TargetError(ValueError):
     """The pipeline (or the output) uses something the chosen target cannot run or read."""
-
-
-def _variants_arg(text: str):
-    import local_runner
-
-    return local_runner._variants_arg(text)
-
-
-def _training_step_args(parser):
-    import local_runner
-
-    local_runner.add_matmul_dtype_arg(parser)
-    local_runner.add_xla_arg(parser)
-
-
-def _push_rule_args(parser):
-    import local_runner
-
-    local_runner.add_push_rule_args(parser)
-
-
-def _tuning_args(parser):
-    import local_runner
-
-    local_runner.add_tuning_args(parser)
-
-
-def _spec_args(parser):
-    import local_runner
-
-    local_runner.add_spec_args(parser)
-
-
-def _limit_arg(text: str):
-    import local_runner
-
-    return local_runner._limit_arg(text)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -144,7 +109,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="'' to hash-split the train files by article title instead")
     parser.add_argument("--version-2-with-negative", action="store_true", help="SQuAD 2.0 data")
     parser.add_argument("--strict", action="store_true", help="fail on misaligned answers instead of repairing")
-    _spec_args(parser)
+    options.add_spec_args(parser)
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None,
@@ -152,7 +117,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--budget-minutes", type=float, default=None, metavar="MINUTES",
                         help="the Trainer's wall-clock limit: it stops and exports when MINUTES of training have "
                              "passed, with the learning-rate schedule sized to them")
-    _training_step_args(parser)
+    options.add_matmul_dtype_arg(parser)
+    options.add_xla_arg(parser)
     parser.add_argument("--train-workers", type=int, default=1, metavar="N",
                         help="--target vertex: train on N machines, a Vertex AI custom job of 1 chief and N-1 "
                              "workers (default 1: the Trainer's own task)")
@@ -161,7 +127,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vertex-project", default=None, help="the Google Cloud project of the training job")
     parser.add_argument("--vertex-region", default=None, help="the Vertex AI region of the training job, "
                                                               "e.g. us-central1")
-    _tuning_args(parser)
+    options.add_tuning_args(parser)
     parser.add_argument("--span", type=int, default=None,
                         help="read this span of {SPAN} patterns (default: the latest); the default of the "
                              "range_config parameter")
@@ -171,10 +137,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-f1-regression", type=float, default=0.0,
                         help="F1 points a new model may fall behind the pushed baseline")
     parser.add_argument("--cold-start", action="store_true", help="no warm start from the pushed baseline")
-    parser.add_argument("--quantization", default=None, metavar="VARIANTS", type=_variants_arg,
+    parser.add_argument("--quantization", default=None, metavar="VARIANTS", type=options.variants_arg,
                         help="TFLite variants, comma-separated from none, dynamic, float16, int8, or 'all'")
-    _push_rule_args(parser)
-    parser.add_argument("--max-f1-drop", action="append", default=[], metavar="VARIANT=POINTS", type=_limit_arg)
+    options.add_push_rule_args(parser)
+    parser.add_argument("--max-f1-drop", action="append", default=[], metavar="VARIANT=POINTS", type=options.limit_arg)
     parser.add_argument("--no-cache", action="store_true", help="compile with caching off for every task")
     parser.add_argument("--beam-arg", action="append", default=[],
                         help="a Beam pipeline argument, e.g. --beam-arg=--runner=DataflowRunner (repeatable)")
@@ -197,9 +163,7 @@ def _check_training_flags(parser: argparse.ArgumentParser, args: argparse.Namesp
             "several machines there needs a custom component that launches a Kubeflow Training Operator TFJob "
             "of N pods, each with its TF_CONFIG, on storage every pod reads (the pipeline root). Use --target "
             "vertex for Vertex AI worker pools; see docs/scaling-kubeflow.md")
-    import local_runner
-
-    local_runner.check_xla_args(parser, args)
+    options.check_xla_args(parser, args)
     if given and (args.target != "vertex" or args.train_workers == 1):
         parser.error(f"{', '.join(given)}: for --target vertex --train-workers N > 1 only (a Vertex AI training job)")
     if args.target == "vertex" and args.train_workers > 1:
@@ -257,12 +221,11 @@ def vertex_training(args: argparse.Namespace, spec):
 
 
 def build_config(args: argparse.Namespace, parameters: dict):
-    import local_runner
     from components.tflite_exporter import core as exporter
     from pipeline.pipeline import PipelineConfig
 
     with _model_cache(args.model_cache_dir):
-        spec = local_runner.spec_from_args(args)
+        spec = options.spec_from_args(args)
     return PipelineConfig(
         vertex_training=vertex_training(args, spec),
         pipeline_name=args.pipeline_name, pipeline_root=args.pipeline_root, data_root=parameters["data_root"],
@@ -271,7 +234,7 @@ def build_config(args: argparse.Namespace, parameters: dict):
         version_2_with_negative=args.version_2_with_negative, strict=args.strict, epochs=args.epochs,
         batch_size=args.batch_size, train_steps=args.train_steps, train_budget_minutes=args.budget_minutes,
         train_matmul_dtype=args.matmul_dtype, train_xla=args.xla,
-        tuning=local_runner.tuning_config(args),
+        tuning=options.tuning_config(args),
         train_args_parameter=parameters["train_args"],
         range_config_parameter=parameters["range_config"], compare_with_baseline=not args.no_baseline,
         max_f1_regression=args.max_f1_regression, cold_start=args.cold_start,

@@ -20,150 +20,9 @@ import errno  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
+from pipeline import options  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-BEAM_MODES = {
-    # One process: no per-worker TensorFlow import; measured fastest on the bundled sample.
-    "in_process": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
-    # Worker processes; each imports TensorFlow (tens of seconds), so it pays off only on large inputs.
-    "multi_processing": ["--direct_running_mode=multi_processing", "--direct_num_workers=0"],
-}
-
-
-def _variants_arg(text: str) -> tuple[str, ...]:
-    from components.tflite_exporter import core as exporter
-
-    try:
-        return exporter.ExportPlan(variants=exporter.parse_variants(text)).variants
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _push_order_arg(text: str) -> tuple[str, ...]:
-    from components.tflite_exporter import core as exporter
-
-    if text.strip() == "all":  # 'all' would be VARIANTS' order, float32 first: an order must be chosen
-        raise argparse.ArgumentTypeError("give the push order variant by variant, e.g. dynamic,float16,none")
-    try:
-        return exporter.ExportPlan(push_order=exporter.parse_variants(text)).push_order
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def add_push_rule_args(parser: argparse.ArgumentParser) -> None:
-    """--push-order and --task-library-f1, for both runners."""
-    parser.add_argument("--push-order", default=None, metavar="VARIANTS", type=_push_order_arg,
-                        help="the variants tried for model.tflite, the file apps load, in order: the first one "
-                             "blessed is pushed as it; one not in --quantization is exported only when those "
-                             "before it miss their F1 limits (default: dynamic,float16,none)")
-    parser.add_argument("--task-library-f1", action="store_true",
-                        help="also score each TFLite variant as the Task Library's BertQuestionAnswerer answers "
-                             "the eval questions (its F1 and how often it answers as LiteRT; about 0.25 s a "
-                             "question for MiniLM)")
-
-
-def _limit_arg(text: str) -> tuple[str, float]:
-    from components.tflite_exporter import core as exporter
-
-    try:
-        limits = exporter.parse_max_f1_drop([text])
-        exporter.ExportPlan(max_f1_drop=limits)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return next(iter(limits.items()))
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
-
-
-def add_matmul_dtype_arg(parser: argparse.ArgumentParser) -> None:
-    """--matmul-dtype, for both runners. The choices are bertqa.model.training.MATMUL_DTYPES, written out
-    so that parsing arguments does not import TensorFlow (a test checks they agree)."""
-    parser.add_argument("--matmul-dtype", choices=("auto", "bfloat16", "float32"), default="auto",
-                        help="the dtype of the encoder's dense-layer matmuls in training steps (weights, optimizer "
-                             "and everything else stay float32); auto: bfloat16 on CPUs with native bfloat16 "
-                             "(AVX512-BF16, AMX), float32 elsewhere")
-
-
-def add_xla_arg(parser: argparse.ArgumentParser) -> None:
-    """--xla, for both runners."""
-    parser.add_argument("--xla", action="store_true",
-                        help="compile the training steps with XLA (once per length bucket): +22%% windows/s on full "
-                             "SQuAD on 2 CPU cores, more memory, whole batches (no micro-batches), one training "
-                             "process only; see docs/one-hour.md")
-
-
-def check_xla_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.xla and args.train_workers > 1:
-        parser.error(f"--xla --train-workers {args.train_workers}: XLA-compiled steps train in one process; "
-                     "drop one of the two")
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
-
-
-def add_tuning_args(parser: argparse.ArgumentParser) -> None:
-    """--tune and its limits, for both runners (bertqa.model.tuning.TuningConfig's defaults written out, so
-    that parsing arguments does not import TensorFlow)."""
-    parser.add_argument("--tune", action="store_true",
-                        help="run TFX's Tuner before the Trainer: KerasTuner trials over the learning rate, warmup, "
-                             "batch size and dropout, each a short training on a sample of the train split scored "
-                             "on paragraphs held out of it (never the eval split); the Trainer takes the best "
-                             "trial's values (docs/tuning.md)")
-    parser.add_argument("--tune-trials", type=_positive_int, default=4, metavar="N", help="--tune: at most N trials "
-                        "(default 4)")
-    parser.add_argument("--tune-minutes", type=_positive_float, default=20.0, metavar="MINUTES",
-                        help="--tune: the whole search's time; each trial trains for its share (default 20)")
-    parser.add_argument("--tune-windows", type=_positive_int, default=4000, metavar="N",
-                        help="--tune: the trials train on at most N windows of the train split (default 4000)")
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a fraction in [0, 1)")
-    return value
-
-
-def add_spec_args(parser: argparse.ArgumentParser) -> None:
-    """--spec and the spec's optimisation settings, for both runners (a fixed recipe, such as the
-    one-hour profile's, without a Tuner; --tune's best values replace them when both are given)."""
-    parser.add_argument("--spec", default=None, help="model spec name (default: minilm_offline)")
-    parser.add_argument("--learning-rate", type=_positive_float, default=None, metavar="RATE",
-                        help="the peak learning rate (default: the spec's)")
-    parser.add_argument("--warmup-fraction", type=_fraction, default=None, metavar="FRACTION",
-                        help="the share of training spent warming the learning rate up (default: the spec's)")
-    parser.add_argument("--dropout-rate", type=_fraction, default=None, metavar="RATE",
-                        help="the encoder's dropout rate in training (default: the spec's)")
-
-
-def spec_from_args(args: argparse.Namespace):
-    """The named spec (or the default) with the settings given on the command line in place of its own."""
-    from bertqa.model import model_spec
-
-    # add_spec_args names one flag per tunable field (--learning-rate -> learning_rate).
-    overrides = {field: getattr(args, field) for field in model_spec.TUNABLE_FIELDS
-                 if getattr(args, field) is not None}
-    return model_spec.get(args.spec or model_spec.DEFAULT_SPEC, **overrides)
-
-
-def tuning_config(args: argparse.Namespace):
-    """The TuningConfig of --tune, or None."""
-    if not args.tune:
-        return None
-    from bertqa.model.tuning import TuningConfig
-
-    return TuningConfig(max_trials=args.tune_trials, budget_minutes=args.tune_minutes,
-                        sample_windows=args.tune_windows)
-
 
 def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,7 +36,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
                              "(default: the latest span that every split has)")
     parser.add_argument("--version-2-with-negative", action="store_true", help="SQuAD 2.0 data")
     parser.add_argument("--strict", action="store_true", help="fail on misaligned answers instead of repairing")
-    add_spec_args(parser)
+    options.add_spec_args(parser)
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None, help="overrides --epochs")
@@ -185,25 +44,25 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
                         help="the Trainer's wall-clock limit: it stops and exports when MINUTES of training have "
                              "passed, with warmup and learning-rate decay sized to them (--epochs / --train-steps "
                              "stay the upper bound)")
-    add_matmul_dtype_arg(parser)
-    add_xla_arg(parser)
-    parser.add_argument("--train-workers", type=_positive_int, default=1, metavar="N",
+    options.add_matmul_dtype_arg(parser)
+    options.add_xla_arg(parser)
+    parser.add_argument("--train-workers", type=options.positive_int, default=1, metavar="N",
                         help="train in N worker processes on this machine's loopback (MultiWorkerMirroredStrategy, "
                              "each replica on its slice of every global batch): the multi-worker path on one "
                              "machine, not a speed-up; see docs/scaling.md")
-    add_tuning_args(parser)
+    options.add_tuning_args(parser)
     parser.add_argument("--checkpoint-every-minutes", type=float, default=5.0, metavar="MINUTES",
                         help="the Trainer saves a resume checkpoint this often (a killed run resumes from the "
                              "latest one when started again; default 5)")
     parser.add_argument("--checkpoint-every-steps", type=int, default=None, metavar="STEPS",
                         help="... and every STEPS steps too")
     parser.add_argument("--min-f1", type=float, default=40.0, help="F1 (0-100) a model needs to be blessed")
-    parser.add_argument("--quantization", default=None, metavar="VARIANTS", type=_variants_arg,
+    parser.add_argument("--quantization", default=None, metavar="VARIANTS", type=options.variants_arg,
                         help="TFLite variants to export, score and bless, comma-separated from none, dynamic, "
                              "float16, int8, or 'all' (default: dynamic only, to keep the run fast; see "
                              "--push-order for the variants exported when it misses its limit)")
-    add_push_rule_args(parser)
-    parser.add_argument("--max-f1-drop", action="append", default=[], metavar="VARIANT=POINTS", type=_limit_arg,
+    options.add_push_rule_args(parser)
+    parser.add_argument("--max-f1-drop", action="append", default=[], metavar="VARIANT=POINTS", type=options.limit_arg,
                         help="largest F1 drop against the SavedModel that still blesses a variant "
                              "(repeatable; defaults: none 0.2, dynamic 1.0, float16 0.2, int8 2.0)")
     parser.add_argument("--max-f1-regression", type=float, default=0.0, metavar="POINTS",
@@ -215,7 +74,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
                         help="train from the pretrained weights instead of warm-starting from the last pushed model")
     parser.add_argument("--runs-dir", default=os.path.join(HERE, "runs"))
     parser.add_argument("--pipeline-name", default="bertqa")
-    parser.add_argument("--beam-mode", default="in_process", choices=sorted(BEAM_MODES),
+    parser.add_argument("--beam-mode", default="in_process", choices=sorted(options.BEAM_MODES),
                         help="the DirectRunner's mode (default in_process); ignored when a --beam-arg names a runner")
     parser.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                         help="a Beam pipeline argument for every Beam component, with '=': "
@@ -228,7 +87,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_xla_args(parser, args)
+    options.check_xla_args(parser, args)
     return args
 
 
@@ -238,7 +97,7 @@ def build_config(args: argparse.Namespace):
 
     variants = args.quantization or exporter.DEFAULT_VARIANTS
 
-    spec = spec_from_args(args)
+    spec = options.spec_from_args(args)
     root = os.path.abspath(args.runs_dir)
     return PipelineConfig(
         pipeline_name=args.pipeline_name,
@@ -258,7 +117,7 @@ def build_config(args: argparse.Namespace):
         train_matmul_dtype=args.matmul_dtype,
         train_xla=args.xla,
         train_workers=args.train_workers,
-        tuning=tuning_config(args),
+        tuning=options.tuning_config(args),
         checkpoint_every_steps=args.checkpoint_every_steps,
         checkpoint_every_minutes=args.checkpoint_every_minutes,
         min_f1=args.min_f1,
@@ -270,13 +129,7 @@ def build_config(args: argparse.Namespace):
         tflite_task_library_f1=args.task_library_f1,
         max_f1_drop=dict(args.max_f1_drop),
         enable_cache=not args.no_cache,
-        beam_pipeline_args=beam_pipeline_args(args))
-
-
-def beam_pipeline_args(args: argparse.Namespace) -> tuple[str, ...]:
-    """--beam-mode's DirectRunner flags, then every --beam-arg; only the --beam-args when one names a runner."""
-    names_runner = any(arg == "--runner" or arg.startswith("--runner=") for arg in args.beam_arg)
-    return (*(() if names_runner else BEAM_MODES[args.beam_mode]), *args.beam_arg)
+        beam_pipeline_args=options.beam_pipeline_args(args))
 
 
 def metadata_path(config) -> str:

@@ -1,4 +1,4 @@
-"""Packaging for the bertqa project: the library, the TFX components, the pipeline and the CLI."""
+"""Packaging for the bertqa project: the library, the TFX components, the pipeline, the runners and the CLI."""
 
 from setuptools import find_packages, setup
 
@@ -7,7 +7,8 @@ setup(
     version="0.1.0",
     description="BERT extractive question answering as a TFX pipeline, with TFLite export for the Task Library",
     python_requires=">=3.9,<3.11",
-    packages=find_packages(include=["bertqa", "bertqa.*", "components", "components.*", "pipeline", "pipeline.*"]),
+    packages=find_packages(include=["bertqa", "bertqa.*", "bertqa_cli", "bertqa_cli.*", "components", "components.*",
+                                    "pipeline", "pipeline.*"]),
     py_modules=["local_runner", "kubeflow_runner", "bertqa_artifacts"],
     # Exact versions live in requirements.lock (resolved with uv); these are the direct needs.
     install_requires=[
@@ -21,5 +22,5 @@ setup(
         "safetensors",
         "tqdm",
     ],
-    entry_points={"console_scripts": ["bertqa=bertqa.cli:main"]},
+    entry_points={"console_scripts": ["bertqa=bertqa_cli:main"]},
 )

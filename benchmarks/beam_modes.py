@@ -24,6 +24,7 @@ import time  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import local_runner  # noqa: E402
+from pipeline import options  # noqa: E402
 
 
 def run_data_components(args: list[str], beam_mode: str, runs_dir: str) -> float:
@@ -52,7 +53,7 @@ def main() -> int:
                    "--eval-pattern", args.eval_pattern]
     # TensorFlow and TFX are imported once, before timing, as they are in a real run.
     run_data_components(runner_args, "in_process", tempfile.mkdtemp(prefix="beam_warmup_"))
-    times: dict[str, list[float]] = {mode: [] for mode in local_runner.BEAM_MODES}
+    times: dict[str, list[float]] = {mode: [] for mode in options.BEAM_MODES}
     for _ in range(args.repeats):
         for mode in times:  # interleaved, so both modes see the same machine load
             times[mode].append(run_data_components(runner_args, mode, tempfile.mkdtemp(prefix=f"beam_{mode}_")))

@@ -191,7 +191,7 @@ def _last_json(stdout: str) -> dict:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bertqa.cli", *args]
+    return [sys.executable, "-m", "bertqa_cli", *args]
 
 
 def _export(model: str, work: str, quantization: str) -> str:

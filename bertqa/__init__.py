@@ -7,8 +7,10 @@ layer never imports a higher one; tests/test_layout.py checks it):
     model/       specs, encoders and pretrained weights, training, the SavedModel, evaluation and metrics
     on_device/   .tflite conversion, quantization, Task Library metadata, the runtimes that run a file
     operations/  pushed models, the run lock, lineage and ML Metadata, the run report
-    cli/, model_maker/   the `bertqa` command and the Model Maker-compatible API, on top
+    model_maker/ the Model Maker-compatible API, on top of the library
 
-Nothing in data/, model/, on_device/ or operations/ imports TFX: the components in `components/`
-wrap them, `pipeline/` wires the components, and cli/ may use all of it.
+Nothing in data/, model/, on_device/ or operations/ imports TFX, and nothing under bertqa/ imports
+what sits above the library: the components in `components/` wrap it, `pipeline/` wires the
+components and declares their options, the runners (local_runner.py, kubeflow_runner.py) run the
+pipeline, and the `bertqa` command (bertqa_cli/) sits on top of them.
 """

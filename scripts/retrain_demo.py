@@ -33,8 +33,8 @@ import sys  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bertqa.cli import retrain  # noqa: E402
 from bertqa.operations import lineage  # noqa: E402
+from bertqa_cli import retrain  # noqa: E402
 
 SAMPLE = REPO / "data" / "sample"
 DEMO_MIN_F1 = 10.0

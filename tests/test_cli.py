@@ -19,7 +19,7 @@ import tempfile
 import pytest
 from synthetic_spans import QUESTION, UNSEEN, assert_answers_code_words, with_code_words
 
-from bertqa import cli
+import bertqa_cli as cli
 from bertqa.model_maker import question_answer
 from bertqa.model_maker.config import ExportFormat
 from bertqa.model_maker.question_answer import DataLoader

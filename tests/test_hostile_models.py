@@ -170,7 +170,7 @@ def _argv(command: str, model: str, data: str) -> list[str]:
 
 def _cli(argv: list[str]) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "bertqa.cli", *argv], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bertqa_cli", *argv], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
 
 

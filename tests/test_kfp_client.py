@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from tfx.proto import range_config_pb2
 
 import kubeflow_runner
-from bertqa.cli import kfp_client
+from bertqa_cli import kfp_client
 
 BERTQA = str(pathlib.Path(sys.executable).parent / "bertqa")
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens

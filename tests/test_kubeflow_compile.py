@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 import kubeflow_runner
+from pipeline import options
 
 COMPONENTS = ["SquadExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "BertQATransform", "Trainer",
               "SquadEvaluator", "TFLiteExporter", "Pusher", "RunReporter"]
@@ -227,7 +228,7 @@ def test_learning_rate_warmup_and_dropout_flags_replace_the_specs_own_in_the_tra
     spec = model_spec.from_json(json.loads(trainer.exec_properties["custom_config"])["model_spec"])
     assert (spec.learning_rate, spec.warmup_fraction, spec.dropout_rate) == (3e-4, 0.2, 0.0)
     assert spec.weight_decay == model_spec.tiny_random().weight_decay  # what no flag names stays the spec's
-    untouched = local_runner.spec_from_args(local_runner.parse_args(["--spec", "tiny_random"]))
+    untouched = options.spec_from_args(local_runner.parse_args(["--spec", "tiny_random"]))
     assert untouched == model_spec.tiny_random()
     for bad in (["--warmup-fraction", "1.5"], ["--learning-rate", "0"], ["--dropout-rate", "-0.1"]):
         with pytest.raises(SystemExit):
@@ -338,13 +339,13 @@ def test_beam_args_reach_the_pipeline_on_either_runner(runner, tmp_path):
 def test_local_runner_keeps_the_direct_runner_flags_unless_a_beam_arg_names_a_runner():
     import local_runner
 
-    default = local_runner.beam_pipeline_args(local_runner.parse_args([]))
-    assert default == tuple(local_runner.BEAM_MODES["in_process"])
+    default = options.beam_pipeline_args(local_runner.parse_args([]))
+    assert default == tuple(options.BEAM_MODES["in_process"])
     tuned = local_runner.parse_args(["--beam-mode", "multi_processing", "--beam-arg=--direct_num_workers=2"])
-    assert local_runner.beam_pipeline_args(tuned) == (*local_runner.BEAM_MODES["multi_processing"],
+    assert options.beam_pipeline_args(tuned) == (*options.BEAM_MODES["multi_processing"],
                                                       "--direct_num_workers=2")
     spaced = local_runner.parse_args(["--beam-arg=--runner", "--beam-arg=FlinkRunner"])
-    assert local_runner.beam_pipeline_args(spaced) == ("--runner", "FlinkRunner")
+    assert options.beam_pipeline_args(spaced) == ("--runner", "FlinkRunner")
 
 
 @pytest.mark.parametrize("target", ["kfp", "vertex"])

@@ -2,13 +2,16 @@
 
 The layers (bertqa/__init__.py says what each holds), lowest first:
 
-    bertqa.data < bertqa.model < bertqa.on_device < bertqa.operations
-        < components (and bertqa_artifacts) < pipeline
-        < bertqa.cli, bertqa.model_maker, local_runner, kubeflow_runner
+    bertqa.data < bertqa.model < bertqa.on_device < bertqa.operations < bertqa.model_maker
+        < components (and bertqa_artifacts) < pipeline (and pipeline.options)
+        < local_runner, kubeflow_runner (peers: neither imports the other) < bertqa_cli
+
+The library is everything under bertqa/: it never imports the components, the pipeline, a runner
+or the command line (bertqa_cli), which sit above it.
 
 Every import counts, including those inside functions (a lazy import is still a dependency):
 an edge a -> b needs layer(b) <= layer(a), and the project's modules form no cycle. A package
-importing its own submodules (bertqa.cli/__init__ -> bertqa.cli.main) is an edge like any other;
+importing its own submodules (bertqa_cli/__init__ -> bertqa_cli.main) is an edge like any other;
 the implicit import of a submodule's parent package is not.
 """
 
@@ -20,7 +23,8 @@ import pathlib
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-PROJECT_ROOTS = ("bertqa", "components", "pipeline", "local_runner", "kubeflow_runner", "bertqa_artifacts")
+PROJECT_ROOTS = ("bertqa", "bertqa_cli", "components", "pipeline", "local_runner", "kubeflow_runner",
+                 "bertqa_artifacts")
 MAX_LINES = 550
 
 # (module prefix, layer); the longest matching prefix decides.
@@ -29,15 +33,20 @@ LAYERS = (
     ("bertqa.model", 1),
     ("bertqa.on_device", 2),
     ("bertqa.operations", 3),
-    ("bertqa_artifacts", 4),
-    ("components", 4),
-    ("pipeline", 5),
-    ("bertqa.cli", 6),
-    ("bertqa.model_maker", 6),
-    ("local_runner", 6),
-    ("kubeflow_runner", 6),
-    ("bertqa", 6),  # bertqa/__init__.py: imports nothing
+    ("bertqa.model_maker", 4),
+    ("bertqa", 4),  # bertqa/__init__.py: imports nothing
+    ("bertqa_artifacts", 5),
+    ("components", 5),
+    ("pipeline", 6),
+    ("local_runner", 7),
+    ("kubeflow_runner", 7),
+    ("bertqa_cli", 8),
 )
+# Modules of one layer that must not import each other: each runner chooses paths, an orchestrator
+# and a metadata store, and reads the pipeline's options from pipeline.options.
+PEERS = ("local_runner", "kubeflow_runner")
+# What the library under bertqa/ never imports, lazily or not.
+ABOVE_THE_LIBRARY = ("components", "pipeline", "bertqa_artifacts", "local_runner", "kubeflow_runner", "bertqa_cli")
 # The library layers, which the components wrap: none of them may import TFX.
 NO_TFX = ("bertqa.data", "bertqa.model", "bertqa.on_device", "bertqa.operations")
 
@@ -132,8 +141,21 @@ def layer(module: str) -> int:
 
 
 def layer_violations(graph: dict[str, set[str]]) -> list[str]:
-    return sorted(f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)})"
-                  for a, targets in graph.items() for b in targets if layer(b) > layer(a))
+    """Every import upwards, every import between the peers, and every import from the library (bertqa.*)
+    of something above it, one line each."""
+    def top(module: str) -> str:
+        return module.split(".")[0]
+
+    found = set()
+    for a, targets in graph.items():
+        for b in targets:
+            if layer(b) > layer(a):
+                found.add(f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)})")
+            if top(a) in PEERS and top(b) in PEERS and top(a) != top(b):
+                found.add(f"{a} imports its peer {b}: options both runners take belong in pipeline.options")
+            if top(a) == "bertqa" and top(b) in ABOVE_THE_LIBRARY:
+                found.add(f"{a} (the library) imports {b}, which sits above it")
+    return sorted(found)
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +164,10 @@ def sources() -> dict[str, str]:
 
 
 def test_the_project_has_the_layered_packages(sources):
-    for package in ("bertqa.data", "bertqa.model", "bertqa.on_device", "bertqa.operations", "bertqa.cli"):
+    for package in ("bertqa.data", "bertqa.model", "bertqa.on_device", "bertqa.operations", "bertqa_cli"):
         assert package in sources, f"{package} is missing"
         assert ast.get_docstring(ast.parse(sources[package])), f"{package} has no docstring saying what it holds"
-        assert "May import" in sources[package] or package == "bertqa.cli" or "may use" in sources[package]
+        assert "May import" in sources[package] or "may use" in sources[package]
 
 
 def test_no_module_is_longer_than_the_limit():
@@ -197,6 +219,35 @@ def test_layer_violations_names_an_upward_import():
     }
     assert layer_violations(import_graph(sources)) == [
         "bertqa.model.evaluation (layer 1) imports bertqa.on_device.runtime (layer 2)"]
+
+
+def test_layer_violations_names_the_library_importing_the_pipeline_or_a_runner():
+    sources = {
+        "bertqa.model_maker.question_answer": "def f():\n    from pipeline import options\n",
+        "bertqa.operations.lineage": "import local_runner\n",
+        "pipeline.options": "",
+        "pipeline": "",
+        "local_runner": "",
+    }
+    assert layer_violations(import_graph(sources)) == [
+        "bertqa.model_maker.question_answer (layer 4) imports pipeline.options (layer 6)",
+        "bertqa.model_maker.question_answer (the library) imports pipeline.options, which sits above it",
+        "bertqa.operations.lineage (layer 3) imports local_runner (layer 7)",
+        "bertqa.operations.lineage (the library) imports local_runner, which sits above it"]
+
+
+def test_layer_violations_names_a_runner_importing_its_peer():
+    sources = {"kubeflow_runner": "def parse_args():\n    import local_runner\n", "local_runner": ""}
+    assert layer_violations(import_graph(sources)) == [
+        "kubeflow_runner imports its peer local_runner: options both runners take belong in pipeline.options"]
+
+
+def test_the_command_line_sits_above_the_runners(sources):
+    """bertqa_cli runs the local runner (bertqa run, retrain) and compiles with the Kubeflow one."""
+    graph = import_graph(sources)
+    cli_imports = set().union(*(targets for name, targets in graph.items() if name.startswith("bertqa_cli")))
+    assert {"local_runner", "kubeflow_runner"} <= cli_imports
+    assert layer("bertqa_cli.main") > layer("local_runner") == layer("kubeflow_runner") > layer("pipeline.options")
 
 
 def test_a_module_outside_every_layer_is_refused():

@@ -13,8 +13,8 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 from synthetic_spans import CODE_WORD_QUESTIONS, assert_answers_code_words
 
+import bertqa_cli as cli
 import local_runner
-from bertqa import cli
 from bertqa.on_device import runtime, task_library
 from bertqa.operations import metadata_store
 

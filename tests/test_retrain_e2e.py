@@ -17,10 +17,10 @@ import types
 import pytest
 from synthetic_spans import write_span
 
-from bertqa import cli
-from bertqa.cli import retrain
+import bertqa_cli as cli
 from bertqa.on_device import task_library
 from bertqa.operations import metadata_store, pushed_models, run_lock
+from bertqa_cli import retrain
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ def _trainer_executions(runs_dir) -> int:
 def _retrain_while_another_tries(data_dir, runs_dir):
     """`bertqa retrain` in a subprocess, and a second one started in-process while the first holds the lock."""
     lock = runs_dir / "bertqa" / run_lock.LOCK_FILE
-    first = subprocess.Popen([sys.executable, "-m", "bertqa.cli", "retrain", *_args(data_dir, runs_dir)],
+    first = subprocess.Popen([sys.executable, "-m", "bertqa_cli", "retrain", *_args(data_dir, runs_dir)],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
     try:

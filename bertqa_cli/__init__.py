@@ -5,9 +5,9 @@ scheduled retraining), report.py (`bertqa report`), kfp_client.py (`bertqa kfp`)
 
 May import: every layer of bertqa, the components, the pipeline and the runners
 (local_runner, kubeflow_runner). Nothing imports this package but the console script
-(`bertqa = bertqa.cli:main`) and `python -m bertqa.cli`.
+(`bertqa = bertqa_cli:main`) and `python -m bertqa_cli`.
 """
 
-from bertqa.cli.main import main
+from bertqa_cli.main import main
 
 __all__ = ["main"]

@@ -7,9 +7,9 @@
                     [--runtime litert|tensorflow|task-library]   # a .tflite's runtime (default LiteRT)
     bertqa export --model <SavedModel dir> --output-dir D --quantization dynamic|float16|int8|none [--data train.json]
     bertqa run [local_runner options]      # the local pipeline (same as `python local_runner.py`)
-    bertqa retrain --data-dir D [--span N]  # one scheduled retraining step (see bertqa.cli.retrain)
+    bertqa retrain --data-dir D [--span N]  # one scheduled retraining step (see bertqa_cli.retrain)
     bertqa lineage [VERSION | model.tflite] [--json]   # what a pushed model came from (ML Metadata)
-    bertqa kfp compile|run|schedule ...      # Kubeflow Pipelines (see bertqa.cli.kfp_client)
+    bertqa kfp compile|run|schedule ...      # Kubeflow Pipelines (see bertqa_cli.kfp_client)
 
 `evaluate` prints one JSON object, the official SQuAD metrics on 0-100 ({"exact_match", "f1"}
 for SQuAD 1.1 data); `export` prints one JSON object describing the file it wrote. Progress
@@ -268,7 +268,7 @@ def main(argv=None) -> int:
         return local_runner.main(argv[1:])
     # Commands with parsers of their own, in their own modules.
     if argv and argv[0] == "retrain":
-        from bertqa.cli import retrain
+        from bertqa_cli import retrain
 
         return retrain.main(argv[1:])
     if argv and argv[0] == "lineage":
@@ -276,11 +276,11 @@ def main(argv=None) -> int:
 
         return lineage.main(argv[1:])
     if argv and argv[0] == "kfp":
-        from bertqa.cli import kfp_client
+        from bertqa_cli import kfp_client
 
         return kfp_client.main(argv[1:])
     if argv and argv[0] == "report":
-        from bertqa.cli import report
+        from bertqa_cli import report
 
         return report.main(argv[1:])
     args = _build_parser().parse_args(argv)

@@ -66,6 +66,10 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pipeline import quiet_startup  # noqa: E402, F401  (before TFX: hides its imports' known-harmless noise)
+
+# isort: split
+
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402

@@ -14,6 +14,10 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pipeline import quiet_startup  # noqa: E402, F401  (before TFX: hides its imports' known-harmless noise)
+
+# isort: split
+
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import errno  # noqa: E402

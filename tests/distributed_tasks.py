@@ -79,7 +79,14 @@ def mirrored(window_file: str, steps: int, out_dir: str) -> None:
     train_data = question_answer.DataLoader.from_squad(os.path.join(fixtures, "tiny_train.json"), spec,
                                                        is_training=True)
     made = question_answer.create(train_data, model_spec=spec, epochs=1, batch_size=4)
-    result["model_maker_replicas"] = spec.strategy().num_replicas_in_sync
+    # What the training ran under, not what the spec would make: Keras's fit runs its steps
+    # under the strategy the model was built in, training.train records the one it fitted
+    # under, and each variable of a model built under MirroredStrategy has a copy per replica.
+    result["model_maker_replicas"] = {
+        "model": made.model.distribute_strategy.num_replicas_in_sync,
+        "fit": made.model.history.replicas,
+        "variable_copies": len(made.model.trainable_variables[0].values)
+        if hasattr(made.model.trainable_variables[0], "values") else 1}
     result["model_maker_iterations"] = int(made.model.optimizer.iterations.numpy())
     result["model_maker_steps_expected"] = -(-train_data.size // 4)
     with open(os.path.join(out_dir, "result.json"), "w") as f:

@@ -112,12 +112,13 @@ def test_export_writes_a_model_the_task_library_runs(trained, learnable_data_dir
     assert (tmp_path / "vocab.txt").is_file()
     answerer = task_library.create_question_answerer(result["path"])
     if quantization == "int8":
-        # Only that the Task Library runs it, and returns words of the context if anything: this
-        # full-integer file of the trained tiny model gives all-zero logits, so no answer at all
-        # (measured: F1 0 on 20 code-word questions, where the float .tflite has 95). The default
-        # model's int8 file is little better (README, TFLite variants: F1 1.34, not blessed).
+        # Only that the Task Library runs it (answer() returns): this full-integer file of the
+        # trained tiny model gives all-zero logits, so the Task Library finds no span and answers
+        # nothing (measured: F1 0 on 20 code-word questions, where the float .tflite has 95). The
+        # default model's int8 file is little better (README, TFLite variants: F1 1.34, not
+        # blessed). Should this file ever answer, check its answers as the other variants' are.
         context = UNSEEN[0][0]
-        assert all(text in context for text, _ in task_library.answers_from(answerer, context, QUESTION, top_k=3))
+        assert task_library.answers_from(answerer, context, QUESTION, top_k=3) == []
         return
 
     def best(context, question):

@@ -118,12 +118,19 @@ def evaluate_with_task_library(tflite_path: str, examples: Sequence[SquadExample
 
 
 def answer_agreement(examples: Sequence[SquadExample], answers: Mapping[str, str], others: Mapping[str, str]) -> float:
-    """The share of `examples` (0-1) whose two answers are the same text once SQuAD-normalized (case,
-    punctuation, articles, spaces): the Task Library returns whole words with their punctuation where
-    the project's decoding returns the tokens' span, which is the same answer to the metric."""
+    """The share of `examples` (0-1) whose two answers are the same non-empty text once SQuAD-normalized
+    (case, punctuation, articles, spaces): the Task Library returns whole words with their punctuation
+    where the project's decoding returns the tokens' span, which is the same answer to the metric.
+
+    Two empty answers (both runtimes answered nothing, or an answer normalizes to nothing) do not
+    agree: a file that answers nothing anywhere would otherwise agree 100% with another such file."""
     from bertqa.model import squad_metrics
 
     if not examples:
         raise ValueError("there are no examples to compare answers on")
-    same = sum(squad_metrics.exact_match(answers.get(e.id, ""), others.get(e.id, "")) for e in examples)
+    same = 0
+    for e in examples:
+        answer, other = answers.get(e.id, ""), others.get(e.id, "")
+        if squad_metrics.normalize_answer(answer) and squad_metrics.exact_match(answer, other):
+            same += 1
     return same / len(examples)

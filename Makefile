@@ -60,9 +60,13 @@ bench: setup
 	bash benchmarks/peer/setup.sh
 	$(PY) benchmarks/peer_benchmark.py
 
+# Then each question at its own length: the pushed model.tflite in LiteRT (smallest signature that
+# holds each window) against the same file at 384 and ONNX Runtime int8 at each question's length,
+# on the bundled eval split and, with SQUAD_FILE, on held-out articles of it (--articles 410:428).
 bench-peer: setup
 	bash benchmarks/peer/setup.sh
 	$(PY) benchmarks/peer_benchmark.py $(BENCH_ARGS)
+	$(PY) benchmarks/question_latency.py $(if $(SQUAD_FILE),--squad-file "$(SQUAD_FILE)") $(LATENCY_ARGS)
 
 # Training throughput against transformers + PyTorch (padded, and grouped by length) on the same
 # checkpoint and windows; peak memory per batch shape. Figures in benchmarks/RESULTS.md.

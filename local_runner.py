@@ -279,8 +279,13 @@ def _variant_lines(store) -> list[str]:
             xnnpack = "XNNPACK off (dynamic-sized tensors), "
         elif "xnnpack_ops" in v:
             xnnpack = f"XNNPACK {v['xnnpack_delegated_ops']}/{v['xnnpack_ops']} ops, "
+        # Per question at its own length (median, 90th percentile), beside one 384-token window.
+        per_question = (f"{runtime_name} {v['question_ms_median_1_thread']:.1f} ms/question median, "
+                        f"{v['question_ms_p90_1_thread']:.1f} p90 (1 thread), "
+                        if "question_ms_median_1_thread" in v else f"{runtime_name} ")
+        memory = f"{v['memory_mb']:.0f} MB loaded, " if "memory_mb" in v else ""
         lines.append(f"tflite {variant}: {v.get('size_bytes', 0) / 1e6:.1f} MB, "
-                     f"{runtime_name} {v.get('latency_ms_1_thread', float('nan')):.0f} ms/question (1 thread), "
+                     f"{per_question}{v.get('latency_ms_1_thread', float('nan')):.0f} ms at 384 tokens, {memory}"
                      f"{in_task_library}{xnnpack}"
                      f"exact_match {v.get('exact_match', float('nan')):.2f} f1 {v.get('f1', float('nan')):.2f} "
                      f"(drop {v.get('f1_drop', float('nan')):+.2f}, limit {v.get('max_f1_drop', float('nan')):.1f}), "

@@ -104,9 +104,9 @@ def test_evaluate_tflite_runs_one_single_threaded_interpreter_per_requested_thre
     threads = []
     original = runtime.TfliteQaRunner.__init__
 
-    def spy(self, path, num_threads=1, runtime=runtime.DEFAULT_RUNTIME):
+    def spy(self, path, num_threads=1, runtime=runtime.DEFAULT_RUNTIME, lengths=None):
         threads.append((num_threads, runtime))
-        original(self, path, num_threads, runtime)
+        original(self, path, num_threads, runtime, lengths)
 
     monkeypatch.setattr(runtime.TfliteQaRunner, "__init__", spy)
     examples, windows = eval_data

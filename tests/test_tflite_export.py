@@ -157,17 +157,24 @@ def _metadata(path: str) -> tuple[dict, list[str]]:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_variant_takes_one_int32_window_of_384_and_returns_float_logits(exported, variant):
+def test_every_signature_takes_one_int32_window_of_its_length_and_returns_float_logits(exported, variant):
     interpreter = tf.lite.Interpreter(model_path=exported[variant].path)
-    runner = interpreter.get_signature_runner()
-    for name, details in runner.get_input_details().items():
-        assert list(details["shape"]) == [1, SEQ_LEN], name
-        # Static, batch included: one dynamic-sized tensor would keep XNNPACK off the whole model.
-        assert list(details["shape_signature"]) == [1, SEQ_LEN], name
-        assert details["dtype"] == np.int32, name
-    for name, details in runner.get_output_details().items():
-        assert list(details["shape"]) == [1, SEQ_LEN], name
-        assert details["dtype"] == np.float32, name
+    lengths = []
+    for key in interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner(key)
+        length = int(key.removeprefix("seq_"))
+        lengths.append(length)
+        for name, details in runner.get_input_details().items():
+            assert list(details["shape"]) == [1, length], name
+            # Static, batch included: one dynamic-sized tensor would keep XNNPACK off the whole model.
+            assert list(details["shape_signature"]) == [1, length], name
+            assert details["dtype"] == np.int32, name
+        for name, details in runner.get_output_details().items():
+            assert list(details["shape"]) == [1, length], name
+            assert details["dtype"] == np.float32, name
+    # float16 keeps the 384 signature alone (bertqa.on_device.conversion).
+    assert sorted(lengths) == ([SEQ_LEN] if variant == "float16" else [128, 192, 256, 320, SEQ_LEN])
+    assert [list(d["shape"]) for d in interpreter.get_input_details()] == [[1, SEQ_LEN]] * 3  # subgraph 0
     assert exported[variant].warnings == ()
     assert exported[variant].size_bytes == os.path.getsize(exported[variant].path)
 
@@ -188,8 +195,9 @@ def test_variant_matches_float_saved_model_within_its_tolerance(
 
 def test_quantized_variants_are_quantized_and_smaller(exported):
     sizes = {name: result.size_bytes for name, result in exported.items()}
-    assert sizes["dynamic"] < sizes["float16"] < sizes["none"]
-    assert sizes["int8"] < sizes["float16"]
+    # Smaller than the float file (on the stand-in the shorter signatures' position rows outweigh its
+    # weights, so dynamic and int8 are not below float16's one signature; benchmarks/RESULTS.md has MiniLM's).
+    assert max(sizes["dynamic"], sizes["float16"], sizes["int8"]) < sizes["none"]
     for variant in ("dynamic", "int8"):
         interpreter = tf.lite.Interpreter(model_path=exported[variant].path)
         dtypes = {details["dtype"] for details in interpreter.get_tensor_details()}
@@ -209,7 +217,7 @@ def test_metadata_packs_vocab_and_names_tensors_as_the_task_library_expects(expo
     # Metadata entries follow the subgraph's tensor order; each name must sit on the
     # tensor the signature gives that role, whatever order the converter chose.
     interpreter = tf.lite.Interpreter(model_path=path)
-    runner = interpreter.get_signature_runner()
+    runner = interpreter.get_signature_runner("seq_384")  # subgraph 0's, which the metadata describes
     role_by_index = {d["index"]: name for name, d in runner.get_input_details().items()}
     input_names = [md["name"] for md in subgraph["input_tensor_metadata"]]
     input_roles = [role_by_index[d["index"]] for d in interpreter.get_input_details()]
@@ -357,7 +365,7 @@ def test_runner_falls_back_when_batched_results_disagree(
     dense_standin_dir, vocab_path, tmp_path, eval_windows
 ):
     runner = TfliteQaRunner(_export_dense(dense_standin_dir, vocab_path, str(tmp_path / "m.tflite"), "none"))
-    honest = runner._runner
+    honest = runner._runners[runner.seq_len]
 
     def skewed_when_batched(**inputs):
         outputs = honest(**inputs)
@@ -365,15 +373,18 @@ def test_runner_falls_back_when_batched_results_disagree(
             return outputs
         return {name: logits + 1.0 for name, logits in outputs.items()}
 
-    runner._runner = skewed_when_batched
+    runner._runners[runner.seq_len] = skewed_when_batched
     batched = runner.run(**eval_windows)
     assert runner.batching_supported is False
     for got, want in zip(batched, _per_window(runner, eval_windows), strict=True):
         np.testing.assert_array_equal(got, want)
 
 
-def test_runner_rejects_windows_of_the_wrong_length(exported):
+def test_runner_pads_a_short_window_to_a_signature_and_rejects_a_window_longer_than_every_one(exported):
     runner = TfliteQaRunner(exported["none"].path)
     short = np.zeros((2, 100), np.int32)
-    with pytest.raises(ValueError, match="384"):
-        runner.run(short, short, short)
+    start, end = runner.run(short, short, short)
+    assert start.shape == end.shape == (2, 100)  # run at 128, cut back to the window's 100 tokens
+    long = np.zeros((2, 385), np.int32)
+    with pytest.raises(ValueError, match="at most 384"):
+        runner.run(long, long, long)

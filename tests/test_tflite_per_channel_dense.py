@@ -58,7 +58,7 @@ def _convert(path: str, per_channel: bool) -> bytes:
 
 def _int8_dense_weights(model: bytes) -> list:
     graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
-    return [(t, graph) for t in per_channel._fully_connected_weights(graph) if t.type == schema.TensorType.INT8]
+    return [(t, graph) for t in per_channel._fully_connected_weights(graph, 0) if t.type == schema.TensorType.INT8]
 
 
 def _rescale_after_each_dense(model: bytes) -> list[np.ndarray]:
@@ -67,7 +67,7 @@ def _rescale_after_each_dense(model: bytes) -> list[np.ndarray]:
     ops = graph.subgraphs[0].operators
     scales = []
     for i, op in enumerate(ops):
-        if op in per_channel._fully_connected_ops(graph):
+        if op in per_channel._fully_connected_ops(graph, 0):
             following = ops[i + 1] if i + 1 < len(ops) else None
             is_mul = following is not None and per_channel._builtin_code(graph, following) == \
                 schema.BuiltinOperator.MUL and following.inputs[0] == op.outputs[0]
@@ -175,8 +175,8 @@ def _per_channel_parameters(per_tensor_model: bytes, float_model: bytes) -> byte
     """Per-channel scales as quantization parameters: TF's interpreter runs them, the Task Library misreads them."""
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(per_tensor_model))
     reference = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_model))
-    for weights, float_weights in zip(per_channel._fully_connected_weights(model),
-                                      per_channel._fully_connected_weights(reference), strict=True):
+    for weights, float_weights in zip(per_channel._fully_connected_weights(model, 0),
+                                      per_channel._fully_connected_weights(reference, 0), strict=True):
         if weights.type != schema.TensorType.INT8:
             continue
         values = np.frombuffer(bytes(reference.buffers[float_weights.buffer].data), np.float32)

@@ -8,6 +8,8 @@ Signatures:
   tflite_logits:   the same function at exactly [1, seq_len], traced under
                    bertqa.model.modeling.on_device_ops() (LayerNorm and GELU in ops XNNPACK runs):
                    what the TFLite export converts, the Task Library's one window per question
+  tflite_logits_L: the same at [1, L] for each shorter L of ON_DEVICE_WINDOW_LENGTHS: the TFLite
+                   file's other signatures, so that an app runs a question at (close to) its length
 
 The tokenizer and the doc-stride windowing run inside the graph (bertqa.data.serving_windows,
 the same tensorflow_text tokenizer the training windows came from), so training and
@@ -27,6 +29,17 @@ from bertqa.model.modeling import on_device_ops
 SERVING_SIGNATURE = "serving_default"
 LOGITS_SIGNATURE = "logits"
 TFLITE_LOGITS_SIGNATURE = "tflite_logits"
+# The window lengths the on-device file runs, longest first (the longest is the model's seq_len).
+# Chosen from the lengths real questions need with their paragraph (benchmarks/RESULTS.md: on
+# held-out SQuAD articles the 10th, 50th and 90th percentiles are 122, 162 and 259 tokens): each
+# shorter signature costs the file its own position-embedding rows (about 0.4 MB at 256 tokens)
+# and LiteRT's XNNPACK its own packed copy of the weights in memory (about 10 MB for MiniLM).
+ON_DEVICE_WINDOW_LENGTHS = (384, 320, 256, 192, 128)
+
+
+def tflite_logits_signature(seq_len: int, model_seq_len: int) -> str:
+    """The SavedModel signature holding the on-device function at [1, seq_len]."""
+    return TFLITE_LOGITS_SIGNATURE if seq_len == model_seq_len else f"{TFLITE_LOGITS_SIGNATURE}_{seq_len}"
 
 _IDS_SPEC = tf.TensorSpec([None, None], tf.int32)
 
@@ -44,7 +57,7 @@ class QaServingModule(tf.Module):
                               "input_type_ids": input_type_ids}, training=False)
         return {"start_logits": outputs["start_logits"], "end_logits": outputs["end_logits"]}
 
-    @tf.function  # traced once, at [1, seq_len] and under on_device_ops(), by export_saved_model
+    @tf.function  # traced at [1, L] for each on-device length, under on_device_ops(), by export_saved_model
     def tflite_logits(self, input_word_ids, input_mask, input_type_ids):
         outputs = self.model({"input_word_ids": input_word_ids, "input_mask": input_mask,
                               "input_type_ids": input_type_ids}, training=False)
@@ -84,15 +97,16 @@ class QaServingModule(tf.Module):
 def export_saved_model(model: keras.Model, vocab_path: str, do_lower_case: bool, window: WindowConfig,
                        export_dir: str, max_answer_length: int = 30) -> None:
     module = QaServingModule(model, ServingWindower(vocab_path, do_lower_case, window), max_answer_length)
-    one_window = [tf.TensorSpec([1, window.seq_len], tf.int32, name=name)
-                  for name in ("input_word_ids", "input_mask", "input_type_ids")]
-    with on_device_ops():
-        tflite_logits = module.tflite_logits.get_concrete_function(*one_window)
-    tf.saved_model.save(module, export_dir, signatures={
-        SERVING_SIGNATURE: module.answer.get_concrete_function(),
-        LOGITS_SIGNATURE: module.logits.get_concrete_function(),
-        TFLITE_LOGITS_SIGNATURE: tflite_logits,
-    })
+    signatures = {SERVING_SIGNATURE: module.answer.get_concrete_function(),
+                  LOGITS_SIGNATURE: module.logits.get_concrete_function()}
+    lengths = [window.seq_len, *(n for n in ON_DEVICE_WINDOW_LENGTHS if n < window.seq_len)]
+    for seq_len in lengths:
+        one_window = [tf.TensorSpec([1, seq_len], tf.int32, name=name)
+                      for name in ("input_word_ids", "input_mask", "input_type_ids")]
+        with on_device_ops():
+            signatures[tflite_logits_signature(seq_len, window.seq_len)] = (
+                module.tflite_logits.get_concrete_function(*one_window))
+    tf.saved_model.save(module, export_dir, signatures=signatures)
 
 
 def load_answerer(saved_model_dir: str):

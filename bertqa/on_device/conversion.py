@@ -33,7 +33,8 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 import tensorflow as tf
 
-from bertqa.model.serving import LOGITS_SIGNATURE, TFLITE_LOGITS_SIGNATURE
+from bertqa.model.serving import LOGITS_SIGNATURE, ON_DEVICE_WINDOW_LENGTHS, tflite_logits_signature
+from bertqa.on_device import signatures
 from bertqa.on_device.per_channel import per_channel_dense_weights
 
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
@@ -108,12 +109,23 @@ class TfliteExportConfig:
 
     `resizable_batch` keeps the batch dimension dynamic, which turns XNNPACK off (see the
     module docstring); the default freezes it at 1, as the Task Library runs it.
+    `window_lengths`: the shorter windows the file also takes, one signature each over the same
+    weights (bertqa.on_device.signatures); those not below seq_len are ignored, and a file with a
+    resizable batch has seq_len alone.
     """
 
     seq_len: int = TASK_LIBRARY_SEQ_LEN
     query_len: int = TASK_LIBRARY_QUERY_LEN
     do_lower_case: bool = True
     resizable_batch: bool = False
+    window_lengths: tuple[int, ...] = ON_DEVICE_WINDOW_LENGTHS
+
+    @property
+    def signature_lengths(self) -> tuple[int, ...]:
+        """The window length of each signature of the file, longest (seq_len, subgraph 0) first."""
+        if self.resizable_batch:
+            return (self.seq_len,)
+        return signatures.window_lengths(self.seq_len, (n for n in self.window_lengths if n >= 4))
 
     def __post_init__(self) -> None:
         if self.seq_len < 4:
@@ -177,18 +189,22 @@ def _load_saved_model(saved_model_dir: str):
 
 
 def _fixed_shape_function(logits_fn, seq_len: int, resizable_batch: bool = False):
-    """The `logits` signature re-traced for windows of exactly `seq_len` tokens, in batches or one at a time."""
+    """The `logits` signature re-traced for windows of exactly `seq_len` tokens, in batches or one at a time.
+
+    Named after its signature in the file (seq_<L>): the converter names each signature of
+    several after its function's graph.
+    """
     batch = None if resizable_batch else 1
     specs = [tf.TensorSpec([batch, seq_len], tf.int32, name=name) for name in INPUT_NAMES]
 
-    @tf.function(input_signature=specs)
     def fixed(input_word_ids, input_mask, input_type_ids):
         outputs = logits_fn(
             input_word_ids=input_word_ids, input_mask=input_mask, input_type_ids=input_type_ids
         )
         return {name: outputs[name] for name in OUTPUT_NAMES}
 
-    return fixed.get_concrete_function()
+    fixed.__name__ = signatures.signature_key(seq_len)
+    return tf.function(fixed, input_signature=specs).get_concrete_function()
 
 
 def _check_logits_signature(loaded, saved_model_dir: str):
@@ -225,27 +241,38 @@ def pad_window(window: Mapping[str, np.ndarray], seq_len: int) -> dict[str, np.n
 
 
 def _representative_windows(
-    windows: Iterable[Mapping[str, np.ndarray]] | None, seq_len: int, steps: int
-) -> list[dict[str, np.ndarray]]:
+    windows: Iterable[Mapping[str, np.ndarray]] | None, lengths: tuple[int, ...], steps: int
+) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """(signature, window) pairs for int8 calibration: `steps` windows for each signature, each
+    window cut to the signature's length if longer and zero-padded to it (each subgraph has its own
+    activation ranges; the weights are shared)."""
     if windows is None:
         raise ValueError(
             "int8 quantization needs representative_windows (tokenized training windows) to calibrate "
             "activation ranges."
         )
-    padded = []
+    taken = []
     for window in windows:
-        if len(padded) >= steps:
+        if len(taken) >= steps:
             break
-        padded.append(pad_window(window, seq_len))
-    if not padded:
+        taken.append({name: np.asarray(window[name]).reshape(-1) if name in window else None for name in INPUT_NAMES})
+    if not taken:
         raise ValueError("representative_windows yielded no windows; int8 calibration needs at least one.")
-    return padded
+    for window in taken:
+        missing = [name for name, values in window.items() if values is None]
+        if missing:
+            raise ValueError(f"A representative window lacks {missing[0]!r}.")
+    # The converter names a file's one signature serving_default and several after their functions (seq_<L>).
+    keys = {seq_len: signatures.signature_key(seq_len) if len(lengths) > 1 else "serving_default"
+            for seq_len in lengths}
+    return [(keys[seq_len], pad_window({name: values[:seq_len] for name, values in window.items()}, seq_len))
+            for seq_len in lengths for window in taken]
 
 
 def _configure_quantization(
     converter: tf.lite.TFLiteConverter,
     quantization: QuantizationConfig,
-    calibration: list[dict[str, np.ndarray]] | None,
+    calibration: list[tuple[str, dict[str, np.ndarray]]] | None,
 ) -> None:
     # Only builtin ops: the Task Library's BertQuestionAnswerer resolves ops with the
     # builtin resolver and has no Flex (select TF ops) delegate, so a model needing
@@ -258,7 +285,7 @@ def _configure_quantization(
         converter.target_spec.supported_types = [tf.float16]
     elif quantization.name == "int8":
 
-        def representative_dataset() -> Iterator[dict[str, np.ndarray]]:
+        def representative_dataset() -> Iterator[tuple[str, dict[str, np.ndarray]]]:
             # Calibration runs the float model once per window: tens of seconds for a real BERT.
             yield from _progress(calibration, "int8 calibration", unit="window")
 
@@ -278,31 +305,45 @@ def convert_saved_model(
     quantization: QuantizationConfig,
     representative_windows: Iterable[Mapping[str, np.ndarray]] | None = None,
 ) -> bytes:
-    """The model as a TFLite flatbuffer with [1, seq_len] int32 inputs, without metadata.
+    """The model as a TFLite flatbuffer with [1, L] int32 inputs for each L of
+    `config.signature_lengths` (signature seq_<L>, the longest in subgraph 0; float16: seq_len
+    alone, see below), without metadata.
 
-    Converts the `tflite_logits` signature when the SavedModel has one for this seq_len, else
-    `logits`; with `config.resizable_batch` always `logits`, with a [-1, seq_len] batch.
+    For each length, converts the SavedModel's on-device signature for it (tflite_logits,
+    tflite_logits_<L>: bertqa.model.serving) when it has one, else re-traces `logits` at that
+    length; with `config.resizable_batch` always `logits`, with a [-1, seq_len] batch.
 
     `representative_windows` (int8 only) are tokenized windows, dicts of the three
     inputs, each at most seq_len long; they are zero-padded to seq_len.
     """
+    lengths = config.signature_lengths
+    if quantization.name == "float16":
+        # One signature: the Task Library's 2023 runtime (its XNNPACK unpacks float16 weights) computes
+        # other logits from a float16 file with several signatures over shared weights (13.70 against
+        # 20.10 on the export tests' stand-in model; LiteRT computes them right), and float16 is the
+        # push rule's fallback, which Task Library apps load too (benchmarks/RESULTS.md).
+        lengths = (config.seq_len,)
     calibration = None
     if quantization.name == "int8":
-        calibration = _representative_windows(
-            representative_windows, config.seq_len, quantization.representative_steps
-        )
+        calibration = _representative_windows(representative_windows, lengths, quantization.representative_steps)
     loaded = _load_saved_model(saved_model_dir)
     logits_fn = _check_logits_signature(loaded, saved_model_dir)
-    on_device = loaded.signatures.get(TFLITE_LOGITS_SIGNATURE)
-    if on_device is not None and not config.resizable_batch and all(
-            spec.shape.as_list() == [1, config.seq_len]
-            for spec in on_device.structured_input_signature[1].values()):
-        logits_fn = on_device
-    concrete = _fixed_shape_function(logits_fn, config.seq_len, config.resizable_batch)
+    concrete = []
+    for seq_len in lengths:
+        on_device = loaded.signatures.get(tflite_logits_signature(seq_len, config.seq_len))
+        if on_device is not None and not config.resizable_batch and all(
+                spec.shape.as_list() == [1, seq_len] for spec in on_device.structured_input_signature[1].values()):
+            concrete.append(_fixed_shape_function(on_device, seq_len))
+        else:
+            if not config.resizable_batch:
+                _log.info("%s has no on-device signature for %d tokens; converting `logits` traced at that length",
+                          saved_model_dir, seq_len)
+            concrete.append(_fixed_shape_function(logits_fn, seq_len, config.resizable_batch))
     started = time.monotonic()
     model = _convert(concrete, loaded, quantization, calibration)
     if quantization.name == "dynamic" and quantization.per_channel_dense:
         model = per_channel_dense_weights(model, _convert(concrete, loaded, QuantizationConfig.none(), None))
+    model = signatures.arrange_signatures(model)
     _log.info(
         "Converted %s (%s) to %d bytes in %.1fs",
         saved_model_dir,
@@ -313,9 +354,9 @@ def convert_saved_model(
     return model
 
 
-def _convert(concrete, loaded, quantization: QuantizationConfig, calibration) -> bytes:
-    # `loaded` owns the variables the concrete function captures; the converter must
-    # be able to reach them to freeze them into constants.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
+def _convert(concrete: list, loaded, quantization: QuantizationConfig, calibration) -> bytes:
+    # `loaded` owns the variables the concrete functions capture; the converter must
+    # be able to reach them to freeze them into constants (stored once for all signatures).
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(concrete, loaded)
     _configure_quantization(converter, quantization, calibration)
     return bytes(converter.convert())

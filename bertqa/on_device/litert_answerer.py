@@ -7,7 +7,9 @@ own code, the same WordPiece tokenizer (the vocabulary packed in the file), doc-
 and n-best span decoding the evaluation uses, around LiteRT's interpreter. An app does the same
 with its platform's WordPiece tokenizer: inputs `input_word_ids`, `input_mask`,
 `input_type_ids` int32 [1, seq_len] ([CLS] question [SEP] context [SEP], zero-padded), outputs
-`start_logits`, `end_logits` float32 [1, seq_len].
+`start_logits`, `end_logits` float32 [1, seq_len]. The file has one signature per window length
+(`seq_384`, `seq_320`, ..., `seq_128`): an app runs each window at the smallest that holds it, as
+this class does (bertqa.on_device.signatures).
 
 The Task Library keeps one window per question (the first 384 tokens); this path windows the
 whole context, so on long contexts it can find answers the Task Library cannot see. Answers are
@@ -40,8 +42,8 @@ class LiteRtAnswerer:
 
     def __init__(self, tflite_path: str, vocab_path: str | None = None, do_lower_case: bool = True,
                  query_len: int = QUERY_LEN, max_answer_length: int = MAX_ANSWER_LENGTH, num_threads: int = 1,
-                 runtime: str = DEFAULT_RUNTIME):
-        self._runner = TfliteQaRunner(tflite_path, num_threads=num_threads, runtime=runtime)
+                 runtime: str = DEFAULT_RUNTIME, lengths: tuple[int, ...] | None = None):
+        self._runner = TfliteQaRunner(tflite_path, num_threads=num_threads, runtime=runtime, lengths=lengths)
         self._scratch = None
         if vocab_path is None:
             # The tokenizer reads a vocabulary file; the file's packed vocab.txt is written out once.
@@ -57,7 +59,8 @@ class LiteRtAnswerer:
         windows, _ = windowing.make_windows([example], self._tokenizer, self._window, is_training=False)
         if not windows:
             return []
-        starts, ends = evaluation.predict_logits(self._runner.run, windows, batch_size=1, pad_to=self._runner.seq_len)
+        # Each window at the smallest of the file's signatures that holds it (the runner pads to it).
+        starts, ends = evaluation.predict_logits(self._runner.run, windows, batch_size=1)
         predictions = postprocess.compute_predictions([example], windows, starts, ends, self._postprocess)
         nbest = [entry for entry in predictions.nbest.get(example.id, []) if entry["text"]]
         return [(entry["text"], float(entry["start_logit"] + entry["end_logit"])) for entry in nbest[:top_k]]

@@ -73,7 +73,7 @@ class TfliteQaModel:
     path: str
     seq_len: int
     signature_keys: tuple[str, ...]  # of the model's signatures
-    has_qa_signature: bool  # one signature, with INPUT_NAMES and OUTPUT_NAMES (what TfliteQaRunner runs)
+    has_qa_signature: bool  # subgraph 0 has a signature with INPUT_NAMES and OUTPUT_NAMES (what TfliteQaRunner runs)
     has_task_library_metadata: bool  # tensor names and a tokenizer, its files packed (what BertQuestionAnswerer reads)
     packed_files: tuple[str, ...]  # files in the appended zip, each read and CRC-checked
 
@@ -313,7 +313,8 @@ def inspect_tflite(path: str) -> TfliteQaModel:
             f"outputs {_describe(graph, outputs, names)}; it needs {_QA_CONTRACT}. Give a model exported by "
             "`bertqa export` or the pipeline.")
     (seq_len,) = seq_lens
-    has_qa_signature = (len(signatures) == 1 and signatures[0].subgraphIndex == 0
+    # Subgraph 0's signature (a file has one per window length; bertqa.on_device.signatures).
+    has_qa_signature = (any(s.subgraphIndex == 0 for s in signatures)
                         and {sig_names.get(i) for i in inputs} == set(INPUT_NAMES)
                         and {sig_names.get(i) for i in outputs} == set(OUTPUT_NAMES))
     tokenizer = bool(metadata and _tokenizer_files(metadata))

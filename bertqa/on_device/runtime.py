@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -52,30 +52,44 @@ def open_interpreter(path: str, num_threads: int | None = 1, runtime: str = DEFA
     raise ValueError(f"unknown TFLite runtime {runtime!r}; one of {RUNTIMES}")
 
 
-def signature_runner(interpreter):
-    """The model's one signature, checked to have the contract's inputs and outputs."""
+def signature_runners(interpreter) -> dict[int, object]:
+    """A runner for each window length the model takes, {seq_len: signature runner}, each checked to
+    have the contract's inputs and outputs (bertqa.on_device.signatures: one signature per length;
+    files of earlier versions have one signature of 384)."""
     keys = list(interpreter.get_signature_list())
-    if len(keys) != 1:
-        raise ValueError(f"Expected a TFLite model with exactly one signature, found {keys}.")
-    runner = interpreter.get_signature_runner(keys[0])
-    inputs, outputs = runner.get_input_details(), runner.get_output_details()
-    if set(inputs) != set(INPUT_NAMES) or set(outputs) != set(OUTPUT_NAMES):
-        raise ValueError(
-            f"The TFLite signature has inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
-            f"expected {sorted(INPUT_NAMES)} and {sorted(OUTPUT_NAMES)}."
-        )
-    return runner
+    if not keys:
+        raise ValueError("The TFLite model has no signature.")
+    runners = {}
+    for key in keys:
+        runner = interpreter.get_signature_runner(key)
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        if set(inputs) != set(INPUT_NAMES) or set(outputs) != set(OUTPUT_NAMES):
+            raise ValueError(
+                f"The TFLite signature {key!r} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
+                f"expected {sorted(INPUT_NAMES)} and {sorted(OUTPUT_NAMES)}."
+            )
+        seq_len = int(inputs["input_word_ids"]["shape"][-1])
+        if seq_len in runners:
+            raise ValueError(f"The TFLite model has two signatures for windows of {seq_len} tokens.")
+        runners[seq_len] = runner
+    return runners
+
+
+def signature_runner(interpreter):
+    """The runner of the model's longest windows (subgraph 0: what the Task Library runs)."""
+    runners = signature_runners(interpreter)
+    return runners[max(runners)]
 
 
 def median_latency_seconds(
     path: str, window: Mapping[str, np.ndarray], num_threads: int, runs: int = 10, warmup: int = 2,
     runtime: str = DEFAULT_RUNTIME,
 ) -> float:
-    """Median wall time of one [1, seq_len] run of `window` (zero-padded) in `runtime`: one question.
+    """Median wall time of one run of `window` zero-padded to the model's longest signature (384) in
+    `runtime`: one question as the Task Library runs it, whatever its length.
 
-    An app (and the Task Library) answers a question with exactly one window, so this is the
-    model's latency per question on this machine; the median of `runs` timed runs
-    after `warmup` untimed ones (the first run allocates and packs weights).
+    The median of `runs` timed runs after `warmup` untimed ones (the first run allocates and
+    packs weights). `question_latencies_seconds` times questions at their own lengths.
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be at least 1 and warmup at least 0, got {runs} and {warmup}.")
@@ -93,92 +107,184 @@ def median_latency_seconds(
     return statistics.median(timings)
 
 
+def question_latencies_seconds(
+    path: str, questions: Sequence[Sequence[Mapping[str, np.ndarray]]], num_threads: int = 1,
+    runtime: str = DEFAULT_RUNTIME, lengths: tuple[int, ...] | None = None, warmup: int = 2,
+) -> list[float]:
+    """Wall time of each question in `runtime`, as an app answers it: every window of the question
+    (unpadded token arrays) run one after another, each at the smallest signature that holds it.
+
+    `lengths` restricts the signatures (`(384,)`: the time every question would take at 384
+    tokens). Each signature first runs `warmup` untimed times (the first run allocates and packs).
+    """
+    runner = TfliteQaRunner(path, num_threads=num_threads, runtime=runtime, lengths=lengths)
+    for seq_len in runner.seq_lens:
+        blank = np.zeros((1, seq_len), np.int32)
+        for _ in range(warmup):
+            runner.run(blank, blank, blank)
+    seconds = []
+    for windows in questions:
+        arrays = [[np.asarray(window[name], np.int32)[np.newaxis] for name in INPUT_NAMES] for window in windows]
+        started = time.perf_counter()
+        for window in arrays:
+            runner.run(*window)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def windows_by_question(windows: Sequence) -> list[list[dict[str, np.ndarray]]]:
+    """The windows (bertqa.data.windowing.Window) of each question, in order, as int32 token arrays."""
+    grouped: dict[str, list[dict[str, np.ndarray]]] = {}
+    for window in windows:
+        grouped.setdefault(window.example_id, []).append(
+            {name: np.asarray(getattr(window, name), np.int32) for name in INPUT_NAMES})
+    return list(grouped.values())
+
+
+def question_latency_ms(path: str, windows: Sequence, threads: Sequence[int],
+                        runtime: str = DEFAULT_RUNTIME) -> dict[int, dict[str, float]]:
+    """threads -> {"median", "p90"}: milliseconds per question of `windows`' questions, each window at
+    the smallest signature that holds it (question_latencies_seconds): what a user waits for."""
+    questions = windows_by_question(windows)
+    latencies = {}
+    for n in threads:
+        seconds = question_latencies_seconds(path, questions, num_threads=n, runtime=runtime)
+        latencies[n] = {"median": percentile_ms(seconds, 50), "p90": percentile_ms(seconds, 90)}
+    return latencies
+
+
+def percentile_ms(seconds: Sequence[float], percent: float) -> float:
+    """The `percent`-th percentile of `seconds`, in milliseconds (linear interpolation, as numpy)."""
+    if not seconds:
+        raise ValueError("no timings to take a percentile of")
+    return 1000.0 * float(np.percentile(np.asarray(seconds, np.float64), percent))
+
+
+def memory_mb(path: str, num_threads: int = 1) -> dict[str, float]:
+    """What a process grows by when it loads the file in LiteRT and runs every signature once
+    (bertqa.on_device.memory_probe, in a process of its own): baseline_mb, peak_mb, model_mb."""
+    import json
+    import subprocess
+    import sys
+
+    probe = subprocess.run([sys.executable, "-m", "bertqa.on_device.memory_probe", path, "--threads",
+                            str(num_threads)], capture_output=True, text=True, timeout=600)
+    if probe.returncode != 0:
+        raise RuntimeError(f"measuring the memory of {path} failed: {probe.stderr.strip()[-500:]}")
+    return json.loads(probe.stdout.strip().splitlines()[-1])
+
+
 class TfliteQaRunner:
-    """Runs an exported QA model on already-padded [batch, seq_len] int32 windows.
+    """Runs an exported QA model on already-tokenized int32 windows, each at the model's smallest
+    signature that holds it.
+
+    A window of n tokens ([batch, n] arrays, n at most the longest signature) is zero-padded to
+    the smallest of the file's window lengths that holds n (bertqa.on_device.signatures), run,
+    and its logits come back as [batch, n]: callers that pad to the longest length get that
+    length back. `lengths` restricts the signatures used (`(384,)`: every window at 384, as the
+    Task Library runs it).
 
     The model loads with batch 1 (the Task Library's shape). A model with a static batch
     of 1 (the default export, so that XNNPACK runs it) runs windows one at a time. For
-    models exported with `resizable_batch`, batches are tried by resizing the inputs to
-    [batch, seq_len]; a model whose graph froze the batch of 1 into its shapes anyway (the
-    converter turns the attention mask's expand_dims into a constant reshape) fails to
+    models exported with `resizable_batch` (one signature), batches are tried by resizing the
+    inputs to [batch, seq_len]; a model whose graph froze the batch of 1 into its shapes anyway
+    (the converter turns the attention mask's expand_dims into a constant reshape) fails to
     resize, and then, for good, windows are run one at a time. The first batched run is
     also checked against a single-window run, so a resize that "works" but computes
     something else is caught rather than scored.
     `num_threads` is the interpreter's CPU threads (None: 1); `runtime` one of RUNTIMES.
     """
 
-    def __init__(self, path: str, num_threads: int | None = 1, runtime: str = DEFAULT_RUNTIME):
+    def __init__(self, path: str, num_threads: int | None = 1, runtime: str = DEFAULT_RUNTIME,
+                 lengths: tuple[int, ...] | None = None):
         self.runtime = runtime
         self._interpreter = open_interpreter(path, num_threads, runtime)
-        self._runner = signature_runner(self._interpreter)
-        shape = self._runner.get_input_details()["input_word_ids"]["shape"]
-        self.seq_len = int(shape[-1])
-        signature = self._runner.get_input_details()["input_word_ids"]["shape_signature"]
+        runners = signature_runners(self._interpreter)
+        if lengths is not None:
+            unknown = sorted(set(lengths) - set(runners))
+            if unknown:
+                raise ValueError(f"{path} has no signature for windows of {unknown} tokens (it has {sorted(runners)}).")
+            runners = {n: runners[n] for n in lengths}
+        self._runners = runners
+        self.seq_lens = tuple(sorted(runners))
+        self.seq_len = self.seq_lens[-1]  # the longest window the runner takes
+        signature = runners[self.seq_len].get_input_details()["input_word_ids"]["shape_signature"]
         # Unknown until the first batch of more than one, unless the batch is static.
-        self._batching: bool | None = False if int(signature[0]) == 1 else None
+        self._batching: bool | None = False if int(signature[0]) == 1 or len(runners) > 1 else None
 
     @property
     def batching_supported(self) -> bool | None:
         """Whether batches run in one invocation; None until a batch has been tried."""
         return self._batching
 
+    def length_for(self, tokens: int) -> int:
+        """The window length a window of `tokens` tokens runs at."""
+        from bertqa.on_device.signatures import smallest_fitting
+
+        return smallest_fitting(self.seq_lens, tokens)
+
     def run(
         self, input_word_ids: np.ndarray, input_mask: np.ndarray, input_type_ids: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(start_logits, end_logits), each float32 [batch, seq_len]."""
+        """(start_logits, end_logits), each float32 [batch, n] for [batch, n] inputs."""
         inputs = self._validated(input_word_ids, input_mask, input_type_ids)
-        batch = inputs["input_word_ids"].shape[0]
+        batch, tokens = inputs["input_word_ids"].shape
         if batch == 0:
-            empty = np.zeros((0, self.seq_len), np.float32)
+            empty = np.zeros((0, tokens), np.float32)
             return empty, empty.copy()
+        seq_len = self.length_for(tokens)
+        if seq_len > tokens:
+            inputs = {name: np.pad(array, ((0, 0), (0, seq_len - tokens))) for name, array in inputs.items()}
+        start, end = self._run_padded(inputs, seq_len)
+        return start[:, :tokens], end[:, :tokens]
+
+    def _run_padded(self, inputs: dict[str, np.ndarray], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+        batch = inputs["input_word_ids"].shape[0]
         if batch == 1 or self._batching is False:
-            return self._run_one_by_one(inputs)
+            return self._run_one_by_one(inputs, seq_len)
         try:
-            outputs = self._invoke(inputs)
+            outputs = self._invoke(inputs, seq_len)
         except (RuntimeError, ValueError) as error:
             _log.info("Batched TFLite run failed (%s); running windows one at a time.", error)
             self._batching = False
-            return self._run_one_by_one(inputs)
+            return self._run_one_by_one(inputs, seq_len)
         if self._batching is None:
-            self._batching = self._matches_single_run(inputs, outputs)
+            self._batching = self._matches_single_run(inputs, outputs, seq_len)
             if not self._batching:
                 _log.warning("Batched TFLite run disagrees with single-window runs; running one at a time.")
-                return self._run_one_by_one(inputs)
+                return self._run_one_by_one(inputs, seq_len)
         return outputs
 
     def _validated(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
         inputs = {}
         for name, array in zip(INPUT_NAMES, arrays, strict=True):
             array = np.asarray(array)
-            if array.ndim != 2 or array.shape[1] != self.seq_len:
-                raise ValueError(f"{name} must be [batch, {self.seq_len}], got {list(array.shape)}.")
+            if array.ndim != 2 or not 0 < array.shape[1] <= self.seq_len:
+                raise ValueError(f"{name} must be [batch, n] with n at most {self.seq_len}, got {list(array.shape)}.")
             inputs[name] = array.astype(np.int32, copy=False)
-        if len({a.shape[0] for a in inputs.values()}) != 1:
-            raise ValueError(f"Inputs disagree on batch size: {[list(a.shape) for a in inputs.values()]}.")
+        if len({a.shape for a in inputs.values()}) != 1:
+            raise ValueError(f"Inputs disagree in shape: {[list(a.shape) for a in inputs.values()]}.")
         return inputs
 
-    def _invoke(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _invoke(self, inputs: dict[str, np.ndarray], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
         # The signature runner resizes the inputs to the arrays' shapes and
         # re-allocates tensors when they change (resize_tensor_input + allocate_tensors).
-        outputs = self._runner(**inputs)
+        outputs = self._runners[seq_len](**inputs)
         return outputs["start_logits"].copy(), outputs["end_logits"].copy()
 
-    def _run_one_by_one(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _run_one_by_one(self, inputs: dict[str, np.ndarray], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
         starts, ends = [], []
         for i in range(inputs["input_word_ids"].shape[0]):
-            start, end = self._invoke({name: array[i : i + 1] for name, array in inputs.items()})
+            start, end = self._invoke({name: array[i : i + 1] for name, array in inputs.items()}, seq_len)
             starts.append(start)
             ends.append(end)
         return np.concatenate(starts), np.concatenate(ends)
 
     def _matches_single_run(
-        self, inputs: dict[str, np.ndarray], batched: tuple[np.ndarray, np.ndarray]
+        self, inputs: dict[str, np.ndarray], batched: tuple[np.ndarray, np.ndarray], seq_len: int
     ) -> bool:
-        single = self._invoke({name: array[:1] for name, array in inputs.items()})
+        single = self._invoke({name: array[:1] for name, array in inputs.items()}, seq_len)
         return all(np.allclose(b[:1], s, rtol=1e-3, atol=1e-3) for b, s in zip(batched, single, strict=True))
-
-
-# --- What XNNPACK takes ------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)

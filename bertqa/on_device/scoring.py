@@ -3,8 +3,9 @@
 One interpreter per CPU, each taking every n-th window (in batches when the file has a
 resizable batch; shipped files have a static one so that XNNPACK runs them, see
 bertqa.on_device.conversion), instead of one interpreter for all windows as Model Maker's
-evaluate_tflite did. Windows are still padded to the model's input length, so the file is
-scored exactly as the Task Library runs it.
+evaluate_tflite did. Each window runs at the smallest of the file's signatures that holds it,
+as an app on LiteRT runs it (bertqa.on_device.signatures); `lengths=(384,)` scores every window
+at 384 tokens, as the Task Library runs it.
 """
 
 from __future__ import annotations
@@ -35,15 +36,16 @@ DEFAULT_TFLITE_BATCH_SIZE = 8
 def evaluate_tflite(tflite_path: str, examples: Sequence[SquadExample], windows: Sequence[Window],
                     config: EvalConfig, num_threads: int | None = None,
                     batch_size: int = DEFAULT_TFLITE_BATCH_SIZE, show_progress: bool = True,
-                    runtime: str = DEFAULT_RUNTIME) -> EvalResult:
+                    runtime: str = DEFAULT_RUNTIME, lengths: tuple[int, ...] | None = None) -> EvalResult:
     """SQuAD metrics of an exported .tflite (its logits from tflite_logits, with the same arguments)."""
-    starts, ends = tflite_logits(tflite_path, windows, num_threads, batch_size, show_progress, runtime)
+    starts, ends = tflite_logits(tflite_path, windows, num_threads, batch_size, show_progress, runtime, lengths)
     return score(examples, windows, starts, ends, config)
 
 
 def tflite_logits(tflite_path: str, windows: Sequence[Window], num_threads: int | None = None,
                   batch_size: int = DEFAULT_TFLITE_BATCH_SIZE, show_progress: bool = True,
-                  runtime: str = DEFAULT_RUNTIME) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                  runtime: str = DEFAULT_RUNTIME, lengths: tuple[int, ...] | None = None,
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits of each window from an exported .tflite, run in batches by `num_threads`
     interpreters at once.
 
@@ -54,13 +56,14 @@ def tflite_logits(tflite_path: str, windows: Sequence[Window], num_threads: int 
     benchmarks/RESULTS.md), and invoke() releases the GIL, so Python threads each driving their own
     interpreter keep every CPU busy for every variant. Each window is computed exactly as alone.
     `runtime`: the TFLite runtime that runs the file (bertqa.on_device.runtime.RUNTIMES; LiteRT by default).
+    `lengths`: the signatures windows may run at (None: all; each window at the smallest that holds it).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     workers = max(1, min(num_threads or default_num_threads(), len(windows)))
-    runners = [TfliteQaRunner(tflite_path, num_threads=1, runtime=runtime) for _ in range(workers)]
+    runners = [TfliteQaRunner(tflite_path, num_threads=1, runtime=runtime, lengths=lengths) for _ in range(workers)]
     longest = max((len(w.input_word_ids) for w in windows), default=0)
     if longest > runners[0].seq_len:
         raise ValueError(f"{tflite_path} takes {runners[0].seq_len} tokens, but the data has windows of {longest}; "
@@ -71,8 +74,10 @@ def tflite_logits(tflite_path: str, windows: Sequence[Window], num_threads: int 
     with progress_bar(len(windows), f"evaluating {os.path.basename(tflite_path)}", show_progress) as progress:
         def run_shard(worker: int) -> None:
             shard = shards[worker]
+            # Batches of similar lengths (predict_logits sorts by length), each padded by the runner to the
+            # smallest signature that holds its longest window.
             shard_starts, shard_ends = predict_logits(runners[worker].run, [windows[i] for i in shard], batch_size,
-                                                      pad_to=runners[worker].seq_len, progress=progress)
+                                                      progress=progress)
             for i, start, end in zip(shard, shard_starts, shard_ends, strict=True):
                 starts[i], ends[i] = start, end
 

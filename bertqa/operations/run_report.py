@@ -283,28 +283,38 @@ def _variants_section(report: RunReport) -> str:
     rows = []
     for v in variants:
         latency, library = v.get("latency_ms") or {}, v.get("task_library_latency_ms") or {}
+        per_question = v.get("question_latency_ms") or {}
+        one, two = per_question.get("1") or {}, per_question.get("2") or {}
         xnnpack = v.get("xnnpack") or {}
         rows.append([
-            f"<b>{_e(v['variant'])}</b>", _num(v.get("size_bytes", 0) / 1e6), _num(latency.get("1"), ".1f"),
-            _num(latency.get("2"), ".1f"), _num(library.get("1"), ".1f"), _num(library.get("2"), ".1f"),
+            f"<b>{_e(v['variant'])}</b>", _num(v.get("size_bytes", 0) / 1e6),
+            _num(one.get("median"), ".1f"), _num(one.get("p90"), ".1f"),
+            _num(two.get("median"), ".1f"), _num(two.get("p90"), ".1f"),
+            _num(latency.get("1"), ".1f"), _num(latency.get("2"), ".1f"),
+            _num((v.get("memory_mb") or {}).get("model_mb"), ".0f"),
+            _num(library.get("1"), ".1f"), _num(library.get("2"), ".1f"),
             _num(v.get("exact_match")), _num(v.get("f1")), _num(v.get("f1_drop")), _num(v.get("task_library_f1")),
             f"{xnnpack.get('delegated', '–')}/{xnnpack.get('nodes', '–')}",
             "ok" if v.get("task_library_ok") else _e("; ".join(v.get("task_library_problems") or ["failed"])),
             ('<span class="verdict yes">yes</span>' if v.get("blessed") else '<span class="verdict no">no</span>')
             + f" {_e(v.get('reason', ''))}"])
     parts.append(_table(
-        ["variant", "size (MB)", "ms 1 thread", "ms 2 threads", "Task Library ms 1 thread",
-         "Task Library ms 2 threads", "EM", "F1", "F1 drop", "Task Library F1", "XNNPACK ops", "Task Library",
-         "blessed"],
-        rows, "variant-table", [False, True, True, True, True, True, True, True, True, True, True, False, False]))
+        ["variant", "size (MB)", "ms/question median, 1 thread", "p90, 1 thread", "median, 2 threads",
+         "p90, 2 threads", "384 tokens ms, 1 thread", "384 tokens ms, 2 threads", "memory (MB)",
+         "Task Library ms 1 thread", "Task Library ms 2 threads", "EM", "F1", "F1 drop", "Task Library F1",
+         "XNNPACK ops", "Task Library", "blessed"],
+        rows, "variant-table", [False, *[True] * 15, False, False]))
     saved_model_f1 = (report.variants.get("saved_model") or {}).get("f1")
     if report.variants.get("push_reason"):  # the push rule's choice of model.tflite, or why nothing is pushed
         parts.append(f"<p>Push rule: {_e(report.variants['push_reason'])}</p>")
     runtime_names = {"litert": "LiteRT", "tensorflow": "TF interpreter"}
     runtimes = sorted({runtime_names.get(v.get("tflite_runtime", "tensorflow"), "?") for v in variants})
     parts.append(f'<p class="muted">The SavedModel scores F1 {_num(saved_model_f1)} on the same split; EM, F1 and '
-                 f"latency are measured in {_e(' and '.join(runtimes))} (latency: one 384-token window), and "
-                 "one answer with tokenization in the Task Library.</p>")
+                 f"latency are measured in {_e(' and '.join(runtimes))}: per eval question, each window at the "
+                 "smallest of the file's signatures that holds it (median and 90th percentile), and one 384-token "
+                 "window, the only length the Task Library runs; memory: what a LiteRT process grows by with the "
+                 "file loaded and every signature run once; and one answer with tokenization in the Task "
+                 "Library.</p>")
     parts.append(_image(variant_plot_png(variants, saved_model_f1), "variant-plot", "F1 against latency and size"))
     return "\n".join(parts)
 

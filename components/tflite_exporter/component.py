@@ -13,9 +13,10 @@ Artifacts in:
 Artifacts out:
   exported_model: Model. variants.json at its root (every variant's figures and
     verdict); Format-Serving/ holds, only when the push is blessed, model.tflite (the
-    variant the push rule chose, core.ExportPlan.push_order; inputs [1, seq_len] int32, every tensor static-sized, named
-    ids/mask/segment_ids in the metadata, outputs start_logits/end_logits, the vocab
-    packed inside), model_<variant>.tflite for each other blessed variant, vocab.txt
+    variant the push rule chose, core.ExportPlan.push_order; one signature seq_<L> per window length L, 384 in
+    subgraph 0; inputs [1, L] int32, every tensor static-sized, named ids/mask/segment_ids in the metadata,
+    outputs start_logits/end_logits, the vocab packed inside), model_<variant>.tflite for each other blessed
+    variant, vocab.txt
     variants.json and model_record.json (bertqa.operations.pushed_models: the SavedModel it came from,
     its span, metrics, baseline and warm start): what Pusher copies to the serving
     directory, and where the next run finds its baseline. Variants that are
@@ -24,7 +25,10 @@ Artifacts out:
     '' when none), push_reason (why that one, or why none), size_bytes (of model.tflite),
     variants, pushed_variants, saved_model_exact_match,
     saved_model_f1, and per variant <variant>_{size_bytes, latency_ms_1_thread,
-    latency_ms_2_threads (in <variant>_tflite_runtime, LiteRT by default), task_library_ms_1_thread,
+    latency_ms_2_threads (one 384-token window, in <variant>_tflite_runtime, LiteRT by default),
+    question_ms_median_1_thread, question_ms_p90_1_thread, question_ms_median_2_threads,
+    question_ms_p90_2_threads (per eval question at its own length), memory_mb (what a LiteRT
+    process grows by with the file loaded), task_library_ms_1_thread,
     task_library_ms_2_threads (one Task Library answer), xnnpack_ops, xnnpack_delegated_ops,
     xnnpack_outside (op names), dynamic_tensors, exact_match, f1, f1_drop, max_f1_drop,
     task_library_ok, task_library_problems, blessed, reason}, and with task_library_f1
@@ -112,6 +116,12 @@ def _record(exported, blessing, report: core.ExportReport) -> None:
         exported.set_string_custom_property(f"{v.variant}_tflite_runtime", v.tflite_runtime)
         for threads, ms in v.latency_ms.items():
             exported.set_float_custom_property(f"{v.variant}_latency_ms_{threads}_thread{'s' * (threads > 1)}", ms)
+        for threads, figures in v.question_latency_ms.items():
+            for statistic in ("median", "p90"):
+                exported.set_float_custom_property(
+                    f"{v.variant}_question_ms_{statistic}_{threads}_thread{'s' * (threads > 1)}", figures[statistic])
+        if "model_mb" in v.memory_mb:
+            exported.set_float_custom_property(f"{v.variant}_memory_mb", v.memory_mb["model_mb"])
         for threads, ms in v.task_library_latency_ms.items():
             exported.set_float_custom_property(
                 f"{v.variant}_task_library_ms_{threads}_thread{'s' * (threads > 1)}", ms)

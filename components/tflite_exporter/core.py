@@ -7,8 +7,12 @@ For each variant (none, dynamic, float16, int8) of the trainer's SavedModel:
   score     bertqa.on_device.scoring.evaluate_tflite in LiteRT (ExportPlan.tflite_runtime): the
             SQuAD metric on the eval split's raw examples and windows, the function
             SquadEvaluator scores the SavedModel with;
-  time      bertqa.on_device.runtime.median_latency_seconds in LiteRT at 1 and 2 threads: one
-            window is one question; and bertqa.on_device.task_library.median_answer_seconds,
+  time      in LiteRT at 1 and 2 threads: every eval question as an app answers it, each window
+            at the smallest of the file's signatures that holds it
+            (runtime.question_latencies_seconds; the median and 90th percentile per question),
+            beside one window at 384 tokens, the only length the Task Library runs
+            (runtime.median_latency_seconds); the memory of a LiteRT process with the file
+            loaded (runtime.memory_mb); and bertqa.on_device.task_library.median_answer_seconds,
             one answer in the Task Library itself (its runtime, tokenizer and span search);
   inspect   bertqa.on_device.runtime.xnnpack_report in LiteRT: how many ops XNNPACK takes,
             which it leaves out, and any dynamic-sized tensor;
@@ -208,7 +212,7 @@ class VariantReport:
     variant: str
     file: str  # relative to the output directory
     size_bytes: int
-    latency_ms: Mapping[int, float]  # threads -> median milliseconds per question, in tflite_runtime
+    latency_ms: Mapping[int, float]  # threads -> median milliseconds of one 384-token window, in tflite_runtime
     exact_match: float
     f1: float
     f1_drop: float  # SavedModel F1 - this F1, in points; negative when the variant scores higher
@@ -229,10 +233,17 @@ class VariantReport:
     task_library_exact_match: float | None = None
     task_library_f1: float | None = None
     task_library_agreement: float | None = None
+    # threads -> {"median": ms, "p90": ms} per eval question at its own length (every window at the
+    # smallest signature that holds it), in tflite_runtime.
+    question_latency_ms: Mapping[int, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    # A LiteRT process with the file loaded and every signature run once: model_mb (what the file
+    # adds), peak_mb, baseline_mb (runtime.memory_mb); empty when not measured.
+    memory_mb: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
         fields = dataclasses.asdict(self)
         fields["latency_ms"] = {str(threads): ms for threads, ms in self.latency_ms.items()}
+        fields["question_latency_ms"] = {str(threads): dict(ms) for threads, ms in self.question_latency_ms.items()}
         fields["task_library_latency_ms"] = {str(threads): ms for threads, ms in self.task_library_latency_ms.items()}
         fields["task_library_problems"] = list(self.task_library_problems)
         return fields
@@ -331,6 +342,9 @@ def _score_variant(variant: str, path: str, output_dir: str, result: conversion.
                                          batch_size=plan.eval_batch_size, runtime=plan.tflite_runtime)
     metrics = Metrics.from_squad(evaluation.score(data.examples, data.windows, starts, ends, eval_config).metrics)
     latency = median_latencies_ms(path, data.windows[0], plan.latency_threads, plan.latency_runs, plan.tflite_runtime)
+    question_latency = runtime.question_latency_ms(path, data.windows, plan.latency_threads, plan.tflite_runtime)
+    # The memory probe runs LiteRT: what an app process grows by (TensorFlow's interpreter is no app runtime).
+    memory = runtime.memory_mb(path) if plan.tflite_runtime == runtime.LITERT else {}
     task_library_latency = {}
     if not result.warnings:  # the Task Library ran the file in export_tflite: it can be timed
         example = data.examples[0]
@@ -357,7 +371,7 @@ def _score_variant(variant: str, path: str, output_dir: str, result: conversion.
         task_library_ok=not result.warnings, task_library_problems=tuple(result.warnings),
         blessed=blessed, reason=reason, task_library_latency_ms=task_library_latency,
         xnnpack=runtime.xnnpack_report(path, plan.tflite_runtime).to_json(), tflite_runtime=plan.tflite_runtime,
-        **in_task_library)
+        question_latency_ms=question_latency, memory_mb=memory, **in_task_library)
 
 
 # --- All variants -----------------------------------------------------------------------------
@@ -389,10 +403,12 @@ def export_variants(saved_model_dir: str, vocab_path: str, output_dir: str, serv
                                 plan.representative_steps)
         report = _score_variant(variant, path, output_dir, result, data, reference, eval_config, plan)
         report = dataclasses.replace(report, seconds=time.monotonic() - started)
-        _log.info("TFLite %s: %d bytes, EM %.2f, F1 %.2f (drop %.2f), %s %s ms/question (Task Library %s ms), "
-                  "XNNPACK %s/%s ops, Task Library %s, %s; %.0fs",
+        _log.info("TFLite %s: %d bytes, EM %.2f, F1 %.2f (drop %.2f), %s ms/question at its length %s, "
+                  "%s ms at 384 tokens (Task Library %s ms), %s MB loaded, XNNPACK %s/%s ops, Task Library %s, %s; "
+                  "%.0fs",
                   variant, report.size_bytes, report.exact_match, report.f1, report.f1_drop, report.tflite_runtime,
-                  report.latency_ms,
+                  {n: f"median {ms['median']:.1f} p90 {ms['p90']:.1f}" for n, ms in report.question_latency_ms.items()},
+                  report.latency_ms, report.memory_mb.get("model_mb"),
                   report.task_library_latency_ms, report.xnnpack.get("delegated"), report.xnnpack.get("nodes"),
                   "ok" if report.task_library_ok else "NOT ok", report.reason, report.seconds)
         return report

@@ -173,7 +173,7 @@ def test_every_signature_takes_one_int32_window_of_its_length_and_returns_float_
             assert list(details["shape"]) == [1, length], name
             assert details["dtype"] == np.float32, name
     # float16 keeps the 384 signature alone (bertqa.on_device.conversion).
-    assert sorted(lengths) == ([SEQ_LEN] if variant == "float16" else [128, 192, 256, 320, SEQ_LEN])
+    assert sorted(lengths) == ([SEQ_LEN] if variant == "float16" else [128, 160, 176, 192, 224, 256, 320, SEQ_LEN])
     assert [list(d["shape"]) for d in interpreter.get_input_details()] == [[1, SEQ_LEN]] * 3  # subgraph 0
     assert exported[variant].warnings == ()
     assert exported[variant].size_bytes == os.path.getsize(exported[variant].path)

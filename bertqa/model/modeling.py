@@ -285,8 +285,14 @@ class BertEncoder(keras.layers.Layer):
     def call(self, input_word_ids, input_mask, input_type_ids, training=None):
         if training and self.config.dropout_rate:
             self.dropout_seeds.advance()  # new masks for this step (read after it: automatic control deps)
-        seq = tf.shape(input_word_ids)[1]
-        positions = tf.range(seq)[tf.newaxis, :]  # (1, seq)
+        if _ON_DEVICE_OPS.get():
+            # The positions counted from the ids at run time, not a constant range: the converter
+            # folds a range at a static length into a constant slice of the table, one per window
+            # length of the .tflite (bertqa.on_device.signatures), while a lookup at run time keeps a
+            # single table that every signature shares.
+            positions = tf.cumsum(tf.cast(tf.greater_equal(input_word_ids, 0), tf.int32), axis=1) - 1  # (batch, seq)
+        else:
+            positions = tf.range(tf.shape(input_word_ids)[1])[tf.newaxis, :]  # (1, seq)
         hidden = (self.word_embeddings(input_word_ids) + self.position_embeddings(positions)
                   + self.type_embeddings(input_type_ids))  # (batch, seq, hidden)
         hidden = self.dropout(self.embedding_norm(hidden), training=training)

@@ -30,11 +30,13 @@ SERVING_SIGNATURE = "serving_default"
 LOGITS_SIGNATURE = "logits"
 TFLITE_LOGITS_SIGNATURE = "tflite_logits"
 # The window lengths the on-device file runs, longest first (the longest is the model's seq_len).
-# Chosen from the lengths real questions need with their paragraph (benchmarks/RESULTS.md: on
-# held-out SQuAD articles the 10th, 50th and 90th percentiles are 122, 162 and 259 tokens): each
-# shorter signature costs the file its own position-embedding rows (about 0.4 MB at 256 tokens)
-# and LiteRT's XNNPACK its own packed copy of the weights in memory (about 10 MB for MiniLM).
-ON_DEVICE_WINDOW_LENGTHS = (384, 320, 256, 192, 128)
+# Chosen from the lengths real questions need with their paragraph and the time of each length
+# (benchmarks/RESULTS.md): on held-out SQuAD articles the 10th, 50th and 90th percentiles are 122,
+# 162 and 259 tokens, so the steps are finest around the median (160, 176, 192), where a question
+# padded 16 tokens further costs about 10% more. A signature costs the file almost nothing (the
+# weights and the position table are shared) but costs LiteRT's XNNPACK its own packed copy of the
+# weights in memory (about 13 MB for MiniLM).
+ON_DEVICE_WINDOW_LENGTHS = (384, 320, 256, 224, 192, 176, 160, 128)
 
 
 def tflite_logits_signature(seq_len: int, model_seq_len: int) -> str:

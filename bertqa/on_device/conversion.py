@@ -342,7 +342,8 @@ def convert_saved_model(
     started = time.monotonic()
     model = _convert(concrete, loaded, quantization, calibration)
     if quantization.name == "dynamic" and quantization.per_channel_dense:
-        model = per_channel_dense_weights(model, _convert(concrete, loaded, QuantizationConfig.none(), None))
+        # The float weights of the longest signature serve every subgraph: they share the weights.
+        model = per_channel_dense_weights(model, _convert(concrete[:1], loaded, QuantizationConfig.none(), None))
     model = signatures.arrange_signatures(model)
     _log.info(
         "Converted %s (%s) to %d bytes in %.1fs",

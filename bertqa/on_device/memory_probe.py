@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 
 
@@ -36,7 +35,9 @@ def probe(path: str, num_threads: int = 1) -> dict[str, float]:
         runner = interpreter.get_signature_runner(key)
         inputs = {name: np.zeros(details["shape"], np.int32) for name, details in runner.get_input_details().items()}
         runner(**inputs)
-    peak = max(_rss_mb("VmHWM"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across exec, so a probe started from a
+    # large process (the pipeline's) would report that process's peak.
+    peak = _rss_mb("VmHWM")
     return {"baseline_mb": round(baseline, 1), "peak_mb": round(peak, 1), "model_mb": round(peak - baseline, 1)}
 
 

@@ -81,21 +81,25 @@ def per_channel_dense_weights(dynamic_model: bytes, float_model: bytes) -> bytes
     The float weights come from a float conversion of the same function: it has the same
     FULLY_CONNECTED ops in the same order, which is checked, weight by weight, rather
     than assumed. Every subgraph (one per window length, bertqa.on_device.signatures) is
-    rewritten; their weights share buffers, which are rewritten once.
+    rewritten; their weights share buffers, which are rewritten once. `float_model` may have
+    one subgraph for all of them.
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     quantized = flatbuffer_utils.convert_bytearray_to_object(bytearray(dynamic_model))
     reference = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_model))
-    if len(quantized.subgraphs) != len(reference.subgraphs):
+    if len(reference.subgraphs) not in (1, len(quantized.subgraphs)):
         raise ValueError("The dynamic-range and float conversions have different subgraphs.")
     mul_code = _opcode_index(quantized, schema.BuiltinOperator.MUL)
     rewritten: dict[int, bytes] = {}  # weight buffer -> the per-row codes written into it
     constants: dict[bytes, int] = {}
     for subgraph in range(len(quantized.subgraphs)):
         graph = quantized.subgraphs[subgraph]
-        ops, float_weights_of = _fully_connected_ops(quantized, subgraph), _fully_connected_weights(reference, subgraph)
+        # A float conversion of one signature serves every subgraph (the same weights, the same op order;
+        # checked weight by weight below).
+        ops = _fully_connected_ops(quantized, subgraph)
+        float_weights_of = _fully_connected_weights(reference, subgraph if len(reference.subgraphs) > 1 else 0)
         if len(ops) != len(float_weights_of):
             raise ValueError("The dynamic-range and float conversions have different FULLY_CONNECTED ops.")
         rescales = []  # (op, MUL op to run right after it)

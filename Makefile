@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run run-hour test test-fast bench bench-peer bench-train bench-scaling lint lock clean image retrain-demo tensorboard
+.PHONY: setup run run-hour test test-fast bench bench-peer bench-train bench-scaling lint lock clean image retrain-demo tensorboard serve
 
 setup:
 	@scripts/setup.sh
@@ -51,6 +51,11 @@ retrain-demo: setup
 # TensorBoard on the Trainer's logs of every local run (loss, learning rate, windows/s).
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir runs/bertqa/artifacts/Trainer/model_run --bind_all --port 6006
+
+# A local web page and JSON API over the pushed versions, on http://127.0.0.1:8765/ (docs/serve.md):
+#   make serve SERVE_ARGS="--runs-dir runs/hour --port 9000"
+serve: setup
+	$(PY) -m bertqa_cli serve $(SERVE_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e" $(TEST_ARGS)

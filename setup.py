@@ -21,6 +21,7 @@ setup(
         "ai-edge-litert==2.3.0",
         "safetensors",
         "tqdm",
+        "aiohttp",  # bertqa serve
     ],
     entry_points={"console_scripts": ["bertqa=bertqa_cli:main"]},
 )

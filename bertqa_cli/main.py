@@ -10,6 +10,7 @@
     bertqa retrain --data-dir D [--span N]  # one scheduled retraining step (see bertqa_cli.retrain)
     bertqa lineage [VERSION | model.tflite] [--json]   # what a pushed model came from (ML Metadata)
     bertqa kfp compile|run|schedule ...      # Kubeflow Pipelines (see bertqa_cli.kfp_client)
+    bertqa serve [--runs-dir runs] [--port 8765]   # a local page and JSON API over the pushed versions
 
 `evaluate` prints one JSON object, the official SQuAD metrics on 0-100 ({"exact_match", "f1"}
 for SQuAD 1.1 data); `export` prints one JSON object describing the file it wrote. Progress
@@ -222,6 +223,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.add_parser("lineage", help="which data, settings and baseline produced a pushed model")
     commands.add_parser("kfp", help="compile, submit or schedule the pipeline on Kubeflow Pipelines")
     commands.add_parser("report", help="regenerate a run's HTML report from ML Metadata (bertqa report RUN_DIR)")
+    commands.add_parser("serve", help="a local web page and JSON API over the pushed versions (bertqa serve --help)")
     predict_parser = commands.add_parser("predict", help="answer a question about a context")
     predict_parser.add_argument("--model", required=True, help="a .tflite file or a SavedModel directory")
     predict_parser.add_argument("--context", required=True)
@@ -283,6 +285,10 @@ def main(argv=None) -> int:
         from bertqa_cli import report
 
         return report.main(argv[1:])
+    if argv and argv[0] == "serve":
+        from bertqa_cli import serve
+
+        return serve.main(argv[1:])
     args = _build_parser().parse_args(argv)
     from bertqa.on_device.model_files import ModelFileError
 

@@ -71,6 +71,17 @@ def test_answer_is_cut_from_the_context_by_char_offsets():
     assert predictions.nbest["q1"][0]["text"] == "Émile ZOLA"
 
 
+def test_every_nbest_answer_says_where_it_lies_in_the_context():
+    # "wrote" (t3) in window A and "paris" (t6) in window B; with whole words, "zo" (t1) widens to "ZOLA".
+    predictions = predict({6: 4.0}, {6: 4.0}, {6: 3.0}, {6: 3.0})
+    for entry in predictions.nbest["q1"]:
+        if entry["text"]:
+            assert CONTEXT[entry["start_char"]:entry["end_char"]] == entry["text"]
+    assert (predictions.nbest["q1"][0]["start_char"], predictions.nbest["q1"][0]["end_char"]) == (11, 16)
+    widened = predict({4: 5.0}, {4: 5.0}, config=dataclasses.replace(V1, whole_words=True)).nbest["q1"][0]
+    assert (widened["text"], widened["start_char"], widened["end_char"]) == ("ZOLA", 6, 10)
+
+
 def test_a_span_may_end_inside_a_word():
     # Start at "zo" (pos 4), end at "zo": chars 6..8 of "ZOLA".
     assert predict({4: 5.0}, {4: 5.0}).answers["q1"] == "ZO"
@@ -137,8 +148,11 @@ def test_nbest_probabilities_are_a_softmax_over_the_nbest_scores():
             "probability": pytest.approx(math.e / (math.e + 1)),
             "start_logit": 2.0,
             "end_logit": 3.0,
+            "start_char": 0,
+            "end_char": 5,
         },
-        {"text": "yo", "probability": pytest.approx(1 / (math.e + 1)), "start_logit": 1.0, "end_logit": 3.0},
+        {"text": "yo", "probability": pytest.approx(1 / (math.e + 1)), "start_logit": 1.0, "end_logit": 3.0,
+         "start_char": 3, "end_char": 5},
     ]
     assert predictions.answers == {"s": "Hi yo"}
     assert predictions.null_odds == {}
@@ -193,7 +207,8 @@ def test_example_without_a_valid_span_gets_the_empty_answer():
     # Only the null (2+2 = 4) is left; its odds are taken against a nonce score of 0.
     assert v2.answers == {"q1": ""}
     assert v2.null_odds == {"q1": 4.0}
-    assert v2.nbest["q1"] == [{"text": "", "probability": 1.0, "start_logit": 2.0, "end_logit": 2.0}]
+    assert v2.nbest["q1"] == [{"text": "", "probability": 1.0, "start_logit": 2.0, "end_logit": 2.0,
+                               "start_char": -1, "end_char": -1}]
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,8 @@ class PostprocessConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Predictions:
-    """answers: id -> text; nbest: id -> [{text, probability, start_logit, end_logit}];
+    """answers: id -> text; nbest: id -> [{text, probability, start_logit, end_logit, start_char, end_char}]
+    (context[start_char:end_char] == text; -1 for the null answer);
     null_odds: id -> null score minus best span score (SQuAD 2.0 only, else empty)."""
 
     answers: dict[str, str]
@@ -89,6 +90,8 @@ class _Span:
     text: str
     start_logit: float
     end_logit: float
+    start_char: int = -1  # context[start_char:end_char] == text; -1 for the null answer
+    end_char: int = -1
 
     @property
     def score(self) -> float:
@@ -198,7 +201,7 @@ def _window_spans(context: str, scored: _ScoredWindow, config: PostprocessConfig
             if config.whole_words:
                 start, end = _word_bounds(context, start, end)
             text = context[start:end]
-            spans.append(_Span(text, float(scored.start_logits[s]), float(scored.end_logits[e])))
+            spans.append(_Span(text, float(scored.start_logits[s]), float(scored.end_logits[e]), start, end))
     return spans
 
 
@@ -253,7 +256,8 @@ def _predict_example(
     if null is not None and all(span.text for span in best):
         best.append(null)
     entries = [
-        {"text": span.text, "probability": prob, "start_logit": span.start_logit, "end_logit": span.end_logit}
+        {"text": span.text, "probability": prob, "start_logit": span.start_logit, "end_logit": span.end_logit,
+         "start_char": span.start_char, "end_char": span.end_char}
         for span, prob in zip(best, _softmax([span.score for span in best]), strict=True)
     ]
     best_non_null = next((span for span in best if span.text), None)
@@ -278,7 +282,11 @@ def write_prediction_files(
     {id: score_diff}. Returns the paths written; works on any tf.io.gfile path.
     """
     tf.io.gfile.makedirs(output_dir)
-    contents = {PREDICTIONS_FILE: predictions.answers, NBEST_FILE: predictions.nbest}
+    # The character offsets stay in memory (apps highlight with them): the file keeps the reference format.
+    official = ("text", "probability", "start_logit", "end_logit")
+    nbest = {qid: [{key: entry[key] for key in official} for entry in entries]
+             for qid, entries in predictions.nbest.items()}
+    contents = {PREDICTIONS_FILE: predictions.answers, NBEST_FILE: nbest}
     if version_2_with_negative:
         contents[NULL_ODDS_FILE] = predictions.null_odds
     paths = []

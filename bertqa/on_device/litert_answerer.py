@@ -55,6 +55,11 @@ class LiteRtAnswerer:
         self._postprocess = postprocess.PostprocessConfig(max_answer_length=max_answer_length, whole_words=True)
 
     def answer(self, context: str, question: str, top_k: int = 1) -> list[tuple[str, float]]:
+        return [(text, score) for text, _, _, score in self.answer_spans(context, question, top_k)]
+
+    def answer_spans(self, context: str, question: str, top_k: int = 1) -> list[tuple[str, int, int, float]]:
+        """[(text, start, end, score)], best first: context[start:end] == text (offsets in code points),
+        for an app that highlights the answer in the context."""
         example = SquadExample(id="question", title="", context=context, question=question)
         windows, _ = windowing.make_windows([example], self._tokenizer, self._window, is_training=False)
         if not windows:
@@ -63,7 +68,8 @@ class LiteRtAnswerer:
         starts, ends = evaluation.predict_logits(self._runner.run, windows, batch_size=1)
         predictions = postprocess.compute_predictions([example], windows, starts, ends, self._postprocess)
         nbest = [entry for entry in predictions.nbest.get(example.id, []) if entry["text"]]
-        return [(entry["text"], float(entry["start_logit"] + entry["end_logit"])) for entry in nbest[:top_k]]
+        return [(entry["text"], entry["start_char"], entry["end_char"],
+                 float(entry["start_logit"] + entry["end_logit"])) for entry in nbest[:top_k]]
 
 
 def answer_with_litert(tflite_path: str, context: str, question: str, top_k: int = 1) -> list[tuple[str, float]]:

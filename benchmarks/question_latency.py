@@ -88,12 +88,6 @@ def heldout_file(squad_file: str, articles: str, directory: str) -> str:
     return path
 
 
-def stats(seconds) -> dict[str, float]:
-    from bertqa.on_device import runtime
-
-    return {"median": runtime.percentile_ms(seconds, 50), "p90": runtime.percentile_ms(seconds, 90)}
-
-
 def peer_own_length(weights: str, windows, threads: str, directory: str) -> tuple[dict, list, list]:
     """ONNX Runtime int8's per-question seconds {threads: [...]} and each window's start/end logits."""
     owners = {}
@@ -174,15 +168,15 @@ def main(argv=None) -> int:
             starts, ends = scoring.tflite_logits(tflite, windows, show_progress=False, lengths=lengths)
             result[f"litert_{key}_f1"] = evaluation.score(examples, windows, starts, ends, eval_config).metrics["f1"]
         for n in threads:
-            result["threads"][n] = {
-                "litert_own_length": stats(runtime.question_latencies_seconds(tflite, questions, num_threads=n)),
-                "litert_384_only": stats(runtime.question_latencies_seconds(tflite, questions, num_threads=n,
-                                                                            lengths=(384,)))}
+            own = runtime.question_latencies_seconds(tflite, questions, num_threads=n)
+            only_384 = runtime.question_latencies_seconds(tflite, questions, num_threads=n, lengths=(384,))
+            result["threads"][n] = {"litert_own_length": runtime.median_and_p90_ms(own),
+                                    "litert_384_only": runtime.median_and_p90_ms(only_384)}
             print(f"bench: {name}, LiteRT {n} thread(s): {result['threads'][n]}", file=sys.stderr)
         peer_seconds, starts, ends = peer_own_length(weights, windows, args.threads, scratch)
         result["ort_int8_own_length_f1"] = evaluation.score(examples, windows, starts, ends, eval_config).metrics["f1"]
         for n in threads:
-            result["threads"][n]["ort_int8_own_length"] = stats(peer_seconds[n])
+            result["threads"][n]["ort_int8_own_length"] = runtime.median_and_p90_ms(peer_seconds[n])
         results.append(result)
 
     table = markdown_table(results, threads)

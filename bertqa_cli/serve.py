@@ -46,6 +46,7 @@ from aiohttp import web
 
 from bertqa_cli import serve_page
 from bertqa_cli.serve_models import MAX_TOP_K, ModelUnavailable, PushedVersions, VersionNotFound
+from pipeline import options
 
 _LOG = logging.getLogger(__name__)
 
@@ -310,13 +311,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertqa serve", description=__doc__.split("\n\nThe web server")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -329,11 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "authentication)")
     parser.add_argument("--data", default=None,
                         help=f"SQuAD JSON whose paragraphs the page offers (default {DEFAULT_DATA} when it exists)")
-    parser.add_argument("--interpreters", type=_positive, default=2,
+    parser.add_argument("--interpreters", type=options.positive_int, default=2,
                         help="LiteRT interpreters per version at most, each answering one question at a time "
                              "(default 2, made as concurrent questions need them)")
-    parser.add_argument("--threads", type=_positive, default=1, help="CPU threads of each interpreter (default 1)")
-    parser.add_argument("--max-pending", type=_positive, default=MAX_PENDING,
+    parser.add_argument("--threads", type=options.positive_int, default=1,
+                        help="CPU threads of each interpreter (default 1)")
+    parser.add_argument("--max-pending", type=options.positive_int, default=MAX_PENDING,
                         help=f"questions waiting or being answered at once; more get 503 (default {MAX_PENDING})")
     return parser
 

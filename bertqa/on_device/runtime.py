@@ -146,11 +146,13 @@ def question_latency_ms(path: str, windows: Sequence, threads: Sequence[int],
     """threads -> {"median", "p90"}: milliseconds per question of `windows`' questions, each window at
     the smallest signature that holds it (question_latencies_seconds): what a user waits for."""
     questions = windows_by_question(windows)
-    latencies = {}
-    for n in threads:
-        seconds = question_latencies_seconds(path, questions, num_threads=n, runtime=runtime)
-        latencies[n] = {"median": percentile_ms(seconds, 50), "p90": percentile_ms(seconds, 90)}
-    return latencies
+    return {n: median_and_p90_ms(question_latencies_seconds(path, questions, num_threads=n, runtime=runtime))
+            for n in threads}
+
+
+def median_and_p90_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """{"median", "p90"} of `seconds`, in milliseconds: how the project reports time per question."""
+    return {"median": percentile_ms(seconds, 50), "p90": percentile_ms(seconds, 90)}
 
 
 def percentile_ms(seconds: Sequence[float], percent: float) -> float:

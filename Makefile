@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run run-hour test test-fast bench bench-peer bench-train bench-scaling lint lock clean image retrain-demo tensorboard serve
+.PHONY: setup run run-hour test test-fast metadata-server bench bench-peer bench-train bench-scaling lint lock clean image retrain-demo tensorboard serve
 
 setup:
 	@scripts/setup.sh
@@ -39,9 +39,11 @@ run-hour: setup
 # Two workers, one test module each at a time (module fixtures such as a pipeline run stay shared
 # within their module): the end-to-end runs spend much of their time in a single thread. Modules
 # go out slowest first (tests/conftest.py's SLOWEST_MODULES), not xdist's most-tests-first order.
-# scripts/setup_browser.sh: Debian's Chromium for the run-report browser test (when missing).
+# scripts/setup_browser.sh: Debian's Chromium for the run-report browser test (when missing);
+# scripts/mariadb_local.sh install: Debian's MariaDB for the metadata-server tests (when missing).
 test: setup
 	@scripts/setup_browser.sh
+	@scripts/mariadb_local.sh install
 	$(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=15 $(TEST_ARGS)
 
 # The retraining loop on the bundled sample (three spans, default model); see scripts/retrain_demo.py.
@@ -56,6 +58,12 @@ tensorboard: setup
 #   make serve SERVE_ARGS="--runs-dir runs/hour --port 9000"
 serve: setup
 	$(PY) -m bertqa_cli serve $(SERVE_ARGS)
+
+# ML Metadata on a local MariaDB (docs/metadata-server.md): installs Debian's mariadb-server when
+# missing and starts a private instance on 127.0.0.1:3306, data in .mariadb/:
+#   BERTQA_METADATA_PASSWORD=... make metadata-server && make run RUN_ARGS="--metadata-mysql bertqa@127.0.0.1"
+metadata-server:
+	@scripts/mariadb_local.sh start
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e" $(TEST_ARGS)

@@ -1,7 +1,9 @@
-"""Runs the pipeline locally: LocalDagRunner, Beam's DirectRunner (others with --beam-arg), ML Metadata in SQLite.
+"""Runs the pipeline locally: LocalDagRunner, Beam's DirectRunner (others with --beam-arg), ML Metadata in
+SQLite (or on a MySQL/MariaDB server with --metadata-mysql).
 
     python local_runner.py                      # bundled sample, offline MiniLM default
     python local_runner.py --data-dir my_squad --train-pattern 'train-*.json' --eval-pattern dev.json
+    BERTQA_METADATA_PASSWORD=... python local_runner.py --metadata-mysql bertqa@db.internal/bertqa_metadata
 
 Prints exact match and F1 of the run's model and where the blessed .tflite was pushed.
 """
@@ -19,11 +21,12 @@ from pipeline import quiet_startup  # noqa: E402, F401  (before TFX: hides its i
 # isort: split
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
+import datetime  # noqa: E402
 import errno  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
+from bertqa.operations import metadata_store  # noqa: E402
 from pipeline import options  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -85,6 +88,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
                              "--beam-arg=--runner=PortableRunner (repeatable; appended to --beam-mode's flags, which "
                              "are left out when one names a --runner); see docs/scaling-beam.md")
     parser.add_argument("--no-cache", action="store_true", help="re-run every component")
+    metadata_store.add_metadata_server_arg(parser)
     return parser
 
 
@@ -133,11 +137,30 @@ def build_config(args: argparse.Namespace):
         tflite_task_library_f1=args.task_library_f1,
         max_f1_drop=dict(args.max_f1_drop),
         enable_cache=not args.no_cache,
-        beam_pipeline_args=options.beam_pipeline_args(args))
+        beam_pipeline_args=options.beam_pipeline_args(args),
+        metadata_server=args.metadata_mysql)
 
 
 def metadata_path(config) -> str:
     return os.path.join(os.path.dirname(config.pipeline_root), "metadata.sqlite")
+
+
+def metadata_location(config) -> metadata_store.SqliteStore | metadata_store.MySqlStore:
+    """Where this run's ML Metadata lives: the server of --metadata-mysql, else the runs directory's file."""
+    return config.metadata_server or metadata_store.SqliteStore(metadata_path(config))
+
+
+def pipeline_runs_path(config) -> str:
+    """The ids of the pipeline runs started from this runs directory, one a line (server stores only)."""
+    return os.path.join(os.path.dirname(config.pipeline_root), "pipeline_runs.txt")
+
+
+def _started_runs(config) -> set[str]:
+    try:
+        with open(pipeline_runs_path(config)) as runs:
+            return {line.strip() for line in runs if line.strip()}
+    except FileNotFoundError:
+        return set()
 
 
 def check_input(config) -> int:
@@ -149,22 +172,37 @@ def check_input(config) -> int:
     return resolve_spans(config.data_root, input_config(config), range_config(config))[1]
 
 
-def run(config) -> None:
-    """Runs the pipeline. The caller holds the runs directory's lock (bertqa.operations.run_lock)."""
+def run(config) -> str:
+    """Runs the pipeline; returns its run id. The caller holds the runs directory's lock
+    (bertqa.operations.run_lock)."""
     from tfx import v1 as tfx
+    from tfx.dsl.compiler import compiler, constants
+    from tfx.orchestration.portable import runtime_parameter_utils
 
-    from bertqa.operations import metadata_store
     from pipeline.pipeline import create_pipeline
 
     check_input(config)
+    location = metadata_location(config)
+    metadata_store.keep_password_out_of_logs(location)
     os.makedirs(os.path.dirname(metadata_path(config)), exist_ok=True)
-    if os.path.exists(metadata_path(config)):
-        interrupted = metadata_store.mark_interrupted_executions(metadata_path(config))
+    if location.exists():
+        interrupted = metadata_store.mark_interrupted_executions(location, _started_runs(config))
         if interrupted:
             logging.info("executions %s of an earlier run never completed (the run was killed); marked CANCELED",
                          interrupted)
-    connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(config))
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))
+    # The run id names the run's pipeline_run context in ML Metadata. TFX's LocalDagRunner makes
+    # the same (the start time) when none is set; setting it here lets a shared server's store
+    # tell this runs directory's runs from other machines' (mark_interrupted_executions).
+    run_id = datetime.datetime.now().isoformat()
+    if location.shared:
+        with open(pipeline_runs_path(config), "a") as runs:
+            runs.write(run_id + "\n")
+    connection = location.connection_config(readonly=False)
+    pipeline_ir = compiler.Compiler().compile(create_pipeline(config, connection))
+    runtime_parameter_utils.substitute_runtime_parameter(
+        pipeline_ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+    tfx.orchestration.LocalDagRunner().run_with_ir(pipeline_ir)
+    return run_id
 
 
 # errno values that mean the runs directory, not the data or the model, stopped the run.
@@ -206,21 +244,43 @@ def storage_error(error: BaseException, runs_dir: str) -> str | None:
     return None
 
 
-def failure_message(error: BaseException, runs_dir: str) -> str | None:
-    """The one line for a run stopped by its data, its model or its runs directory; None for anything
-    else (a bug, whose traceback the caller lets through)."""
+# What ML Metadata's MySQL client says when its server went away in the middle of a run.
+_SERVER_LOST_WORDS = ("mysql_real_connect failed", "MySQL server has gone away", "Lost connection to",
+                      "Can't connect to MySQL server", "Can't connect to server")
+
+
+def server_lost(error: BaseException, location) -> str | None:
+    """One message when the ML Metadata server stopped answering during the run, else None."""
+    if not isinstance(location, metadata_store.MySqlStore):
+        return None
+    while error is not None:
+        if any(words in str(error) for words in _SERVER_LOST_WORDS):
+            return metadata_store.unreachable_message(
+                location, "it stopped answering during the run, which ended there: what the run had not "
+                "recorded yet was neither blessed nor pushed; run again once the server is back, and the "
+                "components that completed come from the cache")
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def failure_message(error: BaseException, runs_dir: str, location=None) -> str | None:
+    """The one line for a run stopped by its data, its model, its runs directory or its metadata server;
+    None for anything else (a bug, whose traceback the caller lets through)."""
     from bertqa.operations.run_lock import RunsDirError
 
     if isinstance(error, RunsDirError):
         return error.strerror
+    if isinstance(error, metadata_store.MetadataStoreError):
+        return str(error)
     cause = user_error(error)
-    return str(cause) if cause is not None else storage_error(error, os.path.abspath(runs_dir))
+    if cause is not None:
+        return str(cause)
+    return server_lost(error, location) or storage_error(error, os.path.abspath(runs_dir))
 
 
-def summary(config) -> str:
-    from bertqa.operations import metadata_store
-
-    store = metadata_store.sqlite_store(metadata_path(config))
+def summary(config, run_id: str | None = None) -> str:
+    """What the run `run_id` (None: the latest in the runs directory's own store) ended with."""
+    store = metadata_store.run_store(metadata_location(config), run_id)
     lines = []
     evaluation = metadata_store.latest_artifact(store, "ModelEvaluation")
     if evaluation is not None:
@@ -258,7 +318,6 @@ def summary(config) -> str:
 
 def _variant_lines(store) -> list[str]:
     """One line per TFLite variant of the latest export: size, latency, metrics, Task Library, verdict."""
-    from bertqa.operations import metadata_store
 
     exports = [a for a in store.get_artifacts_by_type("Model")
                if metadata_store.producer_component(store, a.id) == "TFLiteExporter"]
@@ -319,17 +378,17 @@ def main(argv=None) -> int:
         # The lock first, before TensorFlow is imported: a second run learns at once that it must not start.
         with run_lock.runs_lock(run_lock.lock_path(args.runs_dir, args.pipeline_name)):
             config = build_config(args)
-            run(config)
+            run_id = run(config)
     except run_lock.RunsLocked as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_LOCKED
     except Exception as error:  # noqa: BLE001 (reported below, or re-raised)
-        message = failure_message(error, args.runs_dir)
+        message = failure_message(error, args.runs_dir, args.metadata_mysql)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(summary(dataclasses.replace(config)))
+    print(summary(config, run_id))
     return 0
 
 

@@ -22,6 +22,7 @@ setup(
         "safetensors",
         "tqdm",
         "aiohttp",  # bertqa serve
+        "pymysql",  # --metadata-mysql: the server check before ML Metadata connects
     ],
     entry_points={"console_scripts": ["bertqa=bertqa_cli:main"]},
 )

@@ -4,7 +4,9 @@
     bertqa report runs/bertqa --output-dir /tmp/report
 
 RUN_DIR is a pipeline's directory (the one with metadata.sqlite); the report is that of the
-latest run that reached RunReporter, rebuilt from the same artifacts the component read.
+latest run that reached RunReporter, rebuilt from the same artifacts the component read. With
+--metadata-mysql (password from BERTQA_METADATA_PASSWORD) the runs recorded on that server: the
+latest one whose report belongs in RUN_DIR.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import json
 import os
 import sys
 
+from bertqa.operations import metadata_store
+
 METADATA_FILE = "metadata.sqlite"
+RUNS_FILE = "pipeline_runs.txt"  # local_runner.pipeline_runs_path
 REPORTER_NODE = "RunReporter"
 
 
@@ -33,12 +38,15 @@ def metadata_file(run_dir: str) -> str:
                       "after `make run`)")
 
 
-def latest_reporter_inputs(store) -> tuple[dict, dict]:
-    """The latest RunReporter execution's input artifacts (by key) and execution properties."""
-    from bertqa.operations import metadata_store
-
+def latest_reporter_inputs(store, run_ids: set[str] | None = None) -> tuple[dict, dict]:
+    """The latest RunReporter execution's input artifacts (by key) and execution properties; with
+    `run_ids`, the latest of those pipeline runs (a shared server's store holds other directories' too)."""
     nodes = [c for c in store.get_contexts_by_type("node") if c.name.split(".")[-1] == REPORTER_NODE]
     executions = [e for c in nodes for e in store.get_executions_by_context(c.id)]
+    if run_ids is not None:
+        ours = {e.id for c in store.get_contexts_by_type("pipeline_run") if c.name in run_ids
+                for e in store.get_executions_by_context(c.id)}
+        executions = [e for e in executions if e.id in ours]
     if not executions:
         raise ReportError(f"no {REPORTER_NODE} execution recorded (the pipeline did not get that far; run it again)")
     latest = max(executions, key=lambda e: e.id)
@@ -47,16 +55,31 @@ def latest_reporter_inputs(store) -> tuple[dict, dict]:
             metadata_store.execution_properties(latest))
 
 
-def run_artifacts_from_store(path: str):
-    from bertqa.operations import metadata_store
+def server_run_ids(run_dir: str) -> set[str]:
+    """The pipeline runs started from RUN_DIR (the local runner lists them when its store is a server)."""
+    try:
+        with open(os.path.join(run_dir, RUNS_FILE)) as runs:
+            return {line.strip() for line in runs if line.strip()}
+    except FileNotFoundError:
+        raise ReportError(f"{run_dir}: no {RUNS_FILE} here: no run from this directory recorded on a metadata "
+                          "server (give the pipeline's run directory, e.g. runs/bertqa)") from None
+
+
+def run_artifacts_from_store(path: str, server=None, run_dir: str | None = None):
+    """The latest report's artifacts from the SQLite file at `path`, or from `server`
+    (bertqa.operations.metadata_store.MySqlStore) for the runs started from `run_dir`."""
     from components.run_reporter import core
 
-    store = metadata_store.sqlite_store(path)
-    inputs, properties = latest_reporter_inputs(store)
+    try:
+        store = metadata_store.open_store(server or metadata_store.SqliteStore(path))
+    except metadata_store.MetadataStoreError as error:
+        raise ReportError(str(error)) from None
+    inputs, properties = latest_reporter_inputs(store, server_run_ids(run_dir) if server else None)
     missing = sorted({"examples", "transformed_examples", "model", "model_run", "evaluation", "evaluator_blessing",
                       "exported_model", "export_blessing", "pushed_model"} - set(inputs))
     if missing:
-        raise ReportError(f"{path}: the latest {REPORTER_NODE} execution has no input {', '.join(missing)}")
+        raise ReportError(f"{server.describe() if server else path}: the latest {REPORTER_NODE} execution has no "
+                          f"input {', '.join(missing)}")
 
     def props(key):
         return metadata_store.custom_properties(inputs[key])
@@ -76,10 +99,15 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="the pipeline's run directory (holds metadata.sqlite), e.g. runs/bertqa")
     parser.add_argument("--output-dir", default=None, help="where to write (default: RUN_DIR/report)")
+    metadata_store.add_metadata_server_arg(parser)
     args = parser.parse_args(argv)
     try:
-        path = metadata_file(args.run_dir)
-        artifacts, version_2 = run_artifacts_from_store(path)
+        if args.metadata_mysql:
+            path = os.path.join(args.run_dir, METADATA_FILE)  # not read: it names RUN_DIR for the output
+            artifacts, version_2 = run_artifacts_from_store(path, args.metadata_mysql, args.run_dir)
+        else:
+            path = metadata_file(args.run_dir)
+            artifacts, version_2 = run_artifacts_from_store(path)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -124,12 +124,13 @@ def retrain(args) -> Outcome:
                     f"(f1 {_fmt(trained.f1)}) was trained on these files; nothing to do (--force retrains)"))
         # Pin the span that was checked: data landing meanwhile waits for the next retrain.
         config = dataclasses.replace(config, span=span)
-        path = local_runner.metadata_path(config)
+        location = local_runner.metadata_location(config)
         since = 0
-        if os.path.exists(path):
-            since = max((a.id for a in metadata_store.sqlite_store(path).get_artifacts()), default=0)
-        local_runner.run(config)
-        return outcome_line(metadata_store.sqlite_store(path), config, span, since, time.monotonic() - started)
+        if location.exists():
+            since = max((a.id for a in metadata_store.open_store(location).get_artifacts()), default=0)
+        run_id = local_runner.run(config)
+        return outcome_line(metadata_store.run_store(location, run_id), config, span, since,
+                            time.monotonic() - started)
 
 
 def main(argv=None) -> int:
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_LOCKED
     except Exception as error:  # noqa: BLE001 (reported below, or re-raised)
-        message = local_runner.failure_message(error, args.runs_dir)
+        message = local_runner.failure_message(error, args.runs_dir, args.metadata_mysql)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

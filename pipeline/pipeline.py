@@ -14,6 +14,7 @@ from tfx import v1 as tfx
 
 from bertqa.model import model_spec
 from bertqa.model.tuning import TuningConfig
+from bertqa.operations.metadata_store import MySqlStore
 from components.bert_qa_transform.component import BertQATransform
 from components.pusher.component import Pusher
 from components.run_reporter.component import RunReporter
@@ -103,6 +104,9 @@ class PipelineConfig:
     max_f1_drop: Mapping[str, float] = dataclasses.field(default_factory=dict)
     enable_cache: bool = True
     beam_pipeline_args: tuple[str, ...] = ()
+    # The local runner's ML Metadata store: None for the SQLite file beside pipeline_root, or a
+    # server (bertqa.operations.metadata_store.MySqlStore) that several runs directories share.
+    metadata_server: MySqlStore | None = None
     # Kubeflow pipeline parameters (tfx.dsl.experimental.RuntimeParameter, ptype str) that replace
     # compile-time values, set per run: the Trainer's TrainArgs as JSON (instead of train_steps),
     # and a RangeConfig as JSON, "" for the latest span (instead of span). See kubeflow_runner.py.

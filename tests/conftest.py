@@ -18,8 +18,9 @@ FIXTURES = REPO / "tests" / "fixtures"
 # to even out the two workers' ends; in the order of collection (or xdist's own, most tests first)
 # the last minutes were one pipeline module on one worker while the other had nothing left.
 SLOWEST_MODULES = (
-    "test_retrain_e2e.py", "test_kfp_conformance.py", "test_distributed_training.py", "test_faults_e2e.py",
-    "test_tflite_exporter_pipeline.py", "test_pipeline_e2e.py", "test_tuner.py", "test_hostile_models.py",
+    "test_metadata_server_e2e.py", "test_retrain_e2e.py", "test_kfp_conformance.py", "test_distributed_training.py",
+    "test_faults_e2e.py", "test_tflite_exporter_pipeline.py", "test_pipeline_e2e.py", "test_tuner.py",
+    "test_hostile_models.py",
     "test_model_maker.py", "test_tflite_exporter_component.py", "test_tflite_signatures.py", "test_serve.py",
     "test_portable_runner.py", "test_cli.py",
 )

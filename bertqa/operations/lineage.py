@@ -4,6 +4,11 @@
     bertqa lineage 1796192316                                     # one serving version
     bertqa lineage runs/bertqa/serving/1796192316/model.tflite    # the version a file belongs to
     bertqa lineage --json                                         # the same, as one JSON object
+    bertqa lineage --metadata-mysql bertqa@db.internal            # every version a shared server holds
+
+With --metadata-mysql (the password from BERTQA_METADATA_PASSWORD) it reads the server the runs
+recorded in, and lists the versions pushed from every runs directory that shares it, each with
+its serving directory.
 
 For each pushed version it follows the lineage in the store: Pusher <- TFLiteExporter (the
 variants' figures) <- Trainer (spec and hyperparameters from its execution properties;
@@ -144,13 +149,20 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _serving_dir(v: dict) -> str:
+    return os.path.dirname(str(v.get("destination") or "").rstrip("/"))
+
+
 def table(versions: list[dict]) -> str:
-    rows = [("version", "pushed at", "span", "f1", "delta", "baseline")]
+    # A store shared by several runs directories (a metadata server) holds versions of each.
+    several = len({_serving_dir(v) for v in versions}) > 1
+    rows = [("version", "pushed at", "span", "f1", "delta", "baseline", *(("serving directory",) if several else ()))]
     for v in versions:
         baseline = v.get("baseline") or {}
         rows.append((str(v["version"]), v["pushed_at"], str(v.get("span", "?")), _fmt(v.get("metrics", {}).get("f1")),
                      _fmt(v.get("f1_delta"), "+.2f"),
-                     f"version {baseline['version']}" if baseline.get("version") else "none"))
+                     f"version {baseline['version']}" if baseline.get("version") else "none",
+                     *((_serving_dir(v),) if several else ())))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
     return "\n".join(line.rstrip() for line in lines)
@@ -200,13 +212,19 @@ def main(argv=None) -> int:
     parser.add_argument("--runs-dir", default=os.path.join(_ROOT, "runs"))
     parser.add_argument("--pipeline-name", default="bertqa")
     parser.add_argument("--json", action="store_true", help="one JSON object: every version and the selected one")
+    metadata_store.add_metadata_server_arg(parser)
     args = parser.parse_args(argv)
-    path = os.path.join(args.runs_dir, args.pipeline_name, "metadata.sqlite")
-    if not os.path.exists(path):
-        print(f"error: {path}: no ML Metadata store (has the pipeline run with --runs-dir {args.runs_dir}?)",
-              file=sys.stderr)
+    location = args.metadata_mysql or metadata_store.SqliteStore(
+        os.path.join(args.runs_dir, args.pipeline_name, "metadata.sqlite"))
+    if not location.exists():
+        print(f"error: {location.describe()}: no ML Metadata store (has the pipeline run with --runs-dir "
+              f"{args.runs_dir}?)", file=sys.stderr)
         return 2
-    versions = pushed_versions(metadata_store.sqlite_store(path))
+    try:
+        versions = pushed_versions(metadata_store.open_store(location))
+    except metadata_store.MetadataStoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     chosen = select(versions, args.target)
     if args.target and chosen is None:
         print(f"error: {args.target}: not a version this pipeline pushed (see `bertqa lineage`)", file=sys.stderr)

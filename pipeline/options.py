@@ -133,6 +133,21 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="the share of training spent warming the learning rate up (default: the spec's)")
     parser.add_argument("--dropout-rate", type=_fraction, default=None, metavar="RATE",
                         help="the encoder's dropout rate in training (default: the spec's)")
+    parser.add_argument("--on-device-lengths", type=_lengths_arg, default=None, metavar="L,L,...",
+                        help="the window lengths model.tflite has a signature for, beside the spec's seq_len "
+                             "(default 384,320,256,224,192,176,160,128): an app runs each question at the "
+                             "smallest that holds it; each one costs LiteRT about 13 MB of memory for MiniLM")
+
+
+def _lengths_arg(text: str) -> tuple[int, ...]:
+    try:
+        lengths = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        lengths = ()
+    if not lengths or min(lengths) < 4:
+        raise argparse.ArgumentTypeError(f"{text!r}: give token counts of at least 4, comma-separated, "
+                                         "e.g. 384,256,192,128")
+    return lengths
 
 
 def spec_from_args(args: argparse.Namespace):
@@ -142,6 +157,8 @@ def spec_from_args(args: argparse.Namespace):
     # add_spec_args names one flag per tunable field (--learning-rate -> learning_rate).
     overrides = {field: getattr(args, field) for field in model_spec.TUNABLE_FIELDS
                  if getattr(args, field) is not None}
+    if getattr(args, "on_device_lengths", None):
+        overrides["on_device_lengths"] = args.on_device_lengths
     return model_spec.get(args.spec or model_spec.DEFAULT_SPEC, **overrides)
 
 

@@ -65,6 +65,13 @@ def test_pushed_model_tflite_is_static_so_xnnpack_runs_it(pushed_tflite):
     assert report.partitions >= 1 and report.delegated > report.nodes // 2, report.summary()
 
 
+def test_pushed_file_has_one_signature_for_each_window_length_of_the_spec(pushed_tflite):
+    # tiny_random's on_device_lengths (384, 192), through the Trainer's SavedModel to the exporter.
+    interpreter = runtime.open_interpreter(str(pushed_tflite))
+    assert sorted(runtime.signature_runners(interpreter)) == [192, 384]
+    assert list(interpreter.get_signature_list())[0] == "seq_384"
+
+
 def test_blessing_and_metrics_are_recorded_in_ml_metadata(store):
     blessing = metadata_store.custom_properties(metadata_store.latest_artifact(store, "ModelBlessing"))
     assert blessing["blessed"] == 1

@@ -72,6 +72,16 @@ def exported(saved_model, vocab_path, windows, tmp_path_factory) -> dict[str, st
     return paths
 
 
+def test_the_exporter_reads_the_lengths_the_saved_model_was_exported_for(saved_model, tmp_path, vocab_path):
+    assert conversion.saved_model_window_lengths(saved_model, 384) == LENGTHS
+    assert conversion.with_saved_model_lengths(conversion.TfliteExportConfig(window_lengths=()),
+                                               saved_model).signature_lengths == LENGTHS
+    model = training.build_model(model_spec.get("tiny_random"))
+    serving.export_saved_model(model, vocab_path, True, WindowConfig(), str(tmp_path),
+                               on_device_lengths=(256, 999, 128))
+    assert conversion.saved_model_window_lengths(str(tmp_path), 384) == (384, 256, 128)
+
+
 def _subgraphs(path: str):
     from tensorflow.lite.tools import flatbuffer_utils
 

@@ -16,6 +16,15 @@ from bertqa.data.windowing import WindowConfig
 from bertqa.model import model_cache
 from bertqa.model.modeling import EncoderConfig
 
+# The window lengths the on-device file runs, longest first (the longest is the model's seq_len).
+# Chosen from the lengths real questions need with their paragraph and the time of each length
+# (benchmarks/RESULTS.md): on held-out SQuAD articles the 10th, 50th and 90th percentiles are 122,
+# 162 and 259 tokens, so the steps are finest around the median (160, 176, 192), where a question
+# padded 16 tokens further costs about 10% more. A signature costs the file almost nothing (the
+# weights and the position table are shared) but costs LiteRT's XNNPACK its own packed copy of the
+# weights in memory (about 13 MB for MiniLM), and the export its own trace.
+ON_DEVICE_WINDOW_LENGTHS = (384, 320, 256, 224, 192, 176, 160, 128)
+
 
 @dataclasses.dataclass(frozen=True)
 class BertQaSpec:
@@ -41,6 +50,13 @@ class BertQaSpec:
     # A TF Hub module: a tfhub.dev handle, a local module directory, or any path
     # tensorflow_hub resolves (see bertqa.model.hub_encoder). Its vocab is assets/vocab.txt.
     hub_handle: str | None = None
+    # The on-device file's signatures, one per window length (bertqa.on_device.signatures): seq_len
+    # and each of these below it. Fewer lengths: less memory in LiteRT, more padding per question.
+    on_device_lengths: tuple[int, ...] = ON_DEVICE_WINDOW_LENGTHS
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(n, int) or n < 4 for n in self.on_device_lengths):
+            raise ValueError(f"on_device_lengths must be token counts of at least 4, got {self.on_device_lengths}")
 
     def window_config(self) -> WindowConfig:
         """How text is cut into windows for this spec (BertQATransform, the Model Maker API, the CLI)."""
@@ -100,7 +116,12 @@ def minilm_offline() -> BertQaSpec:
 
 
 def tiny_random() -> BertQaSpec:
-    """A 2-layer, 32-wide randomly initialised encoder on the real uncased vocab: for tests."""
+    """A 2-layer, 32-wide randomly initialised encoder on the real uncased vocab: for tests.
+
+    Its on-device file has two window lengths, 384 and 192: enough for every path that picks a
+    signature, and each end-to-end test run exports in seconds rather than tracing eight
+    (tests/test_tflite_signatures.py exports the default eight).
+    """
     return BertQaSpec(
         name="tiny_random",
         random_encoder=EncoderConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
@@ -110,6 +131,7 @@ def tiny_random() -> BertQaSpec:
         default_training_epochs=1,
         default_batch_size=16,
         predict_batch_size=32,
+        on_device_lengths=(384, 192),
     )
 
 
@@ -182,6 +204,8 @@ def from_json(text: str) -> BertQaSpec:
     fields = json.loads(text)
     if fields.get("random_encoder") is not None:
         fields["random_encoder"] = EncoderConfig(**fields["random_encoder"])
+    if "on_device_lengths" in fields:  # JSON has lists; the frozen spec keeps tuples
+        fields["on_device_lengths"] = tuple(fields["on_device_lengths"])
     return BertQaSpec(**fields)
 
 

@@ -8,7 +8,7 @@ Signatures:
   tflite_logits:   the same function at exactly [1, seq_len], traced under
                    bertqa.model.modeling.on_device_ops() (LayerNorm and GELU in ops XNNPACK runs):
                    what the TFLite export converts, the Task Library's one window per question
-  tflite_logits_L: the same at [1, L] for each shorter L of ON_DEVICE_WINDOW_LENGTHS: the TFLite
+  tflite_logits_L: the same at [1, L] for each shorter L of the spec's on_device_lengths: the TFLite
                    file's other signatures, so that an app runs a question at (close to) its length
 
 The tokenizer and the doc-stride windowing run inside the graph (bertqa.data.serving_windows,
@@ -23,20 +23,15 @@ import tf_keras as keras
 
 from bertqa.data.serving_windows import ServingWindower
 from bertqa.data.windowing import WindowConfig
+from bertqa.model import model_spec
 from bertqa.model.modeling import on_device_ops
 
 # The SavedModel's signature names (above): what evaluation, warm start and the TFLite conversion look up.
 SERVING_SIGNATURE = "serving_default"
 LOGITS_SIGNATURE = "logits"
 TFLITE_LOGITS_SIGNATURE = "tflite_logits"
-# The window lengths the on-device file runs, longest first (the longest is the model's seq_len).
-# Chosen from the lengths real questions need with their paragraph and the time of each length
-# (benchmarks/RESULTS.md): on held-out SQuAD articles the 10th, 50th and 90th percentiles are 122,
-# 162 and 259 tokens, so the steps are finest around the median (160, 176, 192), where a question
-# padded 16 tokens further costs about 10% more. A signature costs the file almost nothing (the
-# weights and the position table are shared) but costs LiteRT's XNNPACK its own packed copy of the
-# weights in memory (about 13 MB for MiniLM).
-ON_DEVICE_WINDOW_LENGTHS = (384, 320, 256, 224, 192, 176, 160, 128)
+# The default on-device window lengths (model_spec.ON_DEVICE_WINDOW_LENGTHS: why these).
+ON_DEVICE_WINDOW_LENGTHS = model_spec.ON_DEVICE_WINDOW_LENGTHS
 
 
 def tflite_logits_signature(seq_len: int, model_seq_len: int) -> str:
@@ -97,11 +92,12 @@ class QaServingModule(tf.Module):
 
 
 def export_saved_model(model: keras.Model, vocab_path: str, do_lower_case: bool, window: WindowConfig,
-                       export_dir: str, max_answer_length: int = 30) -> None:
+                       export_dir: str, max_answer_length: int = 30,
+                       on_device_lengths: tuple[int, ...] = ON_DEVICE_WINDOW_LENGTHS) -> None:
     module = QaServingModule(model, ServingWindower(vocab_path, do_lower_case, window), max_answer_length)
     signatures = {SERVING_SIGNATURE: module.answer.get_concrete_function(),
                   LOGITS_SIGNATURE: module.logits.get_concrete_function()}
-    lengths = [window.seq_len, *(n for n in ON_DEVICE_WINDOW_LENGTHS if n < window.seq_len)]
+    lengths = [window.seq_len, *sorted({n for n in on_device_lengths if n < window.seq_len}, reverse=True)]
     for seq_len in lengths:
         one_window = [tf.TensorSpec([1, seq_len], tf.int32, name=name)
                       for name in ("input_word_ids", "input_mask", "input_type_ids")]

@@ -213,7 +213,7 @@ class QuestionAnswer:
     def _export_saved_model(self, path: str) -> None:
         tokenizer = self.spec.tokenizer_config()
         serving.export_saved_model(self._require_model(), tokenizer.vocab_path, tokenizer.do_lower_case,
-                                   self.spec.window_config(), path)
+                                   self.spec.window_config(), path, on_device_lengths=self.spec.on_device_lengths)
 
     def _serving_saved_model(self) -> str:
         # Every TFLite variant converts from the same SavedModel; export it once per trained model.
@@ -228,7 +228,8 @@ class QuestionAnswer:
 
     def _export_tflite(self, path: str, quantization: QuantizationConfig | None) -> str:
         config = conversion.TfliteExportConfig(seq_len=self.spec.seq_len, query_len=self.spec.query_len,
-                                               do_lower_case=self.spec.tokenizer_config().do_lower_case)
+                                               do_lower_case=self.spec.tokenizer_config().do_lower_case,
+                                               window_lengths=self.spec.on_device_lengths)
         core_quantization = quantization.to_core() if quantization else conversion.QuantizationConfig.none()
         representative = quantization.representative_windows() if quantization else None
         result = tflite_export.export_tflite(self._serving_saved_model(), self.spec.tokenizer_config().vocab_path,

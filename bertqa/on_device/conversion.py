@@ -33,7 +33,12 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 import tensorflow as tf
 
-from bertqa.model.serving import LOGITS_SIGNATURE, ON_DEVICE_WINDOW_LENGTHS, tflite_logits_signature
+from bertqa.model.serving import (
+    LOGITS_SIGNATURE,
+    ON_DEVICE_WINDOW_LENGTHS,
+    TFLITE_LOGITS_SIGNATURE,
+    tflite_logits_signature,
+)
 from bertqa.on_device import signatures
 from bertqa.on_device.per_channel import per_channel_dense_weights
 
@@ -175,6 +180,35 @@ def _progress(iterable, description: str, unit: str):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=description, unit=unit, disable=None, leave=False)
+
+
+def saved_model_window_lengths(saved_model_dir: str, seq_len: int) -> tuple[int, ...]:
+    """The window lengths the SavedModel has on-device signatures for (bertqa.model.serving:
+    tflite_logits at seq_len, tflite_logits_<L>), longest first; () if it has none.
+
+    The Trainer exports one per length of its spec's on_device_lengths, so the file gets the
+    lengths the spec asked for. Read from saved_model.pb's signature names, without loading the
+    model (seconds for MiniLM).
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(f"{saved_model_dir.rstrip('/')}/saved_model.pb", "rb") as f:
+        saved_model.ParseFromString(f.read())
+    lengths = set()
+    for name in (key for graph in saved_model.meta_graphs for key in graph.signature_def):
+        if name == TFLITE_LOGITS_SIGNATURE:
+            lengths.add(seq_len)
+        elif name.startswith(f"{TFLITE_LOGITS_SIGNATURE}_") and name[len(TFLITE_LOGITS_SIGNATURE) + 1:].isdigit():
+            lengths.add(int(name[len(TFLITE_LOGITS_SIGNATURE) + 1:]))
+    return signatures.window_lengths(seq_len, lengths) if lengths else ()
+
+
+def with_saved_model_lengths(config: TfliteExportConfig, saved_model_dir: str) -> TfliteExportConfig:
+    """`config` with the window lengths the SavedModel has on-device signatures for, when it has any:
+    the Trainer exports one per length of its spec's on_device_lengths, and the file gets those."""
+    lengths = saved_model_window_lengths(saved_model_dir, config.seq_len)
+    return dataclasses.replace(config, window_lengths=lengths) if lengths else config
 
 
 def _load_saved_model(saved_model_dir: str):

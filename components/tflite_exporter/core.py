@@ -390,7 +390,7 @@ def export_variants(saved_model_dir: str, vocab_path: str, output_dir: str, serv
     """
     if "int8" in (*plan.variants, *plan.push_order) and not representative:
         raise ValueError("int8 is a variant but there are no representative (training) windows to calibrate it.")
-    config = plan.export_config()
+    config = conversion.with_saved_model_lengths(plan.export_config(), saved_model_dir)
     for problem in conversion.task_library_incompatibilities(config):
         _log.warning("TFLite export: %s", problem)
     candidates = os.path.join(output_dir, CANDIDATES_DIR)

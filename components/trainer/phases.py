@@ -177,7 +177,8 @@ def export_phase(job: TrainingJob) -> None:
     model = training.build_model(plan.spec)
     training.restore_weights(model, plan.checkpoints.directory)
     serving.export_saved_model(model, plan.tokenizer.vocab_path, plan.tokenizer.do_lower_case,
-                               plan.tokenizer.window, job.serving_model_dir)
+                               plan.tokenizer.window, job.serving_model_dir,
+                               on_device_lengths=plan.spec.on_device_lengths)
     # At the model artifact's root, where SquadEvaluator, TFLiteExporter and `bertqa lineage` find it.
     with tf.io.gfile.GFile(os.path.join(os.path.dirname(job.serving_model_dir.rstrip("/")),
                                         TRAINING_SUMMARY_FILE), "w") as f:

@@ -184,7 +184,9 @@ def export(args: argparse.Namespace) -> dict:
                                                    _window_config(args, seq_len), args.version_2_with_negative,
                                                    is_training=True)
         representative = core.representative_windows(windows, args.representative_steps)
-    config = conversion.TfliteExportConfig(seq_len=seq_len, query_len=args.query_len, do_lower_case=not args.cased)
+    # The file gets a signature for each length the Trainer exported an on-device signature for.
+    config = conversion.with_saved_model_lengths(
+        conversion.TfliteExportConfig(seq_len=seq_len, query_len=args.query_len, do_lower_case=not args.cased), model)
     os.makedirs(args.output_dir, exist_ok=True)
     # The dynamic-range file keeps the name apps load (model.tflite), as Model Maker's export did.
     default_name = core.PUSHED_FILE if args.quantization == "dynamic" else core.FILE_NAMES[args.quantization]

@@ -169,7 +169,11 @@ def check_input(config) -> int:
     from components.squad_example_gen.component import resolve_spans
     from pipeline.pipeline import input_config, range_config
 
-    return resolve_spans(config.data_root, input_config(config), range_config(config))[1]
+    span = resolve_spans(config.data_root, input_config(config), range_config(config))[1]
+    from bertqa.operations import base_model
+
+    base_model.for_spec(config.spec)  # a base that cannot start this model stops the run here, in one line
+    return span
 
 
 def run(config) -> str:

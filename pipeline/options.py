@@ -11,6 +11,7 @@ the validators import the component cores they check against only when called.
 from __future__ import annotations
 
 import argparse
+import os
 
 BEAM_MODES = {
     # One process: no per-worker TensorFlow import; measured fastest on the bundled sample.
@@ -133,6 +134,11 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="the share of training spent warming the learning rate up (default: the spec's)")
     parser.add_argument("--dropout-rate", type=_fraction, default=None, metavar="RATE",
                         help="the encoder's dropout rate in training (default: the spec's)")
+    parser.add_argument("--init-from", default=None, metavar="PATH",
+                        help="start training from this QA-tuned model instead of the spec's encoder: a pushed version "
+                             "(serving/<version>/), a Trainer model of an earlier run, or a BERT checkpoint with a "
+                             "span head (BertForQuestionAnswering's layout); a pushed model in the runs directory "
+                             "still comes first when retraining (--cold-start starts from PATH)")
     parser.add_argument("--on-device-lengths", type=_lengths_arg, default=None, metavar="L,L,...",
                         help="the window lengths model.tflite has a signature for, beside the spec's seq_len "
                              "(default 384,320,256,224,192,176,160,128): an app runs each question at the "
@@ -159,6 +165,9 @@ def spec_from_args(args: argparse.Namespace):
                  if getattr(args, field) is not None}
     if getattr(args, "on_device_lengths", None):
         overrides["on_device_lengths"] = args.on_device_lengths
+    if getattr(args, "init_from", None):
+        # A local path as the components will read it, whatever their working directory.
+        overrides["init_from"] = args.init_from if "://" in args.init_from else os.path.abspath(args.init_from)
     return model_spec.get(args.spec or model_spec.DEFAULT_SPEC, **overrides)
 
 

@@ -216,8 +216,13 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         custom_config={"model_spec": model_spec.to_json(config.spec), "batch_size": config.batch_size,
                        "tuning": json.dumps(dataclasses.asdict(config.tuning)),
                        "matmul_dtype": config.train_matmul_dtype})
+    # The spec's QA-tuned base (--init-from), imported so that ML Metadata records it as the
+    # Trainer's base_model input; the Trainer reads the path from the spec (bertqa.model.base_model).
+    base = (tfx.dsl.Importer(source_uri=config.spec.init_from, artifact_type=tfx.types.standard_artifacts.Model)
+            .with_id("BaseModelImporter") if config.spec.init_from else None)
     trainer = trainer_class(config)(
         run_fn=RUN_FN,
+        base_model=base.outputs["result"] if base else None,
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -262,5 +267,6 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
         tuner_results=tuner.outputs["tuner_results"] if tuner else None)
 
     return _pipeline(config, [example_gen, statistics_gen, schema_gen, example_validator, transform,
-                              *([tuner] if tuner else []), trainer, evaluator, exporter, pusher, reporter],
+                              *([tuner] if tuner else []), *([base] if base else []), trainer, evaluator, exporter,
+                              pusher, reporter],
                      metadata_connection_config)

@@ -367,3 +367,17 @@ def test_tune_compiles_tfxs_tuner_task_whose_best_hyperparameters_feed_the_train
     hyperparameters = tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"]
     assert hyperparameters == {"producerTask": "Tuner", "outputArtifactKey": "best_hyperparameters"}
     assert tasks["RunReporter"]["inputs"]["artifacts"]["tuner_results"]["taskOutputArtifact"]["producerTask"] == "Tuner"
+
+
+def test_init_from_compiles_to_an_importer_whose_model_feeds_the_trainers_base_model(tmp_path_factory):
+    with open(_compile(tmp_path_factory, "--init-from", "gs://bucket/bases/squad-base")) as f:
+        spec = yaml.safe_load(f)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "BaseModelImporter" in tasks
+    importer = next(e for e in _executors(spec).values() if "importer" in e)["importer"]
+    assert importer["artifactUri"] == {"constant": "gs://bucket/bases/squad-base"}
+    assert importer["typeSchema"]["instanceSchema"].startswith("title: tfx.Model")
+    assert tasks["BaseModelImporter"]["inputs"]["parameters"]["artifact_uri"]["runtimeValue"]["constant"] == (
+        "gs://bucket/bases/squad-base")
+    assert tasks["Trainer"]["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]["producerTask"] == (
+        "BaseModelImporter")

@@ -359,3 +359,71 @@ def test_malformed_squad_file_stops_with_one_clear_message(tmp_path, fixtures_di
     assert len(error_lines) == 1
     assert "tiny_eval.json" in error_lines[0] and problem in error_lines[0]
     _assert_nothing_blessed_or_pushed(tmp_path / "runs")
+
+
+@pytest.fixture(scope="module")
+def runs_from_bases(first_run, learnable_data_dir, tmp_path_factory, vocab_path):
+    """Two runs that start (--init-from) from the first run's model: its pushed version, and the same
+    weights written as a BERT checkpoint with a span head (tests/bert_layout.py)."""
+    from bert_layout import write_bert_qa_checkpoint
+
+    from bertqa.model import training
+    from bertqa.operations import pushed_models
+
+    config = first_run[0]
+    (version,) = os.listdir(config.serving_dir)
+    model = training.build_model(config.spec)
+    assert training.warm_start(model, pushed_models.read_version(config.serving_dir, version).saved_model_dir) is None
+    bases = {"pushed version": os.path.join(config.serving_dir, version),
+             "BERT checkpoint with a span head": str(write_bert_qa_checkpoint(
+                 model, tmp_path_factory.mktemp("bert_qa"), vocab_path))}
+    runs = {}
+    for kind, base in bases.items():
+        args = ["--runs-dir", str(tmp_path_factory.mktemp("from_base")), "--data-dir", str(learnable_data_dir),
+                *TINY_ARGS[:-1], "--init-from", base]
+        assert local_runner.main(args) == 0
+        runs[kind] = (local_runner.build_config(local_runner.parse_args(args)), base)
+    return runs
+
+
+def _first_logged_loss(config) -> float:
+    from bertqa.operations import report_data
+
+    model_run = next(pathlib.Path(config.pipeline_root, "Trainer", "model_run").iterdir())
+    return report_data.read_training_curve(str(model_run))[0].loss
+
+
+def test_runs_from_a_base_start_with_a_lower_loss_than_a_cold_start(first_run, runs_from_bases):
+    cold = _first_logged_loss(first_run[0])
+    for kind, (config, base) in runs_from_bases.items():
+        summary = _training_summary(config)
+        assert summary["initialised_from"] == {"path": base, "kind": kind} and summary["warm_started_from"] is None
+        assert _first_logged_loss(config) < cold / 2, kind
+
+
+def test_lineage_and_ml_metadata_name_the_base_as_the_trainers_input(runs_from_bases, capsys):
+    for kind, (config, base) in runs_from_bases.items():
+        runs_dir = os.path.dirname(os.path.dirname(config.serving_dir))
+        assert cli.main(["lineage", "--runs-dir", runs_dir, "--json"]) == 0
+        latest = json.loads(capsys.readouterr().out)["model"]
+        assert latest["initialised_from"] == {"path": base, "kind": kind}
+        assert latest["base_model_input"] == [base]
+        assert cli.main(["lineage", "--runs-dir", runs_dir]) == 0
+        assert f"started from the base {base} ({kind})" in capsys.readouterr().out
+
+
+def test_a_base_of_another_architecture_stops_the_run_in_one_line_before_anything_runs(
+        learnable_data_dir, vocab_path, tmp_path, capsys):
+    from bert_layout import write_bert_qa_checkpoint
+
+    from bertqa.model import model_spec, training
+
+    wider = write_bert_qa_checkpoint(training.build_model(model_spec.get("tiny_random")), tmp_path / "wider",
+                                     vocab_path, hidden_size=64)
+    code = local_runner.main(["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(learnable_data_dir),
+                              *TINY_ARGS[:-1], "--init-from", str(wider)])
+    assert code == local_runner.EXIT_BAD_INPUT
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert error.startswith(f"error: --init-from {wider} (BERT checkpoint with a span head) cannot start this model")
+    assert "hidden_size 64 in the checkpoint, 32 here" in error
+    assert not (tmp_path / "runs" / "bertqa" / "artifacts").exists()

@@ -53,6 +53,11 @@ class BertQaSpec:
     # The on-device file's signatures, one per window length (bertqa.on_device.signatures): seq_len
     # and each of these below it. Fewer lengths: less memory in LiteRT, more padding per question.
     on_device_lengths: tuple[int, ...] = ON_DEVICE_WINDOW_LENGTHS
+    # A QA-tuned model training starts from instead of the encoder's weights and a new span head
+    # (bertqa.model.base_model: a pushed version, a Trainer model, or a BERT checkpoint with a span
+    # head); the offline counterpart of Model Maker's `mobilebert_qa_squad`. A pushed baseline to
+    # warm-start from still comes first when retraining.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if any(not isinstance(n, int) or n < 4 for n in self.on_device_lengths):

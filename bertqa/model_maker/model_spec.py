@@ -27,6 +27,9 @@ TUNABLES = (
     "default_training_epochs",
     "default_batch_size",
     "do_lower_case",
+    # Not Model Maker's: a QA-tuned base to start from (bertqa.operations.base_model), the offline
+    # counterpart of picking mobilebert_qa_squad: model_spec.get("minilm_offline", init_from=PATH).
+    "init_from",
 )
 # Accepted so that Model Maker code runs, but they mean nothing here (see _IGNORED_WHY).
 _IGNORED_WHY = {

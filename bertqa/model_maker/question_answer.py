@@ -99,8 +99,17 @@ class QuestionAnswer:
         keras.utils.set_random_seed(training.DEFAULT_SEED)
         with self.model_spec.strategy().scope():
             self.model = training.build_model(self.spec)
+            if self.spec.init_from:  # the spec's QA-tuned base (model_spec.get(..., init_from=PATH))
+                self._start_from_base(self.model)
         self._serving_dir = None
         return self.model
+
+    def _start_from_base(self, model: keras.Model) -> None:
+        from bertqa.operations import base_model
+
+        base = base_model.for_spec(self.spec)
+        base_model.initialise(model, base)
+        _log.info("Starting from %s (%s)", base.path, base.kind)
 
     def train(self, train_data: DataLoader, epochs: int | None = None, batch_size: int | None = None,
               steps_per_epoch: int | None = None) -> keras.Model:

@@ -109,6 +109,10 @@ def version_lineage(store, pushed) -> dict:
                                 "train_windows": summary.get("train_windows"),
                                 "cold_start_requested": bool(custom_config.get("cold_start"))},
             "warm_started_from": summary.get("warm_started_from"),
+            # --init-from: the QA-tuned base, as the run recorded it (the Trainer's base_model input).
+            "initialised_from": summary.get("initialised_from"),
+            "base_model_input": [a.uri for a in metadata_store.execution_inputs(store, trainer.id).get(
+                "base_model", [])] or None,
             "cold_start_reason": summary.get("cold_start_reason"),
             "metrics": {key: blessing[key] for key in ("exact_match", "exact", "f1") if key in blessing},
             "blessing_reason": blessing.get("reason"),
@@ -178,8 +182,10 @@ def describe(v: dict) -> str:
         lines.append(f"    fingerprint {fingerprint}")
     spec = v.get("spec") or {}
     warm = v.get("warm_started_from")
+    base = v.get("initialised_from")
     start = (f"warm-started from version {warm['version']} (model {warm['model_id']}, span {warm.get('span')})"
-             if warm else f"cold start ({v.get('cold_start_reason')})")
+             if warm else f"started from the base {base['path']} ({base['kind']})" if base
+             else f"cold start ({v.get('cold_start_reason')})")
     lines.append(f"  model: {v.get('model_id')} at {v.get('saved_model')}, spec {spec.get('name')}; {start}")
     h = v.get("hyperparameters") or {}
     lines.append(f"  hyperparameters: epochs {h.get('epochs')}, batch {h.get('batch_size')}, steps {h.get('steps')}, "

@@ -84,6 +84,8 @@ def provenance(artifacts: RunArtifacts, data_report: dict | None, training: dict
         facts["training"] = {key: training.get(key) for key in
                              ("steps", "batch_size", "epochs", "learning_rate", "train_windows")}
         facts["warm start"] = (training.get("warm_started_from") or {}).get("version") or "none (cold start)"
+        base = training.get("initialised_from")
+        facts["started from"] = f"{base['path']} ({base['kind']})" if base else "the spec's encoder"
     if settings:
         facts["pipeline settings"] = settings
     sources = ((data_report or {}).get("total") or {}).get("sources") or []

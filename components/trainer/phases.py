@@ -19,7 +19,7 @@ import os
 import tensorflow as tf
 
 from bertqa.model import distribution, model_spec, serving, training
-from bertqa.operations import pushed_models
+from bertqa.operations import base_model, pushed_models
 from components.bert_qa_transform.core import TransformConfig, read_tokenizer_artifact
 
 TRAINING_SUMMARY_FILE = "training_summary.json"
@@ -62,6 +62,7 @@ class TrainingPlan:
     baseline: pushed_models.PushedModel | None
     cold_start_reason: str | None
     checkpoints: training.CheckpointPolicy
+    base: base_model.BaseModel | None = None  # the spec's init_from, checked against the spec
 
 
 def plan_training(job: TrainingJob) -> TrainingPlan:
@@ -75,11 +76,12 @@ def plan_training(job: TrainingJob) -> TrainingPlan:
     num_windows = count_records(list(job.train_files))
     steps = job.train_steps or max(1, math.ceil(num_windows * epochs / batch_size))
     baseline, cold_start_reason = latest_baseline(config)
+    identity = pushed_models.model_identity(json.loads(config["model_spec"]), tokenizer.vocab_path)
+    base = base_model.for_spec(spec)  # its identity is the spec's own, with the same vocab file
     return TrainingPlan(spec=spec, tokenizer=tokenizer, batch_size=batch_size, epochs=epochs,
-                        num_windows=num_windows, steps=steps,
-                        identity=pushed_models.model_identity(json.loads(config["model_spec"]), tokenizer.vocab_path),
+                        num_windows=num_windows, steps=steps, identity=identity,
                         baseline=baseline, cold_start_reason=cold_start_reason,
-                        checkpoints=checkpoint_policy(job, config, steps, baseline))
+                        checkpoints=checkpoint_policy(job, config, steps, baseline), base=base)
 
 
 def train_phase(job: TrainingJob) -> None:
@@ -122,17 +124,26 @@ def train_phase(job: TrainingJob) -> None:
         with tf.io.gfile.GFile(resume_file) as f:
             started = json.load(f)
         warm_started_from, cold_start_reason = started["warm_started_from"], started["cold_start_reason"]
+        initialised_from = started.get("initialised_from")
     else:
-        warm_started_from = None
+        warm_started_from, initialised_from = None, None
         if plan.baseline is not None:  # on every worker: each sets its copy of the weights alike
             warm_started_from, cold_start_reason = warm_start(model, plan.identity, plan.baseline)
+        if warm_started_from is None and plan.base is not None:
+            # No pushed model to continue from (or --cold-start): the QA-tuned base, not the encoder alone.
+            base_model.initialise(model, plan.base)
+            initialised_from = plan.base.describe()
         if chief:
             tf.io.gfile.makedirs(checkpoints.directory)
             with tf.io.gfile.GFile(resume_file, "w") as f:
-                json.dump({"warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason}, f)
+                json.dump({"warm_started_from": warm_started_from, "cold_start_reason": cold_start_reason,
+                           "initialised_from": initialised_from}, f)
     if warm_started_from:
         logging.info("warm start from pushed version %s (model %s)", warm_started_from["version"],
                      warm_started_from["model_id"])
+    elif initialised_from:
+        logging.info("start from the base %s (%s); %s", initialised_from["path"], initialised_from["kind"],
+                     cold_start_reason)
     else:
         logging.info("cold start: %s", cold_start_reason)
     budget_minutes = config.get("train_budget_minutes")
@@ -157,6 +168,7 @@ def train_phase(job: TrainingJob) -> None:
                "matmul_dtype": history.matmul_dtype, "xla": history.xla,
                "workers": role.num_workers if role else 1, "replicas": history.replicas,
                "identity": plan.identity, "warm_started_from": warm_started_from,
+               "initialised_from": initialised_from,
                "cold_start_reason": cold_start_reason, "process_ids": {"train": os.getpid()}}
     # Written after train() saved its final checkpoint: with this file there, the weights are final.
     with tf.io.gfile.GFile(os.path.join(checkpoints.directory, TRAINED_FILE), "w") as f:

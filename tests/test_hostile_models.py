@@ -83,7 +83,8 @@ def _tiny_models(directory: str) -> dict[str, str]:
     windows = DataLoader.from_squad(code_words, "tiny_random", is_training=True, cache_dir=directory)
     model = training.build_model(spec)
     training.train(model, [windows.record_file], training.train_config(spec, spec.default_batch_size, TRAIN_STEPS))
-    serving.export_saved_model(model, vocab, True, spec.window_config(), paths["saved_model"])
+    serving.export_saved_model(model, vocab, True, spec.window_config(), paths["saved_model"],
+                               on_device_lengths=spec.on_device_lengths)
     bare = conversion.convert_saved_model(paths["saved_model"], conversion.TfliteExportConfig(),
                                              conversion.QuantizationConfig.none())
     files = {"model.tflite": task_metadata.add_task_library_metadata(bare, vocab), "no_metadata.tflite": bare}

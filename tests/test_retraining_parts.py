@@ -81,7 +81,8 @@ def exported_tiny(tmp_path_factory):
     spec = model_spec.get("tiny_random")
     model = training.build_model(spec)
     path = str(tmp_path_factory.mktemp("baseline") / "saved_model")
-    serving.export_saved_model(model, spec.resolved_vocab_path(), True, spec.window_config(), path)
+    serving.export_saved_model(model, spec.resolved_vocab_path(), True, spec.window_config(), path,
+                               on_device_lengths=spec.on_device_lengths)
     return model, path
 
 

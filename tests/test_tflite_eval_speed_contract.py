@@ -30,7 +30,8 @@ WINDOW = windowing.WindowConfig(seq_len=SPEC.seq_len, query_len=SPEC.query_len, 
 def saved_model(tmp_path_factory) -> str:
     tf.keras.utils.set_random_seed(2)
     path = str(tmp_path_factory.mktemp("saved_model"))
-    serving.export_saved_model(training.build_model(SPEC), SPEC.resolved_vocab_path(), True, WINDOW, path)
+    serving.export_saved_model(training.build_model(SPEC), SPEC.resolved_vocab_path(), True, WINDOW, path,
+                               on_device_lengths=SPEC.on_device_lengths)
     return path
 
 

@@ -41,7 +41,8 @@ def window_config(spec):
 def saved_model(spec, window_config, tmp_path_factory) -> str:
     tf.keras.utils.set_random_seed(1)
     path = str(tmp_path_factory.mktemp("saved_model") / "Format-Serving")
-    serving.export_saved_model(training.build_model(spec), spec.resolved_vocab_path(), True, window_config, path)
+    serving.export_saved_model(training.build_model(spec), spec.resolved_vocab_path(), True, window_config, path,
+                               on_device_lengths=spec.on_device_lengths)
     return path
 
 

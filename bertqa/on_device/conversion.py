@@ -351,6 +351,13 @@ def convert_saved_model(
     inputs, each at most seq_len long; they are zero-padded to seq_len.
     """
     lengths = config.signature_lengths
+    available = saved_model_window_lengths(saved_model_dir, config.seq_len)
+    if available and not config.resizable_batch and set(lengths) - set(available):
+        # A length traced from `logits` beside on-device signatures would differ from them in its
+        # ops (and the per-channel rewrite needs one op layout): the file gets the model's lengths.
+        _log.info("%s has on-device signatures for %s tokens only (its spec's on_device_lengths); the file gets those",
+                  saved_model_dir, list(available))
+        lengths = tuple(n for n in lengths if n in available)
     if quantization.name == "float16":
         # One signature: the Task Library's 2023 runtime (its XNNPACK unpacks float16 weights) computes
         # other logits from a float16 file with several signatures over shared weights (13.70 against

@@ -150,28 +150,14 @@ def metadata_location(config) -> metadata_store.SqliteStore | metadata_store.MyS
     return config.metadata_server or metadata_store.SqliteStore(metadata_path(config))
 
 
-def pipeline_runs_path(config) -> str:
-    """The ids of the pipeline runs started from this runs directory, one a line (server stores only)."""
-    return os.path.join(os.path.dirname(config.pipeline_root), "pipeline_runs.txt")
-
-
-def _started_runs(config) -> set[str]:
-    try:
-        with open(pipeline_runs_path(config)) as runs:
-            return {line.strip() for line in runs if line.strip()}
-    except FileNotFoundError:
-        return set()
-
-
 def check_input(config) -> int:
     """The span this run reads (0 without {SPAN}); a missing or uneven span stops it here, with
     one clear message, rather than in TFX's driver with a traceback."""
+    from bertqa.operations import base_model
     from components.squad_example_gen.component import resolve_spans
     from pipeline.pipeline import input_config, range_config
 
     span = resolve_spans(config.data_root, input_config(config), range_config(config))[1]
-    from bertqa.operations import base_model
-
     base_model.for_spec(config.spec)  # a base that cannot start this model stops the run here, in one line
     return span
 
@@ -188,9 +174,10 @@ def run(config) -> str:
     check_input(config)
     location = metadata_location(config)
     metadata_store.keep_password_out_of_logs(location)
-    os.makedirs(os.path.dirname(metadata_path(config)), exist_ok=True)
+    run_dir = os.path.dirname(metadata_path(config))
+    os.makedirs(run_dir, exist_ok=True)
     if location.exists():
-        interrupted = metadata_store.mark_interrupted_executions(location, _started_runs(config))
+        interrupted = metadata_store.mark_interrupted_executions(location, metadata_store.started_runs(run_dir))
         if interrupted:
             logging.info("executions %s of an earlier run never completed (the run was killed); marked CANCELED",
                          interrupted)
@@ -199,8 +186,7 @@ def run(config) -> str:
     # tell this runs directory's runs from other machines' (mark_interrupted_executions).
     run_id = datetime.datetime.now().isoformat()
     if location.shared:
-        with open(pipeline_runs_path(config), "a") as runs:
-            runs.write(run_id + "\n")
+        metadata_store.record_started_run(run_dir, run_id)
     connection = location.connection_config(readonly=False)
     pipeline_ir = compiler.Compiler().compile(create_pipeline(config, connection))
     runtime_parameter_utils.substitute_runtime_parameter(
@@ -322,7 +308,6 @@ def summary(config, run_id: str | None = None) -> str:
 
 def _variant_lines(store) -> list[str]:
     """One line per TFLite variant of the latest export: size, latency, metrics, Task Library, verdict."""
-
     exports = [a for a in store.get_artifacts_by_type("Model")
                if metadata_store.producer_component(store, a.id) == "TFLiteExporter"]
     if not exports:

@@ -19,7 +19,6 @@ import sys
 from bertqa.operations import metadata_store
 
 METADATA_FILE = "metadata.sqlite"
-RUNS_FILE = "pipeline_runs.txt"  # local_runner.pipeline_runs_path
 REPORTER_NODE = "RunReporter"
 
 
@@ -44,8 +43,8 @@ def latest_reporter_inputs(store, run_ids: set[str] | None = None) -> tuple[dict
     nodes = [c for c in store.get_contexts_by_type("node") if c.name.split(".")[-1] == REPORTER_NODE]
     executions = [e for c in nodes for e in store.get_executions_by_context(c.id)]
     if run_ids is not None:
-        ours = {e.id for c in store.get_contexts_by_type("pipeline_run") if c.name in run_ids
-                for e in store.get_executions_by_context(c.id)}
+        ours = {e.id for c in metadata_store.run_context_ids(store, run_ids)
+                for e in store.get_executions_by_context(c)}
         executions = [e for e in executions if e.id in ours]
     if not executions:
         raise ReportError(f"no {REPORTER_NODE} execution recorded (the pipeline did not get that far; run it again)")
@@ -57,12 +56,11 @@ def latest_reporter_inputs(store, run_ids: set[str] | None = None) -> tuple[dict
 
 def server_run_ids(run_dir: str) -> set[str]:
     """The pipeline runs started from RUN_DIR (the local runner lists them when its store is a server)."""
-    try:
-        with open(os.path.join(run_dir, RUNS_FILE)) as runs:
-            return {line.strip() for line in runs if line.strip()}
-    except FileNotFoundError:
-        raise ReportError(f"{run_dir}: no {RUNS_FILE} here: no run from this directory recorded on a metadata "
-                          "server (give the pipeline's run directory, e.g. runs/bertqa)") from None
+    run_ids = metadata_store.started_runs(run_dir)
+    if not run_ids:
+        raise ReportError(f"{run_dir}: no {metadata_store.RUNS_FILE} here: no run from this directory recorded on "
+                          "a metadata server (give the pipeline's run directory, e.g. runs/bertqa)")
+    return run_ids
 
 
 def run_artifacts_from_store(path: str, server=None, run_dir: str | None = None):

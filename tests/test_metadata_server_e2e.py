@@ -116,7 +116,7 @@ def team(server, tmp_path_factory):
 
 def _runs_of(store, runs_dir: pathlib.Path) -> set[int]:
     """The ids of the pipeline_run contexts started from `runs_dir`."""
-    names = set((runs_dir / "bertqa" / "pipeline_runs.txt").read_text().split())
+    names = metadata_store.started_runs(str(runs_dir / "bertqa"))
     return {c.id for c in store.get_contexts_by_type("pipeline_run") if c.name in names}
 
 

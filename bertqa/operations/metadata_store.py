@@ -239,8 +239,31 @@ INTERRUPTED_PROPERTY = "bertqa_interrupted"
 _UNFINISHED_STATES = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
 
 
-def mark_interrupted_executions(location: SqliteStore | MySqlStore | str,
-                                run_ids: set[str] | None = None) -> list[int]:
+# The ids of the pipeline runs started from a pipeline's run directory, one a line: with a server
+# store, how a runs directory tells its own runs from other machines' (the local runner writes it).
+RUNS_FILE = "pipeline_runs.txt"
+
+
+def started_runs(run_dir: str) -> set[str]:
+    """The pipeline run ids listed in RUN_DIR/RUNS_FILE (empty without the file)."""
+    try:
+        with open(os.path.join(run_dir, RUNS_FILE)) as runs:
+            return {line.strip() for line in runs if line.strip()}
+    except FileNotFoundError:
+        return set()
+
+
+def record_started_run(run_dir: str, run_id: str) -> None:
+    with open(os.path.join(run_dir, RUNS_FILE), "a") as runs:
+        runs.write(run_id + "\n")
+
+
+def run_context_ids(store: mlmd.MetadataStore, run_ids: set[str]) -> set[int]:
+    """The ids of the pipeline_run contexts named in `run_ids`."""
+    return {c.id for c in store.get_contexts_by_type("pipeline_run") if c.name in run_ids}
+
+
+def mark_interrupted_executions(location: SqliteStore | MySqlStore, run_ids: set[str] = frozenset()) -> list[int]:
     """Marks executions left NEW or RUNNING as CANCELED; returns their ids.
 
     Call it only while holding the runs directory's lock (bertqa.operations.run_lock): then no
@@ -251,12 +274,10 @@ def mark_interrupted_executions(location: SqliteStore | MySqlStore | str,
     a shared server only those of the pipeline runs in `run_ids` (started from this runs
     directory) are, since another machine's run may be going on.
     """
-    if isinstance(location, str):
-        location = SqliteStore(location)
     store = open_store(location, readonly=False)
     unfinished = [e for e in store.get_executions() if e.last_known_state in _UNFINISHED_STATES]
     if location.shared:
-        ours = {c.id for c in store.get_contexts_by_type("pipeline_run") if c.name in (run_ids or set())}
+        ours = run_context_ids(store, run_ids)
         unfinished = [e for e in unfinished if any(c.id in ours for c in store.get_contexts_by_execution(e.id))]
     for execution in unfinished:
         execution.last_known_state = metadata_store_pb2.Execution.CANCELED
@@ -293,8 +314,7 @@ class RunScopedStore:
 
     def __init__(self, store: mlmd.MetadataStore, run_id: str):
         self._store = store
-        runs = [c for c in store.get_contexts_by_type("pipeline_run") if c.name == run_id]
-        self._ids = {a.id for c in runs for a in store.get_artifacts_by_context(c.id)}
+        self._ids = {a.id for c in run_context_ids(store, {run_id}) for a in store.get_artifacts_by_context(c)}
 
     def get_artifacts_by_type(self, type_name: str):
         return [a for a in self._store.get_artifacts_by_type(type_name) if a.id in self._ids]

@@ -237,7 +237,7 @@ def build_config(args: argparse.Namespace, parameters: dict):
         train_pattern=args.train_pattern, eval_pattern=args.eval_pattern or None,
         version_2_with_negative=args.version_2_with_negative, strict=args.strict, epochs=args.epochs,
         batch_size=args.batch_size, train_steps=args.train_steps, train_budget_minutes=args.budget_minutes,
-        train_matmul_dtype=args.matmul_dtype, train_xla=args.xla,
+        train_matmul_dtype=args.matmul_dtype, train_xla=args.xla, train_data_start_batch=args.data_start_batch,
         tuning=options.tuning_config(args),
         train_args_parameter=parameters["train_args"],
         range_config_parameter=parameters["range_config"], compare_with_baseline=not args.no_baseline,

@@ -124,6 +124,7 @@ def build_config(args: argparse.Namespace):
         train_budget_minutes=args.budget_minutes,
         train_matmul_dtype=args.matmul_dtype,
         train_xla=args.xla,
+        train_data_start_batch=args.data_start_batch,
         train_workers=args.train_workers,
         tuning=options.tuning_config(args),
         checkpoint_every_steps=args.checkpoint_every_steps,

@@ -222,6 +222,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the local pipeline (see `bertqa run --help`)")
     commands.add_parser("retrain", help="retrain on the latest (or a given) span; a scheduler calls this")
+    commands.add_parser("base-model", help="train a QA-tuned base on SQuAD, in resumable calls, for --init-from")
     commands.add_parser("lineage", help="which data, settings and baseline produced a pushed model")
     commands.add_parser("kfp", help="compile, submit or schedule the pipeline on Kubeflow Pipelines")
     commands.add_parser("report", help="regenerate a run's HTML report from ML Metadata (bertqa report RUN_DIR)")
@@ -275,6 +276,10 @@ def main(argv=None) -> int:
         from bertqa_cli import retrain
 
         return retrain.main(argv[1:])
+    if argv and argv[0] == "base-model":
+        from bertqa_cli import base_model
+
+        return base_model.main(argv[1:])
     if argv and argv[0] == "lineage":
         from bertqa.operations import lineage
 

@@ -86,6 +86,9 @@ def add_xla_arg(parser: argparse.ArgumentParser) -> None:
                         help="compile the training steps with XLA (once per length bucket): +22%% windows/s on full "
                              "SQuAD on 2 CPU cores, more memory, whole batches (no micro-batches), one training "
                              "process only; see docs/one-hour.md")
+    parser.add_argument("--data-start-batch", type=int, default=0, metavar="N",
+                        help="start N batches into the seeded order of the training windows (the next piece of a "
+                             "training given in pieces: `bertqa base-model` passes where its last call stopped)")
 
 
 def check_xla_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

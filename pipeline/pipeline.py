@@ -74,6 +74,8 @@ class PipelineConfig:
     train_matmul_dtype: str = "auto"
     # Training steps compiled with XLA (TrainConfig.xla): whole batches, one replica.
     train_xla: bool = False
+    # Where the training starts in its seeded window order, in batches (TrainConfig.start_batch).
+    train_data_start_batch: int = 0
     # Training in N processes on this machine's loopback (MultiWorkerMirroredStrategy; the batch
     # size stays the global one): shows the multi-worker path, not a speed-up on one machine.
     train_workers: int = 1
@@ -236,6 +238,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> 
                        "train_budget_minutes": config.train_budget_minutes,
                        "matmul_dtype": config.train_matmul_dtype,
                        **({"xla": True} if config.train_xla else {}),
+                       **({"data_start_batch": config.train_data_start_batch}
+                          if config.train_data_start_batch else {}),
                        **vertex_training_config(config.vertex_training),
                        **({"train_workers": config.train_workers} if config.train_workers > 1 else {})})
     evaluator = SquadEvaluator(

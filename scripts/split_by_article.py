@@ -1,15 +1,16 @@
-"""Splits a SQuAD file (v1.1 or v2.0) into train and eval files by article, never by question.
+"""Splits a SQuAD file (v1.1 or v2.0) into train, eval and held-out files by article, never by question.
 
     python scripts/split_by_article.py ../shared/data/squad-v2.0-train-prefix.json \
         --eval-titles 'Spectre_(2015_film)' --out-dir /tmp/v2
+    python scripts/split_by_article.py ../shared/data/covid-qa.json --eval-share 0.3 --out-dir runs/covid/data
 
-The articles named by `--eval-titles` (or the last `--eval-articles`) go to eval.json, the
-rest to train.json, each keeping the input's `version`. `--eval-max-paragraphs N` keeps only
-the first N paragraphs of each eval article (the rest are dropped, not moved to train), so an
-eval split spans several topics at a cost that suits the evaluation: with the last 14 articles
-and 8 paragraphs, a SQuAD v1.1 training file gives the 582 questions of data/sample/eval.json.
-Use it when the pipeline's hash split by title would leave too few articles on one side (a file
-of 10 articles, say), or to hold out a fixed set of articles (make run-hour).
+The articles named by `--eval-titles` (or the last `--eval-articles`, or the share `--eval-share`
+of titles chosen by hashing each title) go to eval.json, the rest to train.json, each keeping the
+input's `version`. `--eval-max-paragraphs N` keeps only the first N paragraphs of each eval article
+in eval.json and writes the rest of them to heldout.json: never trained on, and not the split the
+pipeline blesses on either (bertqa.data.article_split). With the last 14 articles and 8
+paragraphs, a SQuAD v1.1 training file gives the 582 questions of data/sample/eval.json and 2,146
+held-out ones. The pipeline reads train.json and eval.json; heldout.json is for `bertqa evaluate`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,28 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from bertqa.data import article_split  # noqa: E402
+
+
+def write_splits(squad_file: str, split: article_split.ArticleSplit, out_dir: str) -> dict[str, pathlib.Path]:
+    """Writes train.json, eval.json and (when it has questions) heldout.json; returns their paths."""
+    squad = json.loads(pathlib.Path(squad_file).read_text(encoding="utf-8"))
+    splits = article_split.split_articles(squad["data"], split, source=squad_file)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, part in splits.items():
+        if not part:
+            continue
+        path = paths[name] = out / f"{name}.json"
+        path.write_text(json.dumps({"version": squad.get("version", "1.1"), "data": part}, ensure_ascii=False),
+                        encoding="utf-8")
+        print(f"{path}: {len(part)} articles, {article_split.question_count(part)} questions")
+    return paths
 
 
 def main() -> None:
@@ -25,34 +48,17 @@ def main() -> None:
     choice = parser.add_mutually_exclusive_group(required=True)
     choice.add_argument("--eval-articles", type=int, help="the last N articles go to eval")
     choice.add_argument("--eval-titles", nargs="+", help="these article titles go to eval")
+    choice.add_argument("--eval-share", type=float, help="this share of the articles, chosen by title hash")
     parser.add_argument("--eval-max-paragraphs", type=int, default=None,
-                        help="keep only the first N paragraphs of each eval article")
+                        help="eval keeps the first N paragraphs of each eval article; the rest go to heldout.json")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args()
-    squad = json.loads(pathlib.Path(args.squad_file).read_text(encoding="utf-8"))
-    articles = squad["data"]
-    if args.eval_titles:
-        missing = set(args.eval_titles) - {a["title"] for a in articles}
-        if missing:
-            raise SystemExit(f"{args.squad_file} has no article titled {', '.join(sorted(missing))}")
-        eval_part = [a for a in articles if a["title"] in args.eval_titles]
-    elif 0 < args.eval_articles < len(articles):
-        eval_part = articles[-args.eval_articles:]
-    else:
-        raise SystemExit(f"{args.squad_file} has {len(articles)} articles; --eval-articles must be between 1 and "
-                         f"{len(articles) - 1}")
-    out = pathlib.Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    train_part = [a for a in articles if a not in eval_part]
-    if args.eval_max_paragraphs:
-        eval_part = [{**a, "paragraphs": a["paragraphs"][:args.eval_max_paragraphs]} for a in eval_part]
-    splits = {"train": train_part, "eval": eval_part}
-    for name, part in splits.items():
-        path = out / f"{name}.json"
-        path.write_text(json.dumps({"version": squad.get("version", "1.1"), "data": part}, ensure_ascii=False),
-                        encoding="utf-8")
-        questions = sum(len(p["qas"]) for a in part for p in a["paragraphs"])
-        print(f"{path}: {len(part)} articles, {questions} questions")
+    try:
+        split = article_split.ArticleSplit(eval_titles=tuple(args.eval_titles or ()), eval_articles=args.eval_articles,
+                                           eval_share=args.eval_share, eval_max_paragraphs=args.eval_max_paragraphs)
+        write_splits(args.squad_file, split, args.out_dir)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -229,9 +229,11 @@ def test_trainer_writes_tensorboard_logs_with_the_loss_series(first_run):
     assert all(point.loss > 0 and point.learning_rate >= 0 and point.windows_per_second > 0 for point in curve)
 
 
-def _training_summary(config) -> dict:
-    return json.loads(next(pathlib.Path(config.pipeline_root, "Trainer", "model").iterdir())
-                      .joinpath("training_summary.json").read_text())
+def _training_summary(config_or_model_dir) -> dict:
+    """training_summary.json of a run's only Trainer execution, or of the Trainer model directory given."""
+    model_dir = (config_or_model_dir if isinstance(config_or_model_dir, pathlib.Path)
+                 else _only(config_or_model_dir.pipeline_root))
+    return json.loads((model_dir / "training_summary.json").read_text())
 
 
 def test_trainer_trains_and_exports_each_in_a_process_of_its_own(first_run):
@@ -362,9 +364,60 @@ def test_malformed_squad_file_stops_with_one_clear_message(tmp_path, fixtures_di
 
 
 @pytest.fixture(scope="module")
-def runs_from_bases(first_run, learnable_data_dir, tmp_path_factory, vocab_path):
-    """Two runs that start (--init-from) from the first run's model: its pushed version, and the same
-    weights written as a BERT checkpoint with a span head (tests/bert_layout.py)."""
+def base_model_calls(learnable_data_dir, tmp_path_factory):
+    """Two calls of `bertqa base-model` on one SQuAD file (the learnable tiny data, its eval article's
+    first paragraph the eval split and its second the held-out split), 60 steps each; and a third
+    call with another file."""
+    squad = json.loads((learnable_data_dir / "tiny_train.json").read_text())
+    squad["data"] += json.loads((learnable_data_dir / "tiny_eval.json").read_text())["data"]
+    squad_file = tmp_path_factory.mktemp("squad") / "squad.json"
+    squad_file.write_text(json.dumps(squad))
+    runs_dir = tmp_path_factory.mktemp("base")
+    args = ["base-model", "--squad-file", str(squad_file), "--hours", "1", "--runs-dir", str(runs_dir),
+            "--eval-articles", "1", "--eval-max-paragraphs", "1", *TINY_ARGS[4:8], "--train-steps", "60"]
+    codes = [cli.main(args), cli.main(args)]
+    other = squad_file.with_name("other.json")
+    other.write_text(json.dumps({**squad, "data": squad["data"][1:]}))
+    return codes, runs_dir, squad_file, other, args
+
+
+def test_base_model_calls_resume_where_the_last_stopped_and_a_run_from_the_base_starts_lower(
+        base_model_calls, first_run):
+    codes, runs_dir, squad_file, _, _ = base_model_calls
+    assert codes == [0, 0]
+    state = json.loads((runs_dir / "base_model.json").read_text())
+    assert state["split"] == {"eval_articles": 1, "eval_max_paragraphs": 1, "train": TRAIN_QUESTIONS,
+                              "eval": 15, "heldout": 8}
+    first, second = state["calls"]
+    assert (first["call"], first["data_batches"], first["initialised_from"]) == (1, [0, 60], None)
+    # The second call started from the first one's pushed version and took the window order up at batch 60.
+    assert (second["call"], second["data_batches"], second["initialised_from"]) == (2, [60, 120], first["path"])
+    assert first["version"] != second["version"]
+    assert set(second["heldout"]) == {"saved_model", "model.tflite"}
+    assert 0 <= second["heldout"]["model.tflite"]["f1"] <= 100
+    first_model, second_model = (_trainer_model_dir(call) for call in (first, second))
+    assert _first_logged_loss(second_model) < _first_logged_loss(_only(first_run[0].pipeline_root)) / 2
+    assert _training_summary(second_model)["initialised_from"] == {"path": first["path"], "kind": "pushed version"}
+    assert _training_summary(first_model)["cold_start_reason"]
+
+
+def test_base_model_refuses_another_squad_file_and_the_options_it_sets_itself(base_model_calls, capsys):
+    _, runs_dir, squad_file, other, args = base_model_calls
+    before = (runs_dir / "base_model.json").read_text()
+    assert cli.main([*args[:2], str(other), *args[3:]]) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert error.startswith(f"error: {runs_dir} holds a base trained on {squad_file}") and str(other) in error
+    assert (runs_dir / "base_model.json").read_text() == before
+    with pytest.raises(SystemExit):
+        cli.main([*args, "--init-from", str(runs_dir)])
+    assert "--init-from: set by this command" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def runs_from_bases(first_run, base_model_calls, learnable_data_dir, tmp_path_factory, vocab_path):
+    """Runs that start (--init-from) from a base: the second base-model call, from the first call's pushed
+    version; and a run from the first run's weights written as a BERT checkpoint with a span head
+    (tests/bert_layout.py). kind -> (the Trainer's model directory, its runs directory, the base)."""
     from bert_layout import write_bert_qa_checkpoint
 
     from bertqa.model import training
@@ -374,41 +427,53 @@ def runs_from_bases(first_run, learnable_data_dir, tmp_path_factory, vocab_path)
     (version,) = os.listdir(config.serving_dir)
     model = training.build_model(config.spec)
     assert training.warm_start(model, pushed_models.read_version(config.serving_dir, version).saved_model_dir) is None
-    bases = {"pushed version": os.path.join(config.serving_dir, version),
-             "BERT checkpoint with a span head": str(write_bert_qa_checkpoint(
-                 model, tmp_path_factory.mktemp("bert_qa"), vocab_path))}
-    runs = {}
-    for kind, base in bases.items():
-        args = ["--runs-dir", str(tmp_path_factory.mktemp("from_base")), "--data-dir", str(learnable_data_dir),
-                *TINY_ARGS[:-1], "--init-from", base]
-        assert local_runner.main(args) == 0
-        runs[kind] = (local_runner.build_config(local_runner.parse_args(args)), base)
-    return runs
+    base = str(write_bert_qa_checkpoint(model, tmp_path_factory.mktemp("bert_qa"), vocab_path))
+    runs_dir = tmp_path_factory.mktemp("from_base")
+    args = ["--runs-dir", str(runs_dir), "--data-dir", str(learnable_data_dir), *TINY_ARGS[:-1], "--init-from", base]
+    assert local_runner.main(args) == 0
+    base_runs = base_model_calls[1]
+    first, second = json.loads((base_runs / "base_model.json").read_text())["calls"]
+    return {"pushed version": (_trainer_model_dir(second), base_runs, first["path"]),
+            "BERT checkpoint with a span head": (_only(local_runner.build_config(
+                local_runner.parse_args(args)).pipeline_root), runs_dir, base)}
 
 
-def _first_logged_loss(config) -> float:
+def _only(pipeline_root) -> pathlib.Path:
+    """The Trainer's model directory of a runs directory with one Trainer execution."""
+    (model_dir,) = pathlib.Path(pipeline_root, "Trainer", "model").iterdir()
+    return model_dir
+
+
+def _trainer_model_dir(call: dict) -> pathlib.Path:
+    from bertqa.operations import pushed_models
+
+    pushed = pushed_models.find_pushed(os.path.dirname(call["path"]), call["version"])
+    return pathlib.Path(pushed.saved_model_dir).parent
+
+
+def _first_logged_loss(model_dir: pathlib.Path) -> float:
     from bertqa.operations import report_data
 
-    model_run = next(pathlib.Path(config.pipeline_root, "Trainer", "model_run").iterdir())
+    # The ModelRun artifact of the same Trainer execution: Trainer/model_run/<execution id>.
+    model_run = model_dir.parent.parent / "model_run" / model_dir.name
     return report_data.read_training_curve(str(model_run))[0].loss
 
 
 def test_runs_from_a_base_start_with_a_lower_loss_than_a_cold_start(first_run, runs_from_bases):
-    cold = _first_logged_loss(first_run[0])
-    for kind, (config, base) in runs_from_bases.items():
-        summary = _training_summary(config)
+    cold = _first_logged_loss(_only(first_run[0].pipeline_root))
+    for kind, (model_dir, _, base) in runs_from_bases.items():
+        summary = _training_summary(model_dir)
         assert summary["initialised_from"] == {"path": base, "kind": kind} and summary["warm_started_from"] is None
-        assert _first_logged_loss(config) < cold / 2, kind
+        assert _first_logged_loss(model_dir) < cold / 2, kind
 
 
 def test_lineage_and_ml_metadata_name_the_base_as_the_trainers_input(runs_from_bases, capsys):
-    for kind, (config, base) in runs_from_bases.items():
-        runs_dir = os.path.dirname(os.path.dirname(config.serving_dir))
-        assert cli.main(["lineage", "--runs-dir", runs_dir, "--json"]) == 0
+    for kind, (_, runs_dir, base) in runs_from_bases.items():
+        assert cli.main(["lineage", "--runs-dir", str(runs_dir), "--json"]) == 0
         latest = json.loads(capsys.readouterr().out)["model"]
         assert latest["initialised_from"] == {"path": base, "kind": kind}
         assert latest["base_model_input"] == [base]
-        assert cli.main(["lineage", "--runs-dir", runs_dir]) == 0
+        assert cli.main(["lineage", "--runs-dir", str(runs_dir)]) == 0
         assert f"started from the base {base} ({kind})" in capsys.readouterr().out
 
 

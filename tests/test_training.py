@@ -131,6 +131,32 @@ def test_data_order_is_seeded_so_skipping_batches_resumes_it(many_windows):
     assert batches(skip=5) == full[5:]
 
 
+class _BatchLosses(training.keras.callbacks.Callback):
+    """Each step's own loss (Keras logs the epoch's running mean): with a learning rate of 0 and no
+    dropout, the loss of a step tells which batch it trained on."""
+
+    def __init__(self):
+        super().__init__()
+        self.means, self.losses = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        mean = float(logs["loss"])
+        self.losses.append(mean * (batch + 1) - (self.means[-1] * batch if self.means else 0.0))
+        self.means.append(mean)
+
+
+def test_a_training_given_in_pieces_takes_the_window_order_up_where_the_last_piece_stopped(many_windows):
+    # bertqa base-model's second call passes start_batch = the batches its first call took.
+    initial = _tiny_model().get_weights()
+    whole, piece = _BatchLosses(), _BatchLosses()
+    config = training.TrainConfig(batch_size=4, train_steps=8, learning_rate=0.0, shuffle_buffer=100)
+    training.train(_tiny_model(initial), [many_windows], config, callbacks=[whole])
+    training.train(_tiny_model(initial), [many_windows], dataclasses.replace(config, train_steps=5, start_batch=3),
+                   callbacks=[piece])
+    np.testing.assert_allclose(piece.losses, whole.losses[3:], rtol=1e-4)
+    assert len(set(np.round(whole.losses, 4))) > 4  # the batches differ, so the comparison tells them apart
+
+
 def test_killed_training_resumes_from_its_last_checkpoint_and_ends_where_an_uninterrupted_one_does(
         many_windows, tmp_path):
     config = training.TrainConfig(batch_size=4, train_steps=9, learning_rate=1e-3, shuffle_buffer=100)

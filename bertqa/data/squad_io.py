@@ -85,6 +85,7 @@ from bertqa.data.answer_alignment import (  # the reasons are squad_io's public 
     Context,
     align_answers,
 )
+from bertqa.data.article_split import fallback_title as article_title_fallback
 from bertqa.data.raw_example import SquadExample
 
 _LOG = logging.getLogger(__name__)
@@ -313,7 +314,7 @@ class _Reader:
             return title, frozenset()
         if title is not None:
             raise _Where(self.source).error(f"data[{index}] has a 'title' that is not a string", _FIX_SCHEMA)
-        return _fallback_title(index, article), frozenset({TITLE_MISSING})
+        return article_title_fallback(index, article), frozenset({TITLE_MISSING})
 
     def _read_paragraph(self, where: _Where, paragraph: Any, inherited: frozenset[str]) -> None:
         if not isinstance(paragraph, dict):
@@ -494,13 +495,3 @@ def _check_text(where: _Where, text: str, what: str) -> None:
         )
 
 
-def _fallback_title(index: int, article: dict) -> str:
-    """A stable article name: its document_id (COVID-QA keeps one per paragraph), else its index."""
-    ids = [article.get("document_id")]
-    if ids == [None] and isinstance(article.get("paragraphs"), list):
-        ids = [p.get("document_id") if isinstance(p, dict) else None for p in article["paragraphs"]]
-    # Only a string or an integer names an article: a list or an object is not even
-    # hashable (a set of them raised TypeError), and True, an int to Python, is no id.
-    if ids and all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids) and len(set(ids)) == 1:
-        return str(ids[0])
-    return f"article-{index}"

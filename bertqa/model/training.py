@@ -40,6 +40,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     seq_len: int = 384
     bucket_width: int = 64
+    # Windows the shuffle draws from. The Trainer passes the whole training split (a uniform
+    # permutation each epoch): the windows come in article order, so a smaller buffer keeps each
+    # stretch of training on a few hundred articles and the low-rate tail on the last ones. A
+    # serialized window is about 2 KB, so full SQuAD (88k windows) holds about 200 MB.
     shuffle_buffer: int = 20000
     seed: int = DEFAULT_SEED
     # Peak memory bound: a batch whose windows x tokens^2 exceeds this is trained as sequential
@@ -71,6 +75,10 @@ class TrainConfig:
     # One replica only: the optimizer's cross-replica update of a tf.distribute strategy does
     # not run inside XLA here.
     xla: bool = False
+    # Where in the seeded window order this training starts, in batches: a later piece of the
+    # same training (a `make base-model` call resuming the base) continues the order where the
+    # last piece stopped instead of seeing its first batches again.
+    start_batch: int = 0
 
 
 def train_config(spec: BertQaSpec, batch_size: int, train_steps: int, **overrides) -> TrainConfig:
@@ -468,7 +476,7 @@ def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
     def global_batches(skip: int = 0) -> tf.data.Dataset:
         return bucketed_window_dataset(train_files, config.batch_size, config.seq_len, config.bucket_width,
                                        shuffle_buffer=config.shuffle_buffer, repeat=True,
-                                       seed=config.seed).skip(skip)
+                                       seed=config.seed).skip(config.start_batch + skip)
 
     # "auto" resolved once (it reads /proc/cpuinfo): the step and the History say the same.
     config = dataclasses.replace(config, matmul_dtype=resolve_matmul_dtype(config.matmul_dtype))

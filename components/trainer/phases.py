@@ -150,7 +150,8 @@ def train_phase(job: TrainingJob) -> None:
     train_config = training.train_config(spec, batch_size, steps,
                                          time_budget_seconds=60.0 * float(budget_minutes) if budget_minutes else None,
                                          matmul_dtype=config.get("matmul_dtype") or "auto",
-                                         xla=bool(config.get("xla")))
+                                         xla=bool(config.get("xla")), shuffle_buffer=plan.num_windows,
+                                         start_batch=int(config.get("data_start_batch") or 0))
     # TensorBoard logs in the ModelRun artifact, as TFX's own Trainer examples write them.
     history = training.train(model, list(job.train_files), train_config, log_dir=job.model_run_dir,
                              checkpoints=checkpoints, strategy=strategy)
@@ -161,6 +162,9 @@ def train_phase(job: TrainingJob) -> None:
                "dropout_rate": spec.dropout_rate, "hyperparameters": config.get("hyperparameters") or None,
                "final_loss": float(history.history["loss"][-1]),
                "steps_trained": int(model.optimizer.iterations.numpy()),
+               # The batches of the seeded window order this training took: the next piece starts at the end.
+               "data_batches": [train_config.start_batch,
+                                train_config.start_batch + int(model.optimizer.iterations.numpy())],
                "resumed_from_step": history.resumed_from_step,
                "time_budget_seconds": train_config.time_budget_seconds,
                "training_seconds": round(history.training_seconds, 1),

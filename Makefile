@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run run-hour base-model test test-fast metadata-server bench bench-peer bench-train bench-scaling lint lock clean image retrain-demo tensorboard serve
+.PHONY: setup run run-hour base-model covid-transfer test test-fast metadata-server bench bench-peer bench-train bench-scaling lint lock clean image retrain-demo tensorboard serve
 
 setup:
 	@scripts/setup.sh
@@ -51,6 +51,15 @@ base-model: setup
 	  "make base-model SQUAD_FILE=path/to/train-v1.1.json HOURS=1" >&2; exit 2; }
 	$(PY) -m bertqa_cli base-model --squad-file "$(SQUAD_FILE)" --hours $(HOURS) --runs-dir $(BASE_DIR) \
 	  --learning-rate 2.934e-4 --warmup-fraction 0.1 --dropout-rate 0 --xla $(RUN_ARGS)
+
+# Transfer to COVID-QA's held-out articles (scripts/covid_transfer.py): (a) the base zero-shot, (b) the
+# encoder fine-tuned on its training articles, (c) the base fine-tuned on them in the same time:
+#   make covid-transfer COVID_FILE=path/to/covid-qa.json BASE=runs/base/bertqa/serving/<version>
+COVID_MINUTES ?= 20
+covid-transfer: setup
+	@test -n "$(COVID_FILE)" -a -n "$(BASE)" || { echo "make covid-transfer: name the COVID-QA file and the base:" \
+	  "make covid-transfer COVID_FILE=path/to/covid-qa.json BASE=runs/base/bertqa/serving/<version>" >&2; exit 2; }
+	$(PY) scripts/covid_transfer.py --covid-file "$(COVID_FILE)" --base "$(BASE)" --minutes $(COVID_MINUTES)
 
 # Two workers, one test module each at a time (module fixtures such as a pipeline run stay shared
 # within their module): the end-to-end runs spend much of their time in a single thread. Modules

@@ -184,7 +184,8 @@ def record_call(args, state: dict, serving_dir: str, previous: set[str]) -> dict
     call = {"call": len(state["calls"]) + 1, "version": latest.version, "path": os.path.abspath(latest.path),
             "hours": args.hours, "steps": summary["steps_trained"], "data_batches": summary["data_batches"],
             "batch_size": summary["batch_size"], "training_seconds": summary["training_seconds"],
-            "initialised_from": (summary.get("initialised_from") or {}).get("path"), "eval_f1": latest.f1,
+            "initialised_from": (summary.get("initialised_from") or {}).get("path"),
+            "eval_f1": None if latest.f1 is None else round(latest.f1, 2),
             "heldout": heldout_scores(latest, heldout) if heldout.exists() else None}
     state["calls"].append(call)
     write_state(args.runs_dir, state)

@@ -137,6 +137,10 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="the share of training spent warming the learning rate up (default: the spec's)")
     parser.add_argument("--dropout-rate", type=_fraction, default=None, metavar="RATE",
                         help="the encoder's dropout rate in training (default: the spec's)")
+    parser.add_argument("--layer-decay", type=_decay_arg, default=None, metavar="DECAY",
+                        help="layer-wise learning-rate decay: the span head trains at the peak rate, the top layer "
+                             "at DECAY times it, each layer below at DECAY times the one above (ELECTRA: 0.8 for "
+                             "small models; default: the spec's, one rate for all)")
     parser.add_argument("--init-from", default=None, metavar="PATH",
                         help="start training from this QA-tuned model instead of the spec's encoder: a pushed version "
                              "(serving/<version>/), a Trainer model of an earlier run, or a BERT checkpoint with a "
@@ -146,6 +150,13 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="the window lengths model.tflite has a signature for, beside the spec's seq_len "
                              "(default 384,320,256,224,192,176,160,128): an app runs each question at the "
                              "smallest that holds it; each one costs LiteRT about 13 MB of memory for MiniLM")
+
+
+def _decay_arg(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a decay in (0, 1]")
+    return value
 
 
 def _lengths_arg(text: str) -> tuple[int, ...]:
@@ -166,6 +177,8 @@ def spec_from_args(args: argparse.Namespace):
     # add_spec_args names one flag per tunable field (--learning-rate -> learning_rate).
     overrides = {field: getattr(args, field) for field in model_spec.TUNABLE_FIELDS
                  if getattr(args, field) is not None}
+    if getattr(args, "layer_decay", None):
+        overrides["layer_decay"] = args.layer_decay
     if getattr(args, "on_device_lengths", None):
         overrides["on_device_lengths"] = args.on_device_lengths
     if getattr(args, "init_from", None):

@@ -44,6 +44,9 @@ class BertQaSpec:
     learning_rate: float = 5e-5
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
+    # Layer-wise learning-rate decay (bertqa.model.optimization; ELECTRA fine-tunes with 0.8 for
+    # small models, 0.9 for base); None: every layer at the same rate.
+    layer_decay: float | None = None
     default_training_epochs: int = 2
     default_batch_size: int = 32
     predict_batch_size: int = 32

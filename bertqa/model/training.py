@@ -20,7 +20,7 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
-from bertqa.model import checkpoint, distribution, modeling
+from bertqa.model import checkpoint, distribution, modeling, optimization
 from bertqa.model.model_spec import BertQaSpec
 from bertqa.model.modeling import INPUT_NAMES, BertEncoder, build_span_model, is_dropout_state
 
@@ -79,13 +79,16 @@ class TrainConfig:
     # same training (a `make base-model` call resuming the base) continues the order where the
     # last piece stopped instead of seeing its first batches again.
     start_batch: int = 0
+    # Layer-wise learning-rate decay (bertqa.model.optimization): the span head trains at the peak
+    # rate, layer i of L at decay^(L - i) times it, the embeddings at decay^(L + 1). None: one rate.
+    layer_decay: float | None = None
 
 
 def train_config(spec: BertQaSpec, batch_size: int, train_steps: int, **overrides) -> TrainConfig:
     """The optimisation settings of a spec for a given batch size and number of steps."""
     return TrainConfig(batch_size=batch_size, train_steps=train_steps, learning_rate=spec.learning_rate,
                        warmup_fraction=spec.warmup_fraction, weight_decay=spec.weight_decay, seq_len=spec.seq_len,
-                       **overrides)
+                       layer_decay=spec.layer_decay, **overrides)
 
 
 def build_model(spec: BertQaSpec) -> keras.Model:
@@ -238,15 +241,6 @@ def learning_rate_schedule(config: TrainConfig, elapsed_seconds: tf.Variable | N
                              config.time_budget_seconds)
 
 
-def make_optimizer(config: TrainConfig, schedule: WarmupLinearDecay | None = None) -> keras.optimizers.Optimizer:
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule or learning_rate_schedule(config),
-                                       weight_decay=config.weight_decay,
-                                       beta_1=0.9, beta_2=0.999, epsilon=1e-6)
-    # BERT does not decay LayerNorm parameters or biases.
-    optimizer.exclude_from_weight_decay(var_names=["norm", "bias"])
-    return optimizer
-
-
 MATMUL_DTYPES = ("auto", "bfloat16", "float32")
 # /proc/cpuinfo flags of the x86 instructions that multiply bfloat16 natively; oneDNN uses them
 # for bfloat16 matmuls. Elsewhere it emulates bfloat16, which is slower than float32.
@@ -282,7 +276,9 @@ def _step_with_bfloat16_matmuls(train_step, data):
 
 def compile_for_training(model: keras.Model, config: TrainConfig, schedule: WarmupLinearDecay | None = None) -> None:
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=make_optimizer(config, schedule),
+    optimizer = optimization.make_optimizer(schedule or learning_rate_schedule(config), config.weight_decay,
+                                            config.layer_decay, [v.name for v in model.trainable_variables])
+    model.compile(optimizer=optimizer,
                   loss={"start_logits": loss, "end_logits": loss},
                   loss_weights={"start_logits": 0.5, "end_logits": 0.5})
     # The logs' metric values are already the cluster's (Keras's metrics sum their totals and

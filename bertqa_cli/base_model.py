@@ -38,7 +38,6 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import pathlib  # noqa: E402
@@ -77,14 +76,6 @@ def parse_args(argv):
     return args, runner_argv
 
 
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_state(runs_dir: str) -> dict | None:
     path = pathlib.Path(runs_dir, STATE_FILE)
     return json.loads(path.read_text()) if path.exists() else None
@@ -92,12 +83,12 @@ def read_state(runs_dir: str) -> dict | None:
 
 def prepare(args) -> dict:
     """The base's state, with its data split written on the first call; refuses another SQuAD file."""
+    from bertqa.operations import pushed_models
+
     state = read_state(args.runs_dir)
-    try:
-        digest = file_digest(args.squad_file)
-    except OSError as error:
-        raise BaseModelStateError(f"--squad-file {args.squad_file}: {error.strerror}") from None
-    data_dir = pathlib.Path(args.runs_dir, "data")
+    if not os.path.isfile(args.squad_file):
+        raise BaseModelStateError(f"--squad-file {args.squad_file}: no such file; give a SQuAD v1.1 training file")
+    digest = pushed_models.file_sha256(args.squad_file)
     if state is not None:
         if state["sha256"] != digest:
             raise BaseModelStateError(
@@ -105,25 +96,18 @@ def prepare(args) -> dict:
                 f"{args.squad_file} is another file (sha256 {digest[:12]}): give that file, or another --runs-dir "
                 "for a new base")
         return state
+    # Written once: TFX fingerprints its input files by their modification time too, so rewriting
+    # them would re-run SquadExampleGen and BertQATransform on every call.
     try:
         split = article_split.ArticleSplit(eval_articles=args.eval_articles,
                                            eval_max_paragraphs=args.eval_max_paragraphs)
-        squad = json.loads(pathlib.Path(args.squad_file).read_text(encoding="utf-8"))
-        splits = article_split.split_articles(squad["data"], split, source=args.squad_file)
+        written = article_split.write_split_files(args.squad_file, split, os.path.join(args.runs_dir, "data"))
     except (ValueError, KeyError, TypeError) as error:  # json's JSONDecodeError is a ValueError
         raise BaseModelStateError(f"{args.squad_file}: not a SQuAD file this command can split by article "
                                   f"({error}); give a SQuAD v1.1 training file") from None
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # Written once: TFX fingerprints its input files by their modification time too, so rewriting
-    # them would re-run SquadExampleGen and BertQATransform on every call.
-    for name, part in splits.items():
-        if part:
-            (data_dir / f"{name}.json").write_text(
-                json.dumps({"version": squad.get("version", "1.1"), "data": part}, ensure_ascii=False),
-                encoding="utf-8")
     state = {"squad_file": os.path.abspath(args.squad_file), "sha256": digest,
              "split": {"eval_articles": args.eval_articles, "eval_max_paragraphs": args.eval_max_paragraphs,
-                       **{name: article_split.question_count(part) for name, part in splits.items()}},
+                       **{name: article_split.question_count(part) for name, (_, part) in written.items()}},
              "calls": []}
     write_state(args.runs_dir, state)
     return state
@@ -178,8 +162,7 @@ def record_call(args, state: dict, serving_dir: str, previous: set[str]) -> dict
     latest = pushed_models.latest_pushed(serving_dir)
     if latest is None or latest.version in previous:
         return None
-    summary_path = os.path.join(os.path.dirname(latest.saved_model_dir.rstrip("/")), "training_summary.json")
-    summary = json.loads(pathlib.Path(summary_path).read_text())
+    summary = latest.training_summary()
     heldout = pathlib.Path(args.runs_dir, "data", "heldout.json")
     call = {"call": len(state["calls"]) + 1, "version": latest.version, "path": os.path.abspath(latest.path),
             "hours": args.hours, "steps": summary["steps_trained"], "data_batches": summary["data_batches"],
@@ -208,6 +191,7 @@ def main(argv=None) -> int:
     from bertqa.operations import pushed_models, run_lock
 
     args, passed = parse_args(sys.argv[1:] if argv is None else argv)
+    runner_args = None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         with run_lock.runs_lock(run_lock.lock_path(args.runs_dir, "bertqa")):
@@ -224,7 +208,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as error:  # noqa: BLE001 (reported below, or re-raised)
-        message = local_runner.failure_message(error, args.runs_dir)
+        message = local_runner.failure_message(error, args.runs_dir, runner_args and runner_args.metadata_mysql)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

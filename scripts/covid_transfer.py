@@ -48,7 +48,7 @@ def fine_tune(name: str, data_dir: pathlib.Path, runs_dir: pathlib.Path, minutes
     if local_runner.main(argv) != 0:
         raise SystemExit(f"error: the {name} run failed; its runs directory is {runs_dir / name}")
     pushed = pushed_models.latest_pushed(str(runs_dir / name / "bertqa" / "serving"))
-    summary = json.loads(pathlib.Path(pushed.saved_model_dir).parent.joinpath("training_summary.json").read_text())
+    summary = pushed.training_summary()
     return {"version": pushed, "seconds": round(time.monotonic() - started),
             "training_seconds": summary["training_seconds"], "steps": summary["steps_trained"],
             "train_windows": summary["train_windows"]}

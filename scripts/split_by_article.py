@@ -16,7 +16,6 @@ held-out ones. The pipeline reads train.json and eval.json; heldout.json is for 
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
@@ -25,21 +24,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bertqa.data import article_split  # noqa: E402
 
 
-def write_splits(squad_file: str, split: article_split.ArticleSplit, out_dir: str) -> dict[str, pathlib.Path]:
-    """Writes train.json, eval.json and (when it has questions) heldout.json; returns their paths."""
-    squad = json.loads(pathlib.Path(squad_file).read_text(encoding="utf-8"))
-    splits = article_split.split_articles(squad["data"], split, source=squad_file)
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, part in splits.items():
-        if not part:
-            continue
-        path = paths[name] = out / f"{name}.json"
-        path.write_text(json.dumps({"version": squad.get("version", "1.1"), "data": part}, ensure_ascii=False),
-                        encoding="utf-8")
+def write_splits(squad_file: str, split: article_split.ArticleSplit, out_dir: str) -> None:
+    """Writes the split files (article_split.write_split_files) and prints what each holds."""
+    for path, part in article_split.write_split_files(squad_file, split, out_dir).values():
         print(f"{path}: {len(part)} articles, {article_split.question_count(part)} questions")
-    return paths
 
 
 def main() -> None:

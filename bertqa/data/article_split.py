@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import pathlib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,3 +88,23 @@ def split_articles(articles: list[dict], split: ArticleSplit, source: str = "the
 
 def question_count(articles: list[dict]) -> int:
     return sum(len(paragraph["qas"]) for article in articles for paragraph in article["paragraphs"])
+
+
+def write_split_files(squad_file: str, split: ArticleSplit, out_dir: str) -> dict[str, tuple[pathlib.Path, list[dict]]]:
+    """Writes train.json, eval.json and (when it has questions) heldout.json, each with the input's `version`.
+
+    Returns {split name: (its file, its articles)}. ValueError (json's included) or KeyError for a file
+    this cannot split.
+    """
+    squad = json.loads(pathlib.Path(squad_file).read_text(encoding="utf-8"))
+    splits = split_articles(squad["data"], split, source=squad_file)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, part in splits.items():
+        if part:
+            path = out / f"{name}.json"
+            path.write_text(json.dumps({"version": squad.get("version", "1.1"), "data": part}, ensure_ascii=False),
+                            encoding="utf-8")
+            written[name] = (path, part)
+    return written

@@ -44,6 +44,12 @@ class PushedModel:
     def saved_model_dir(self) -> str:
         return self.record["saved_model_dir"]
 
+    def training_summary(self) -> dict:
+        """training_summary.json of the Trainer model this version was exported from (at the model's root)."""
+        with tf.io.gfile.GFile(os.path.join(os.path.dirname(self.saved_model_dir.rstrip("/")),
+                                            "training_summary.json")) as f:
+            return json.load(f)
+
     @property
     def model_id(self) -> int | None:
         return self.record.get("model_id")

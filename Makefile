@@ -59,7 +59,7 @@ COVID_MINUTES ?= 20
 covid-transfer: setup
 	@test -n "$(COVID_FILE)" -a -n "$(BASE)" || { echo "make covid-transfer: name the COVID-QA file and the base:" \
 	  "make covid-transfer COVID_FILE=path/to/covid-qa.json BASE=runs/base/bertqa/serving/<version>" >&2; exit 2; }
-	$(PY) scripts/covid_transfer.py --covid-file "$(COVID_FILE)" --base "$(BASE)" --minutes $(COVID_MINUTES)
+	$(PY) scripts/covid_transfer.py --covid-file "$(COVID_FILE)" --base "$(BASE)" --minutes $(COVID_MINUTES) $(RUN_ARGS)
 
 # Two workers, one test module each at a time (module fixtures such as a pipeline run stay shared
 # within their module): the end-to-end runs spend much of their time in a single thread. Modules

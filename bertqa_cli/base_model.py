@@ -133,10 +133,16 @@ def runner_argv(args, state: dict, passed: list[str]) -> list[str]:
     return argv + passed
 
 
-def heldout_scores(version, heldout: pathlib.Path) -> dict:
+SCORED_FORMATS = ("saved_model", "model.tflite")
+
+
+def heldout_scores(version, heldout: pathlib.Path, formats: tuple[str, ...] = SCORED_FORMATS) -> dict:
     """SQuAD exact match and F1 on `heldout` of a pushed version (pushed_models.PushedModel): its SavedModel and
-    its model.tflite, both on the windows the pipeline makes for the model (its identity: casing, window length,
-    query length, stride)."""
+    its model.tflite (those of them in `formats`), both on the windows the pipeline makes for the model (its
+    identity: casing, window length, query length, stride)."""
+    unknown = sorted(set(formats) - set(SCORED_FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"cannot score {unknown or 'no format'}; choose from {', '.join(SCORED_FORMATS)}")
     from bertqa.data.tokenization import TokenizerConfig
     from bertqa.data.windowing import WindowConfig
     from bertqa.model import evaluation
@@ -148,9 +154,11 @@ def heldout_scores(version, heldout: pathlib.Path) -> dict:
     tokenizer = TokenizerConfig(os.path.join(version.path, "vocab.txt"), identity.get("do_lower_case", True))
     examples, windows = evaluation.squad_file_windows(str(heldout), tokenizer, window)
     config = evaluation.EvalConfig()
-    results = {"saved_model": evaluation.evaluate_saved_model(version.saved_model_dir, examples, windows, config),
-               "model.tflite": scoring.evaluate_tflite(os.path.join(version.path, "model.tflite"), examples, windows,
-                                                       config)}
+    scorers = {"saved_model": lambda: evaluation.evaluate_saved_model(version.saved_model_dir, examples, windows,
+                                                                      config),
+               "model.tflite": lambda: scoring.evaluate_tflite(os.path.join(version.path, "model.tflite"), examples,
+                                                               windows, config)}
+    results = {name: scorers[name]() for name in SCORED_FORMATS if name in formats}
     return {name: {"exact_match": round(float(result.metrics["exact_match"]), 2),
                    "f1": round(float(result.metrics["f1"]), 2)} for name, result in results.items()}
 

@@ -92,3 +92,30 @@ def test_the_script_writes_the_three_files_and_refuses_in_one_line(tmp_path):
     refused = subprocess.run([sys.executable, *script, "--eval-titles", "Nowhere"], capture_output=True, text=True)
     assert refused.returncode != 0
     assert refused.stderr.strip() == f"error: {source} has no article titled Nowhere"
+
+
+def test_the_covid_transfer_split_keeps_its_heldout_articles_out_of_both_pipeline_splits(tmp_path):
+    """scripts/covid_transfer.py: heldout.json by title hash, the fine-tuning runs' eval split the last
+    PIPELINE_EVAL_ARTICLES of the others, every question in exactly one file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("covid_transfer", "scripts/covid_transfer.py")
+    covid_transfer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(covid_transfer)
+    articles = [_article(None, paragraphs=1, questions_each=3, document_id=f"doc{i}") for i in range(30)]
+    for i, article in enumerate(articles):  # COVID-QA's articles have no title and distinct question ids
+        for q in article["paragraphs"][0]["qas"]:
+            q["id"] = f"{i}-{q['id']}"
+    source = tmp_path / "covid.json"
+    source.write_text(json.dumps({"version": "0.1", "data": articles}))
+    covid_transfer.write_covid_splits(str(source), 0.3, tmp_path / "data")
+    files = {name: json.loads((tmp_path / "data" / f"{name}.json").read_text())
+             for name in ("train", "eval", "heldout")}
+    ids = {name: {a["document_id"] for a in f["data"]} for name, f in files.items()}
+    expected_heldout = {f"doc{i}" for i in range(30) if article_split.title_share(f"doc{i}") < 0.3}
+    assert ids["heldout"] == expected_heldout
+    others = [f"doc{i}" for i in range(30) if f"doc{i}" not in expected_heldout]
+    assert sorted(ids["eval"]) == sorted(others[-covid_transfer.PIPELINE_EVAL_ARTICLES:])
+    assert ids["train"] == set(others[:-covid_transfer.PIPELINE_EVAL_ARTICLES])
+    assert sum(article_split.question_count(f["data"]) for f in files.values()) == 90
+    assert {f["version"] for f in files.values()} == {"0.1"}

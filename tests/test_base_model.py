@@ -101,3 +101,12 @@ def test_model_makers_spec_takes_init_from_and_its_model_starts_from_the_base(so
     assert spec.to_spec().init_from == str(checkpoint_dir)
     model = QuestionAnswer(spec).create_model()
     np.testing.assert_allclose(_logits(model), _logits(source_model), rtol=1e-5, atol=1e-5)
+
+
+def test_held_out_scoring_refuses_a_format_it_cannot_score_naming_the_ones_it_can(tmp_path):
+    from bertqa_cli.base_model import heldout_scores
+
+    with pytest.raises(ValueError, match=r"cannot score \['model.onnx'\]; choose from saved_model, model.tflite"):
+        heldout_scores(None, tmp_path / "heldout.json", ("saved_model", "model.onnx"))
+    with pytest.raises(ValueError, match="cannot score no format"):
+        heldout_scores(None, tmp_path / "heldout.json", ())

@@ -97,14 +97,17 @@ def write_split_files(squad_file: str, split: ArticleSplit, out_dir: str) -> dic
     this cannot split.
     """
     squad = json.loads(pathlib.Path(squad_file).read_text(encoding="utf-8"))
-    splits = split_articles(squad["data"], split, source=squad_file)
+    return write_parts(split_articles(squad["data"], split, source=squad_file), squad.get("version", "1.1"), out_dir)
+
+
+def write_parts(parts: dict[str, list[dict]], version: str, out_dir: str) -> dict[str, tuple[pathlib.Path, list[dict]]]:
+    """Writes <name>.json for each part that has articles; {name: (its file, its articles)}."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, part in splits.items():
+    for name, part in parts.items():
         if part:
             path = out / f"{name}.json"
-            path.write_text(json.dumps({"version": squad.get("version", "1.1"), "data": part}, ensure_ascii=False),
-                            encoding="utf-8")
+            path.write_text(json.dumps({"version": version, "data": part}, ensure_ascii=False), encoding="utf-8")
             written[name] = (path, part)
     return written

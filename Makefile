@@ -55,7 +55,7 @@ base-model: setup
 # Transfer to COVID-QA's held-out articles (scripts/covid_transfer.py): (a) the base zero-shot, (b) the
 # encoder fine-tuned on its training articles, (c) the base fine-tuned on them in the same time:
 #   make covid-transfer COVID_FILE=path/to/covid-qa.json BASE=runs/base/bertqa/serving/<version>
-COVID_MINUTES ?= 20
+COVID_MINUTES ?= 15
 covid-transfer: setup
 	@test -n "$(COVID_FILE)" -a -n "$(BASE)" || { echo "make covid-transfer: name the COVID-QA file and the base:" \
 	  "make covid-transfer COVID_FILE=path/to/covid-qa.json BASE=runs/base/bertqa/serving/<version>" >&2; exit 2; }

@@ -18,7 +18,10 @@ SavedModel and (--formats) as the pushed model.tflite, on the same windows:
 This is TFLite Model Maker's tutorial (start from a SQuAD-tuned model, adapt it to your data),
 end to end, on data that is not SQuAD. (b) and (c) are full pipeline runs under RUNS_DIR with the
 default spec's recipe; both are pushed whatever their F1 (--min-f1 0), so each row has a model.
-The table goes to RUNS_DIR/transfer.json and, as Markdown, to stdout.
+The table goes to RUNS_DIR/transfer.json and, as Markdown, to stdout. The rows are trained first
+and recorded there at once, then scored; a call resumes from that file, so the trainings and the
+scoring (about 28 minutes per row for the SavedModel on 2 cores, some 29,000 windows) can be spent
+in separate calls (--train-only, then the same command without it).
 
 Why a small eval split of training-side articles: a COVID-QA context is a whole article (about 4,500
 tokens, some 45 windows per question), so the held-out questions make about 25,000 windows. The
@@ -61,7 +64,8 @@ def write_covid_splits(covid_file: str, heldout_share: float, data_dir: pathlib.
 
 
 def fine_tune(name: str, data_dir: pathlib.Path, runs_dir: pathlib.Path, minutes: float, extra: list[str]) -> dict:
-    """One pipeline run on COVID-QA's training articles; its pushed version and wall-clock seconds."""
+    """One pipeline run on COVID-QA's training articles: its pushed version's path, its training, and the
+    run's wall-clock seconds."""
     import local_runner
     from bertqa.operations import pushed_models
 
@@ -72,9 +76,16 @@ def fine_tune(name: str, data_dir: pathlib.Path, runs_dir: pathlib.Path, minutes
         raise SystemExit(f"error: the {name} run failed; its runs directory is {runs_dir / name}")
     pushed = pushed_models.latest_pushed(str(runs_dir / name / "bertqa" / "serving"))
     summary = pushed.training_summary()
-    return {"version": pushed, "seconds": round(time.monotonic() - started),
+    return {"version": os.path.abspath(pushed.path), "minutes": minutes, "seconds": round(time.monotonic() - started),
             "training_seconds": summary["training_seconds"], "steps": summary["steps_trained"],
             "train_windows": summary["train_windows"]}
+
+
+def pushed_version(path: str):
+    """The pushed_models.PushedModel at serving/<version>/ `path`, or None."""
+    from bertqa.operations import pushed_models
+
+    return pushed_models.find_pushed(os.path.dirname(path.rstrip("/")), os.path.basename(path.rstrip("/")))
 
 
 def main() -> int:
@@ -82,7 +93,6 @@ def main() -> int:
 
     # isort: split
     from bertqa.data import article_split
-    from bertqa.operations import pushed_models
     from bertqa_cli.base_model import SCORED_FORMATS, heldout_scores
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,33 +106,55 @@ def main() -> int:
     parser.add_argument("--formats", nargs="+", choices=SCORED_FORMATS, default=SCORED_FORMATS,
                         help="what to score on the held-out questions: the SavedModel, the pushed model.tflite "
                              "or both (the default); each takes some minutes on 2 cores")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train the rows that are not trained yet and stop; a later call scores them")
     args = parser.parse_args()
     runs_dir = pathlib.Path(args.runs_dir)
     data_dir = runs_dir / "data"
     heldout_file = data_dir / "heldout.json"
     if not heldout_file.exists():
         write_covid_splits(args.covid_file, args.heldout_share, data_dir)
-    base = pushed_models.find_pushed(os.path.dirname(args.base.rstrip("/")), os.path.basename(args.base.rstrip("/")))
+    base = pushed_version(args.base)
     if base is None:
         raise SystemExit(f"error: {args.base} is not a pushed version (serving/<version>/ with model.tflite)")
     results_file = runs_dir / "transfer.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    if results.get("base", os.path.abspath(base.path)) != os.path.abspath(base.path):
+        raise SystemExit(f"error: {results_file} holds a table for the base {results['base']}, not {args.base}: "
+                         "use another --runs-dir")
+    results.update(base=os.path.abspath(base.path), heldout_questions=article_split.question_count(
+        json.loads(heldout_file.read_text())["data"]))
     rows = {"a": ("(a) the base, zero-shot", None), "b": ("(b) the encoder fine-tuned on COVID-QA", []),
             "c": ("(c) the base fine-tuned on COVID-QA", ["--init-from", os.path.abspath(base.path)])}
+
+    def save() -> None:
+        results_file.write_text(json.dumps(results, indent=2))
+
+    # Train every requested row first and record it at once, then score: a call that is stopped
+    # (or --train-only) keeps its trained rows, and the next call scores them without training again.
     for key in args.only:
         label, extra = rows[key]
         if extra is None:
-            version, run = base, {}
-        else:
-            run = fine_tune(f"{key}_fine_tuned", data_dir, runs_dir, args.minutes, extra)
-            version = run.pop("version")
-        started = time.monotonic()
-        scores = heldout_scores(version, heldout_file, tuple(args.formats))
-        results[key] = {"label": label, "version": version.path, **run, "scores": scores,
-                        "scoring_seconds": round(time.monotonic() - started)}
-        results_file.write_text(json.dumps({**results, "base": os.path.abspath(base.path),
-                                            "heldout_questions": article_split.question_count(
-                                                json.loads(heldout_file.read_text())["data"])}, indent=2))
+            results.setdefault(key, {"label": label, "version": os.path.abspath(base.path), "scores": {}})
+        elif "steps" not in results.get(key, {}):
+            results[key] = {"label": label, **fine_tune(f"{key}_fine_tuned", data_dir, runs_dir, args.minutes, extra),
+                            "scores": {}}
+        elif results[key].get("minutes", args.minutes) != args.minutes:
+            raise SystemExit(f"error: row ({key}) was trained for {results[key]['minutes']:g} minutes, not "
+                             f"{args.minutes:g}: (b) and (c) train for the same time; use another --runs-dir")
+        save()
+    if args.train_only:
+        print(f"trained {', '.join(args.only)}; score them with the same command without --train-only")
+        return 0
+    for key in args.only:
+        row = results[key]
+        missing = tuple(name for name in args.formats if name not in row["scores"])
+        if missing:
+            version = pushed_version(row["version"])
+            started = time.monotonic()
+            row["scores"].update(heldout_scores(version, heldout_file, missing))
+            row.setdefault("scoring_seconds", {}).update(dict.fromkeys(missing, round(time.monotonic() - started)))
+            save()
     print(f"COVID-QA held-out articles ({results_file}):\n")
     print("| model | training | SavedModel F1 / EM | model.tflite F1 |\n|---|---|---|---|")
     for key in ("a", "b", "c"):

@@ -20,11 +20,11 @@ end to end, on data that is not SQuAD. (b) and (c) are full pipeline runs under 
 default spec's recipe; both are pushed whatever their F1 (--min-f1 0), so each row has a model.
 The table goes to RUNS_DIR/transfer.json and, as Markdown, to stdout. The rows are trained first
 and recorded there at once, then scored; a call resumes from that file, so the trainings and the
-scoring (about 28 minutes per row for the SavedModel on 2 cores, some 29,000 windows) can be spent
+scoring (about 28 minutes per row for the SavedModel on 2 cores, some 28,000 windows) can be spent
 in separate calls (--train-only, then the same command without it).
 
 Why a small eval split of training-side articles: a COVID-QA context is a whole article (about 4,500
-tokens, some 45 windows per question), so the held-out questions make about 25,000 windows. The
+tokens, some 50 windows per question), so the held-out questions make some 28,000 windows. The
 pipeline's Evaluator and LiteRT gate scoring those too would triple each run's scoring time, and
 nothing in these runs is chosen by their eval split (--min-f1 0, no baseline; the Trainer does not
 read it), so a few articles serve it; the held-out articles stay unseen by everything but the table.

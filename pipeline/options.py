@@ -141,6 +141,10 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="layer-wise learning-rate decay: the span head trains at the peak rate, the top layer "
                              "at DECAY times it, each layer below at DECAY times the one above (ELECTRA: 0.8 for "
                              "small models; default: the spec's, one rate for all)")
+    parser.add_argument("--answerless-keep", type=_share_arg, default=None, metavar="SHARE",
+                        help="train on every window with an answer and only this share of those without one, the "
+                             "same windows each epoch: for long documents, where most windows hold no answer "
+                             "(default: the spec's, 1: all)")
     parser.add_argument("--init-from", default=None, metavar="PATH",
                         help="start training from this QA-tuned model instead of the spec's encoder: a pushed version "
                              "(serving/<version>/), a Trainer model of an earlier run, or a BERT checkpoint with a "
@@ -152,11 +156,17 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
                              "smallest that holds it; each one costs LiteRT about 13 MB of memory for MiniLM")
 
 
-def _decay_arg(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a decay in (0, 1]")
-    return value
+def _in_unit_interval(what: str):
+    """An argparse type: a number in (0, 1], refused as "not a <what>" otherwise."""
+    def parse(text: str) -> float:
+        value = float(text)
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"{value} is not a {what} in (0, 1]")
+        return value
+    return parse
+
+
+_decay_arg, _share_arg = _in_unit_interval("decay"), _in_unit_interval("share")
 
 
 def _lengths_arg(text: str) -> tuple[int, ...]:
@@ -179,6 +189,8 @@ def spec_from_args(args: argparse.Namespace):
                  if getattr(args, field) is not None}
     if getattr(args, "layer_decay", None):
         overrides["layer_decay"] = args.layer_decay
+    if getattr(args, "answerless_keep", None):
+        overrides["answerless_keep"] = args.answerless_keep
     if getattr(args, "on_device_lengths", None):
         overrides["on_device_lengths"] = args.on_device_lengths
     if getattr(args, "init_from", None):

@@ -1,7 +1,7 @@
 """Transfer to a domain unlike Wikipedia: COVID-QA's held-out articles, with and without a SQuAD-tuned base.
 
     python scripts/covid_transfer.py --covid-file ../shared/data/covid-qa.json \
-        --base runs/base/bertqa/serving/<version> --minutes 20
+        --base runs/base/bertqa/serving/<version> --minutes 15
     make covid-transfer COVID_FILE=../shared/data/covid-qa.json BASE=runs/base/bertqa/serving/<version>
 
 COVID-QA (Möller et al., 2020; 98 long scientific articles, 1,380 questions) is split by article
@@ -106,9 +106,14 @@ def main() -> int:
     parser.add_argument("--formats", nargs="+", choices=SCORED_FORMATS, default=SCORED_FORMATS,
                         help="what to score on the held-out questions: the SavedModel, the pushed model.tflite "
                              "or both (the default); each takes some minutes on 2 cores")
+    parser.add_argument("--answerless-keep", type=float, default=None, metavar="SHARE",
+                        help="(b) and (c) train on every window with an answer and only SHARE of the others "
+                             "(the runners' --answerless-keep; default: all)")
     parser.add_argument("--train-only", action="store_true",
                         help="train the rows that are not trained yet and stop; a later call scores them")
     args = parser.parse_args()
+    if args.answerless_keep is not None and not 0 < args.answerless_keep <= 1:
+        parser.error(f"--answerless-keep {args.answerless_keep:g} is not a share in (0, 1]")
     runs_dir = pathlib.Path(args.runs_dir)
     data_dir = runs_dir / "data"
     heldout_file = data_dir / "heldout.json"
@@ -124,8 +129,9 @@ def main() -> int:
                          "use another --runs-dir")
     results.update(base=os.path.abspath(base.path), heldout_questions=article_split.question_count(
         json.loads(heldout_file.read_text())["data"]))
-    rows = {"a": ("(a) the base, zero-shot", None), "b": ("(b) the encoder fine-tuned on COVID-QA", []),
-            "c": ("(c) the base fine-tuned on COVID-QA", ["--init-from", os.path.abspath(base.path)])}
+    recipe = ["--answerless-keep", f"{args.answerless_keep:g}"] if args.answerless_keep else []
+    rows = {"a": ("(a) the base, zero-shot", None), "b": ("(b) the encoder fine-tuned on COVID-QA", recipe),
+            "c": ("(c) the base fine-tuned on COVID-QA", ["--init-from", os.path.abspath(base.path), *recipe])}
 
     def save() -> None:
         results_file.write_text(json.dumps(results, indent=2))
@@ -138,10 +144,14 @@ def main() -> int:
             results.setdefault(key, {"label": label, "version": os.path.abspath(base.path), "scores": {}})
         elif "steps" not in results.get(key, {}):
             results[key] = {"label": label, **fine_tune(f"{key}_fine_tuned", data_dir, runs_dir, args.minutes, extra),
-                            "scores": {}}
+                            "answerless_keep": args.answerless_keep, "scores": {}}
         elif results[key].get("minutes", args.minutes) != args.minutes:
             raise SystemExit(f"error: row ({key}) was trained for {results[key]['minutes']:g} minutes, not "
                              f"{args.minutes:g}: (b) and (c) train for the same time; use another --runs-dir")
+        elif results[key].get("answerless_keep") != args.answerless_keep:
+            raise SystemExit(f"error: row ({key}) was trained with --answerless-keep "
+                             f"{results[key].get('answerless_keep') or 'unset'}, not {args.answerless_keep or 'unset'}:"
+                             " (b) and (c) train with the same recipe; use another --runs-dir")
         save()
     if args.train_only:
         print(f"trained {', '.join(args.only)}; score them with the same command without --train-only")

@@ -219,7 +219,7 @@ def test_spec_flags_replace_the_specs_own_in_the_trainer(runner, tmp_path):
     from pipeline.pipeline import create_pipeline
 
     flags = ["--spec", "tiny_random", "--learning-rate", "3e-4", "--warmup-fraction", "0.2", "--dropout-rate", "0",
-             "--on-device-lengths", "384,256,128"]
+             "--on-device-lengths", "384,256,128", "--answerless-keep", "0.25"]
     if runner == "local":
         config = local_runner.build_config(local_runner.parse_args([*flags, "--runs-dir", str(tmp_path)]))
     else:
@@ -229,11 +229,13 @@ def test_spec_flags_replace_the_specs_own_in_the_trainer(runner, tmp_path):
     spec = model_spec.from_json(json.loads(trainer.exec_properties["custom_config"])["model_spec"])
     assert (spec.learning_rate, spec.warmup_fraction, spec.dropout_rate) == (3e-4, 0.2, 0.0)
     assert spec.on_device_lengths == (384, 256, 128)
+    assert spec.answerless_keep == 0.25
     assert spec.weight_decay == model_spec.tiny_random().weight_decay  # what no flag names stays the spec's
     untouched = options.spec_from_args(local_runner.parse_args(["--spec", "tiny_random"]))
     assert untouched == model_spec.tiny_random()
     for bad in (["--warmup-fraction", "1.5"], ["--learning-rate", "0"], ["--dropout-rate", "-0.1"],
-                ["--on-device-lengths", "384,2"], ["--on-device-lengths", "short"]):
+                ["--on-device-lengths", "384,2"], ["--on-device-lengths", "short"],
+                ["--answerless-keep", "0"], ["--answerless-keep", "1.5"]):
         with pytest.raises(SystemExit):
             local_runner.parse_args(bad)
 

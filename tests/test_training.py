@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bertqa.data import windowing
 from bertqa.data.windowing import Window, window_to_tf_example
-from bertqa.model import training
+from bertqa.model import model_spec, training
 
 
 def _window(length: int, start: int) -> Window:
@@ -110,6 +111,49 @@ def many_windows(tmp_path):
             length = 12 + i % 40
             writer.write(window_to_tf_example(_window(length, start=i % 10 + 1)).SerializeToString())
     return path
+
+
+@pytest.fixture()
+def mostly_answerless(tmp_path):
+    """2,000 windows as a long document makes them: 200 with an answer, 1,800 without ([CLS] targets)."""
+    path = str(tmp_path / "long_documents.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for i in range(2000):
+            window = dataclasses.replace(_window(16 + i % 30, start=3 if i % 10 == 0 else 0),
+                                         unique_id=windowing.window_unique_id(f"q{i // 50}", i % 50))
+            writer.write(window_to_tf_example(window).SerializeToString())
+    return path
+
+
+def _kept_windows(files, answerless_keep):
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").filter(
+        lambda serialized: windowing.kept_for_training(serialized, answerless_keep))
+    return [windowing.window_from_tf_example(record.numpy()) for record in dataset]
+
+
+def test_answerless_keep_trains_every_answered_window_and_that_share_of_the_others_the_same_each_time(
+        mostly_answerless):
+    kept = _kept_windows([mostly_answerless], 0.1)
+    answered = [w for w in kept if w.start_position > 0]
+    assert len(answered) == 200
+    # A share of 1,800 by a hash: 180 expected, a binomial standard deviation of 12.7.
+    assert 130 < len(kept) - len(answered) < 230
+    assert [w.unique_id for w in _kept_windows([mostly_answerless], 0.1)] == [w.unique_id for w in kept]
+    assert windowing.count_training_windows([mostly_answerless], 0.1) == len(kept)
+    assert windowing.count_training_windows([mostly_answerless]) == 2000
+    smaller = {w.unique_id for w in _kept_windows([mostly_answerless], 0.02)}
+    assert smaller < {w.unique_id for w in kept}  # a smaller share keeps a subset of the same windows
+
+
+def test_batches_of_a_training_with_answerless_keep_hold_only_the_kept_windows(mostly_answerless):
+    kept_answerless = sum(w.start_position == 0 for w in _kept_windows([mostly_answerless], 0.1))
+    starts = np.concatenate([labels["start_logits"].numpy() for _, labels in training.bucketed_window_dataset(
+        mostly_answerless, 32, 384, answerless_keep=0.1)])
+    assert (len(starts), int((starts == 0).sum())) == (200 + kept_answerless, kept_answerless)
+    config = training.train_config(model_spec.get("tiny_random", answerless_keep=0.1), 32, 10)
+    assert config.answerless_keep == 0.1
+    with pytest.raises(ValueError, match="answerless_keep"):
+        model_spec.get("tiny_random", answerless_keep=0.0)
 
 
 def _tiny_model(initial_weights=None):

@@ -299,6 +299,33 @@ def make_windows(
     return windows, report
 
 
+# The share of answerless windows that train is decided in steps of 1/2^20 of unique_id's hash.
+_KEEP_RESOLUTION = 1 << 20
+
+
+def kept_for_training(serialized: tf.Tensor, answerless_keep: float) -> tf.Tensor:
+    """Whether a serialized training window trains when only `answerless_keep` of those without an answer do.
+
+    Every window with an answer trains; an answerless one ([CLS] target) trains when its unique_id, a hash,
+    falls in that share, so the same windows train in every epoch, on every worker and in a resumed run.
+    When a context is a whole document, most windows hold no answer (about 98% of COVID-QA's) and a short
+    training sees few answers; the Natural Questions BERT baseline keeps a small random share of the
+    answerless windows for this reason (its `include_unknowns`).
+    """
+    parsed = tf.io.parse_single_example(serialized, {name: tf.io.FixedLenFeature([], tf.int64)
+                                                     for name in ("start_position", "unique_id")})
+    return tf.logical_or(parsed["start_position"] > 0,
+                         parsed["unique_id"] % _KEEP_RESOLUTION < round(answerless_keep * _KEEP_RESOLUTION))
+
+
+def count_training_windows(files: list[str], answerless_keep: float = 1.0) -> int:
+    """The windows in gzipped TFRecord `files`; with answerless_keep below 1, those of them that train."""
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if answerless_keep < 1:
+        dataset = dataset.filter(lambda serialized: kept_for_training(serialized, answerless_keep))
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())
+
+
 def _int64_feature(values: Sequence[int]) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
 

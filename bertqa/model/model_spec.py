@@ -47,6 +47,9 @@ class BertQaSpec:
     # Layer-wise learning-rate decay (bertqa.model.optimization; ELECTRA fine-tunes with 0.8 for
     # small models, 0.9 for base); None: every layer at the same rate.
     layer_decay: float | None = None
+    # The share of training windows without an answer that train (bertqa.data.windowing.kept_for_training);
+    # every window with an answer does. 1.0: all, as BERT's run_squad.py.
+    answerless_keep: float = 1.0
     default_training_epochs: int = 2
     default_batch_size: int = 32
     predict_batch_size: int = 32
@@ -63,6 +66,8 @@ class BertQaSpec:
     init_from: str | None = None
 
     def __post_init__(self) -> None:
+        if not 0 < self.answerless_keep <= 1:
+            raise ValueError(f"answerless_keep is a share in (0, 1], got {self.answerless_keep}")
         if any(not isinstance(n, int) or n < 4 for n in self.on_device_lengths):
             raise ValueError(f"on_device_lengths must be token counts of at least 4, got {self.on_device_lengths}")
 

@@ -20,6 +20,7 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
+from bertqa.data import windowing
 from bertqa.model import checkpoint, distribution, modeling, optimization
 from bertqa.model.model_spec import BertQaSpec
 from bertqa.model.modeling import INPUT_NAMES, BertEncoder, build_span_model, is_dropout_state
@@ -83,13 +84,15 @@ class TrainConfig:
     # Layer-wise learning-rate decay (bertqa.model.optimization): the span head trains at the peak
     # rate, layer i of L at decay^(L - i) times it, the embeddings at decay^(L + 1). None: one rate.
     layer_decay: float | None = None
+    # The share of answerless windows that train (bertqa.data.windowing.kept_for_training); 1.0: all.
+    answerless_keep: float = 1.0
 
 
 def train_config(spec: BertQaSpec, batch_size: int, train_steps: int, **overrides) -> TrainConfig:
     """The optimisation settings of a spec for a given batch size and number of steps."""
     return TrainConfig(batch_size=batch_size, train_steps=train_steps, learning_rate=spec.learning_rate,
                        warmup_fraction=spec.warmup_fraction, weight_decay=spec.weight_decay, seq_len=spec.seq_len,
-                       layer_decay=spec.layer_decay, **overrides)
+                       layer_decay=spec.layer_decay, answerless_keep=spec.answerless_keep, **overrides)
 
 
 def build_model(spec: BertQaSpec) -> keras.Model:
@@ -167,12 +170,15 @@ def _parse_windows(serialized):
 
 def bucketed_window_dataset(file_pattern: str | list[str], batch_size: int, seq_len: int,
                             bucket_width: int = 64, shuffle_buffer: int = 0, repeat: bool = False,
-                            seed: int = 42) -> tf.data.Dataset:
-    """Batches of windows padded to the next multiple of `bucket_width` of their longest member."""
+                            seed: int = 42, answerless_keep: float = 1.0) -> tf.data.Dataset:
+    """Batches of windows padded to the next multiple of `bucket_width` of their longest member (of the
+    answerless windows, only the share `answerless_keep`)."""
     files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else list(file_pattern)
     if not files:
         raise FileNotFoundError(f"no window files match {file_pattern}")
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if answerless_keep < 1:
+        dataset = dataset.filter(lambda serialized: windowing.kept_for_training(serialized, answerless_keep))
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -472,8 +478,8 @@ def train(model: keras.Model, train_files, config: TrainConfig, callbacks=(),
 
     def global_batches(skip: int = 0) -> tf.data.Dataset:
         return bucketed_window_dataset(train_files, config.batch_size, config.seq_len, config.bucket_width,
-                                       shuffle_buffer=config.shuffle_buffer, repeat=True,
-                                       seed=config.seed).skip(config.start_batch + skip)
+                                       shuffle_buffer=config.shuffle_buffer, repeat=True, seed=config.seed,
+                                       answerless_keep=config.answerless_keep).skip(config.start_batch + skip)
 
     # "auto" resolved once (it reads /proc/cpuinfo): the step and the History say the same.
     config = dataclasses.replace(config, matmul_dtype=resolve_matmul_dtype(config.matmul_dtype))

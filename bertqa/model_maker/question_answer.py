@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from bertqa.data import windowing
 from bertqa.model import evaluation, postprocess, serving, training
 from bertqa.model.modeling import INPUT_NAMES
 from bertqa.model_maker import model_spec as mm_spec
@@ -124,9 +125,11 @@ class QuestionAnswer:
             _log.warning("train_data has %d windows, fewer than batch_size %d; using batches of %d.",
                          train_data.size, batch_size, train_data.size)
             batch_size = train_data.size
-        steps_per_epoch = steps_per_epoch or math.ceil(train_data.size / batch_size)
+        windows = (windowing.count_training_windows([train_data.record_file], self.spec.answerless_keep)
+                   if self.spec.answerless_keep < 1 else train_data.size)  # those that train
+        steps_per_epoch = steps_per_epoch or math.ceil(windows / batch_size)
         config = training.train_config(self.spec, batch_size, epochs * steps_per_epoch,
-                                       shuffle_buffer=train_data.size if self.shuffle else 0)
+                                       shuffle_buffer=windows if self.shuffle else 0)
         model = self.create_model()
         _log.info("Training %s: %d epochs x %d steps of batch %d", self.spec.name, epochs, steps_per_epoch,
                   batch_size)

@@ -18,16 +18,12 @@ import os
 
 import tensorflow as tf
 
+from bertqa.data import windowing
 from bertqa.model import distribution, model_spec, serving, training
 from bertqa.operations import base_model, pushed_models
 from components.bert_qa_transform.core import TransformConfig, read_tokenizer_artifact
 
 TRAINING_SUMMARY_FILE = "training_summary.json"
-
-
-def count_records(files: list[str]) -> int:
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +52,8 @@ class TrainingPlan:
     tokenizer: TransformConfig
     batch_size: int
     epochs: float
-    num_windows: int
+    num_windows: int  # the windows that train (windowing.count_training_windows)
+    split_windows: int  # the train split's windows
     steps: int
     identity: dict
     baseline: pushed_models.PushedModel | None
@@ -73,13 +70,16 @@ def plan_training(job: TrainingJob) -> TrainingPlan:
         spec, batch_size = model_spec.apply_hyperparameters(spec, batch_size, config["hyperparameters"])
     epochs = float(config.get("epochs") or spec.default_training_epochs)
     tokenizer = read_tokenizer_artifact(job.transform_output)
-    num_windows = count_records(list(job.train_files))
+    split_windows = windowing.count_training_windows(list(job.train_files))
+    # The steps cover the windows that train: with answerless_keep below 1, fewer than the split's.
+    num_windows = (windowing.count_training_windows(list(job.train_files), spec.answerless_keep)
+                   if spec.answerless_keep < 1 else split_windows)
     steps = job.train_steps or max(1, math.ceil(num_windows * epochs / batch_size))
     baseline, cold_start_reason = latest_baseline(config)
     identity = pushed_models.model_identity(json.loads(config["model_spec"]), tokenizer.vocab_path)
     base = base_model.for_spec(spec)  # its identity is the spec's own, with the same vocab file
     return TrainingPlan(spec=spec, tokenizer=tokenizer, batch_size=batch_size, epochs=epochs,
-                        num_windows=num_windows, steps=steps, identity=identity,
+                        num_windows=num_windows, split_windows=split_windows, steps=steps, identity=identity,
                         baseline=baseline, cold_start_reason=cold_start_reason,
                         checkpoints=checkpoint_policy(job, config, steps, baseline), base=base)
 
@@ -97,7 +97,9 @@ def train_phase(job: TrainingJob) -> None:
     plan = plan_training(job)
     spec, batch_size, steps, checkpoints = plan.spec, plan.batch_size, plan.steps, plan.checkpoints
     cold_start_reason = plan.cold_start_reason
-    logging.info("%d training windows, %.2f epochs, batch %d -> %d steps", plan.num_windows, plan.epochs,
+    kept = (f" ({plan.split_windows - plan.num_windows} of the split's {plan.split_windows} left out: answerless "
+            f"windows beyond the share {spec.answerless_keep:g})" if plan.num_windows < plan.split_windows else "")
+    logging.info("%d training windows%s, %.2f epochs, batch %d -> %d steps", plan.num_windows, kept, plan.epochs,
                  batch_size, steps)
 
     if tf.io.gfile.exists(os.path.join(checkpoints.directory, TRAINED_FILE)):
@@ -157,7 +159,8 @@ def train_phase(job: TrainingJob) -> None:
                              checkpoints=checkpoints, strategy=strategy)
     if not chief:
         return  # the chief writes the summary; its checkpoint holds the weights every worker has
-    summary = {"train_windows": plan.num_windows, "steps": steps, "batch_size": batch_size, "epochs": plan.epochs,
+    summary = {"train_windows": plan.num_windows, "split_windows": plan.split_windows,
+               "answerless_keep": spec.answerless_keep, "steps": steps, "batch_size": batch_size, "epochs": plan.epochs,
                "learning_rate": train_config.learning_rate, "warmup_fraction": train_config.warmup_fraction,
                "dropout_rate": spec.dropout_rate, "hyperparameters": config.get("hyperparameters") or None,
                "final_loss": float(history.history["loss"][-1]),

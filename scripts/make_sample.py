@@ -37,7 +37,7 @@ def write(path: pathlib.Path, articles: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("squad_train", help="the official SQuAD v1.1 train-v1.1.json")
-    parser.add_argument("--train-questions", type=int, default=8000)
+    parser.add_argument("--train-questions", type=int, default=17500)
     parser.add_argument("--eval-questions", type=int, default=600)
     args = parser.parse_args()
     articles = json.loads(pathlib.Path(args.squad_train).read_text(encoding="utf-8"))["data"]

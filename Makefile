@@ -15,9 +15,10 @@ setup:
 # The main job within its time bound (25 minutes in all): one epoch over the sample's 17,480
 # windows (76 articles) with the recipe the Tuner chose for short trainings on unseen windows
 # (peak learning rate 2.934e-4, no dropout). Training stops and exports after RUN_BUDGET_MINUTES,
-# with its learning-rate decay sized to them (a schedule, not a cut-off): the 547 steps take about
-# 19 minutes on a 2-core CPU with AVX512-BF16, and 18 minutes are about 264 of them on an AMD EPYC
-# with AVX2 only, where the other phases take 6 minutes (docs/make-run.md).
+# with its learning-rate decay sized to them (a schedule, not a cut-off). On a 2-core AMD EPYC with
+# AVX2 only the 18 minutes held 232 of the 547 steps and the other phases took 6 minutes (24 min
+# 25 s in all); at the 15 windows/s of the AVX512-BF16 machines the 547 steps would take about 19
+# minutes, not yet measured (docs/make-run.md).
 RUN_BUDGET_MINUTES ?= 18
 RUN_RECIPE ?= --epochs 1 --learning-rate 2.934e-4 --dropout-rate 0
 run: setup

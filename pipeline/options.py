@@ -141,7 +141,7 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="layer-wise learning-rate decay: the span head trains at the peak rate, the top layer "
                              "at DECAY times it, each layer below at DECAY times the one above (ELECTRA: 0.8 for "
                              "small models; default: the spec's, one rate for all)")
-    parser.add_argument("--answerless-keep", type=_share_arg, default=None, metavar="SHARE",
+    parser.add_argument("--answerless-keep", type=share_arg, default=None, metavar="SHARE",
                         help="train on every window with an answer and only this share of those without one, the "
                              "same windows each epoch: for long documents, where most windows hold no answer "
                              "(default: the spec's, 1: all)")
@@ -166,7 +166,7 @@ def _in_unit_interval(what: str):
     return parse
 
 
-_decay_arg, _share_arg = _in_unit_interval("decay"), _in_unit_interval("share")
+_decay_arg, share_arg = _in_unit_interval("decay"), _in_unit_interval("share")
 
 
 def _lengths_arg(text: str) -> tuple[int, ...]:

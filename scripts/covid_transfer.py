@@ -46,6 +46,8 @@ import time  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline import options  # noqa: E402  (no TensorFlow at import)
+
 PIPELINE_EVAL_ARTICLES = 4
 
 
@@ -106,14 +108,12 @@ def main() -> int:
     parser.add_argument("--formats", nargs="+", choices=SCORED_FORMATS, default=SCORED_FORMATS,
                         help="what to score on the held-out questions: the SavedModel, the pushed model.tflite "
                              "or both (the default); each takes some minutes on 2 cores")
-    parser.add_argument("--answerless-keep", type=float, default=None, metavar="SHARE",
+    parser.add_argument("--answerless-keep", type=options.share_arg, default=None, metavar="SHARE",
                         help="(b) and (c) train on every window with an answer and only SHARE of the others "
                              "(the runners' --answerless-keep; default: all)")
     parser.add_argument("--train-only", action="store_true",
                         help="train the rows that are not trained yet and stop; a later call scores them")
     args = parser.parse_args()
-    if args.answerless_keep is not None and not 0 < args.answerless_keep <= 1:
-        parser.error(f"--answerless-keep {args.answerless_keep:g} is not a share in (0, 1]")
     runs_dir = pathlib.Path(args.runs_dir)
     data_dir = runs_dir / "data"
     heldout_file = data_dir / "heldout.json"

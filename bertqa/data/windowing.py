@@ -318,12 +318,16 @@ def kept_for_training(serialized: tf.Tensor, answerless_keep: float) -> tf.Tenso
                          parsed["unique_id"] % _KEEP_RESOLUTION < round(answerless_keep * _KEEP_RESOLUTION))
 
 
-def count_training_windows(files: list[str], answerless_keep: float = 1.0) -> int:
-    """The windows in gzipped TFRecord `files`; with answerless_keep below 1, those of them that train."""
+def count_training_windows(files: list[str], answerless_keep: float = 1.0) -> tuple[int, int]:
+    """(all windows, those that train) in gzipped TFRecord `files`, in one pass; the same when answerless_keep is 1."""
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    if answerless_keep < 1:
-        dataset = dataset.filter(lambda serialized: kept_for_training(serialized, answerless_keep))
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())
+    if answerless_keep >= 1:
+        count = int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())
+        return count, count
+    counts = dataset.map(lambda serialized: tf.stack([tf.constant(1, tf.int64), tf.cast(
+        kept_for_training(serialized, answerless_keep), tf.int64)])).reduce(tf.zeros([2], tf.int64), tf.add)
+    split, kept = (int(n) for n in counts.numpy())
+    return split, kept
 
 
 def _int64_feature(values: Sequence[int]) -> tf.train.Feature:

@@ -125,7 +125,7 @@ class QuestionAnswer:
             _log.warning("train_data has %d windows, fewer than batch_size %d; using batches of %d.",
                          train_data.size, batch_size, train_data.size)
             batch_size = train_data.size
-        windows = (windowing.count_training_windows([train_data.record_file], self.spec.answerless_keep)
+        windows = (windowing.count_training_windows([train_data.record_file], self.spec.answerless_keep)[1]
                    if self.spec.answerless_keep < 1 else train_data.size)  # those that train
         steps_per_epoch = steps_per_epoch or math.ceil(windows / batch_size)
         config = training.train_config(self.spec, batch_size, epochs * steps_per_epoch,

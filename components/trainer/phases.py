@@ -70,10 +70,8 @@ def plan_training(job: TrainingJob) -> TrainingPlan:
         spec, batch_size = model_spec.apply_hyperparameters(spec, batch_size, config["hyperparameters"])
     epochs = float(config.get("epochs") or spec.default_training_epochs)
     tokenizer = read_tokenizer_artifact(job.transform_output)
-    split_windows = windowing.count_training_windows(list(job.train_files))
     # The steps cover the windows that train: with answerless_keep below 1, fewer than the split's.
-    num_windows = (windowing.count_training_windows(list(job.train_files), spec.answerless_keep)
-                   if spec.answerless_keep < 1 else split_windows)
+    split_windows, num_windows = windowing.count_training_windows(list(job.train_files), spec.answerless_keep)
     steps = job.train_steps or max(1, math.ceil(num_windows * epochs / batch_size))
     baseline, cold_start_reason = latest_baseline(config)
     identity = pushed_models.model_identity(json.loads(config["model_spec"]), tokenizer.vocab_path)

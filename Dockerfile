@@ -11,6 +11,7 @@ FROM python:3.10-slim-bookworm
 # for it (--model-cache-dir, default /opt/bertqa-cache).
 ENV BERTQA_CACHE=/opt/bertqa-cache \
     TF_USE_LEGACY_KERAS=1 \
+    TF_ENABLE_ONEDNN_OPTS=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 

@@ -14,6 +14,7 @@ import os
 
 # Keras 2 (tf-keras) for the whole project; must be set before TensorFlow is first imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels on AVX2-only CPUs too (Makefile)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pipeline import quiet_startup  # noqa: E402, F401  (before TFX: hides its imports' known-harmless noise)

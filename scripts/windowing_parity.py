@@ -85,6 +85,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels on AVX2-only CPUs too (Makefile)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers  # noqa: E402

@@ -7,7 +7,10 @@ tests/synthetic_spans.py), long enough that the pushed model answers them right.
 import json
 import os
 import pathlib
+import platform
 import shutil
+import subprocess
+import sys
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2
@@ -234,6 +237,18 @@ def _training_summary(config_or_model_dir) -> dict:
     model_dir = (config_or_model_dir if isinstance(config_or_model_dir, pathlib.Path)
                  else _only(config_or_model_dir.pipeline_root))
     return json.loads((model_dir / "training_summary.json").read_text())
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN's opt-in is for x86 CPUs")
+def test_the_trainer_runs_onednn_kernels_even_when_the_user_environment_does_not_ask(first_run):
+    # TensorFlow 2.16 turns oneDNN on by itself only from AVX512-VNNI up; the runners ask for it on every x86 CPU.
+    assert _training_summary(first_run[0])["onednn"] is True
+    environment = {name: value for name, value in os.environ.items() if name != "TF_ENABLE_ONEDNN_OPTS"}
+    probe = "import local_runner\nfrom components.trainer import phases\nprint(phases.onednn_enabled())"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=pathlib.Path(local_runner.__file__).parent,
+                          env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "True"
 
 
 def test_trainer_trains_and_exports_each_in_a_process_of_its_own(first_run):

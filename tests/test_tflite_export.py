@@ -14,6 +14,7 @@ import json
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels on AVX2-only CPUs too (Makefile)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -104,7 +104,7 @@ def version_lineage(store, pushed) -> dict:
                                 "batch_size": summary.get("batch_size", custom_config.get("batch_size")),
                                 "steps": summary.get("steps"), "steps_trained": summary.get("steps_trained"),
                                 "time_budget_seconds": summary.get("time_budget_seconds"),
-                                "matmul_dtype": summary.get("matmul_dtype"),
+                                "matmul_dtype": summary.get("matmul_dtype"), "onednn": summary.get("onednn"),
                                 "learning_rate": summary.get("learning_rate"),
                                 "train_windows": summary.get("train_windows"),
                                 "cold_start_requested": bool(custom_config.get("cold_start"))},

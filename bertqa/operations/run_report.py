@@ -248,7 +248,8 @@ def _training_section(report: RunReport) -> str:
                      f"({_num(summary.get('epochs'))} epochs of {summary.get('train_windows')} windows), peak "
                      f"learning rate {_num(summary.get('learning_rate'), '.1e')}"
                      f"{', bfloat16 matmuls' if summary.get('matmul_dtype') == 'bfloat16' else ''}"
-                     f"{', XLA-compiled steps' if summary.get('xla') else ''}, final loss "
+                     f"{', XLA-compiled steps' if summary.get('xla') else ''}"
+                     f"{', oneDNN kernels' if summary.get('onednn') else ''}, final loss "
                      f"{_num(summary.get('final_loss'), '.3f')}; {start}.</p>")
     if report.tuning:
         parts.append(_tuning_table(report.tuning, (summary or {}).get("hyperparameters") or {}))

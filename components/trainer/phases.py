@@ -170,7 +170,7 @@ def train_phase(job: TrainingJob) -> None:
                "time_budget_seconds": train_config.time_budget_seconds,
                "training_seconds": round(history.training_seconds, 1),
                "stopped_by_time_budget": history.stopped_by_time_budget,
-               "matmul_dtype": history.matmul_dtype, "xla": history.xla,
+               "matmul_dtype": history.matmul_dtype, "xla": history.xla, "onednn": onednn_enabled(),
                "workers": role.num_workers if role else 1, "replicas": history.replicas,
                "identity": plan.identity, "warm_started_from": warm_started_from,
                "initialised_from": initialised_from,
@@ -178,6 +178,13 @@ def train_phase(job: TrainingJob) -> None:
     # Written after train() saved its final checkpoint: with this file there, the weights are final.
     with tf.io.gfile.GFile(os.path.join(checkpoints.directory, TRAINED_FILE), "w") as f:
         json.dump(summary, f)
+
+
+def onednn_enabled() -> bool:
+    """Whether this process's TensorFlow runs oneDNN's kernels (TF_ENABLE_ONEDNN_OPTS, read at import)."""
+    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own test_util.IsMklEnabled reads it here
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def export_phase(job: TrainingJob) -> None:

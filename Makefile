@@ -8,7 +8,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 # oneDNN's kernels on every x86 CPU: TensorFlow 2.16 turns them on by itself only where the CPU has
 # AVX512-VNNI, BF16 or AMX. On a 2-core AVX2-only EPYC they train 1.4x (192 tokens) to 1.9x (384)
-# faster than the default Eigen kernels (benchmarks/RESULTS.md, "oneDNN on AVX2-only CPUs").
+# faster than the default Eigen kernels (benchmarks/RESULTS.md, "oneDNN's kernels on AVX2-only CPUs").
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
 .PHONY: setup run run-hour base-model covid-transfer test test-fast metadata-server bench bench-peer bench-train bench-scaling lint lock clean image retrain-demo tensorboard serve
@@ -20,8 +20,8 @@ setup:
 # windows (76 articles) with the recipe the Tuner chose for short trainings on unseen windows
 # (peak learning rate 2.934e-4, no dropout). Training stops and exports after RUN_BUDGET_MINUTES,
 # with its learning-rate decay sized to them (a schedule, not a cut-off). On a 2-core AMD EPYC with
-# AVX2 only the 18 minutes held 232 of the 547 steps and the other phases took 6 minutes (24 min
-# 25 s in all); at the 15 windows/s of the AVX512-BF16 machines the 547 steps would take about 19
+# AVX2 only the 18 minutes held 282 of the 547 steps (oneDNN's kernels on) and the other phases took
+# 6 minutes (24 min 18 s in all); at the 15 windows/s of the AVX512-BF16 machines the 547 steps would take about 19
 # minutes, not yet measured (docs/make-run.md).
 RUN_BUDGET_MINUTES ?= 18
 RUN_RECIPE ?= --epochs 1 --learning-rate 2.934e-4 --dropout-rate 0

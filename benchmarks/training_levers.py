@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/training_levers.py steps    # windows/s of training steps per setting
     .venv/bin/python benchmarks/training_levers.py threads --repeat 3   # TensorFlow's thread settings
     .venv/bin/python benchmarks/training_levers.py matmuls  # float32 against bfloat16 matmuls, by length
+    .venv/bin/python benchmarks/training_levers.py onednn --repeat 2  # oneDNN's kernels against Eigen's, by length
+    .venv/bin/python benchmarks/training_levers.py frozen-embeddings  # the word-embedding matrix frozen or trained
     .venv/bin/python benchmarks/training_levers.py fit-end --repeat 5   # fit()'s wait after its last step
     .venv/bin/python benchmarks/training_levers.py profile --length 192  # where a step's time goes, by op type
 
@@ -14,7 +16,10 @@ beside them. `steps` starts a fresh process per setting (default spec, one synth
 repeated, 2 warm-up steps), and prints windows/s and how many cores the process kept busy:
 windows/s are timed from the end of the first timed step to the end of the last, by a Keras
 callback. `threads` does the same for TensorFlow's thread settings at 128 tokens, `matmuls`
-for the trainer's matmul dtypes at 128, 256 and 384 tokens. `fit-end` trains on the
+for the trainer's matmul dtypes at 128, 256 and 384 tokens, `onednn` for TF_ENABLE_ONEDNN_OPTS=1 (what the
+Makefile and the entry points set) against 0 (TensorFlow's default on CPUs without AVX512-VNNI) at 128, 192
+and 384 tokens (float32 matmuls, no dropout: `make run`'s recipe on such a CPU); `frozen-embeddings` the same
+recipe with the word-embedding matrix (over half the default spec's weights) frozen or trained. `fit-end` trains on the
 trainer's own input pipeline (windows written to a scratch file) with tf.data's autotuning
 off (the trainer's setting) and on, and shows how long fit() took to return after its last
 step: with autotuning on it waited for the autotuning thread (benchmarks/RESULTS.md).
@@ -48,6 +53,14 @@ THREAD_SETTINGS = (
     ("TF_ENABLE_ONEDNN_OPTS=0", 128, 32, 12, {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}}),
     ("TF_NUM_INTRAOP_THREADS=2", 128, 32, 12, {"env": {"TF_NUM_INTRAOP_THREADS": "2"}}),
 )
+ONEDNN_SETTINGS = tuple(
+    (f"TF_ENABLE_ONEDNN_OPTS={flag}", length, 32, 4,
+     {"env": {"TF_ENABLE_ONEDNN_OPTS": flag}, "matmul_dtype": "float32", "dropout": 0.0})
+    for length in (128, 192, 384) for flag in ("1", "0"))
+FROZEN_EMBEDDING_SETTINGS = tuple(
+    (label, length, 32, 4, {"matmul_dtype": "float32", "dropout": 0.0, "freeze_word_embeddings": frozen})
+    for length in (128, 192)
+    for label, frozen in (("word embeddings trained", False), ("word embeddings frozen", True)))
 FIT_END_SETTINGS = (
     ("the trainer's dataset (autotuning off)", 128, 32, 4, {"window_file": True}),
     ("the same with tf.data autotuning on", 128, 32, 4, {"window_file": True, "autotune": True}),
@@ -109,6 +122,8 @@ def one_setting(length: int, batch: int, steps: int, settings: dict) -> dict:
     overrides = {"dropout_rate": settings["dropout"]} if "dropout" in settings else {}
     spec = model_spec.get("minilm_offline", **overrides)
     model = training.build_model(spec)
+    if settings.get("freeze_word_embeddings"):  # no gradient for, and no AdamW update of, the 30,522 x 384 matrix
+        model.get_layer("encoder").word_embeddings.trainable = False
     budget = settings.get("attention_budget", training.TrainConfig.attention_budget)  # the default: micro-batches
     config = training.train_config(spec, batch, 100, attention_budget=budget,
                                    matmul_dtype=settings.get("matmul_dtype", "float32"))
@@ -245,8 +260,8 @@ def time_setting(label, length, batch, steps, settings, scratch: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("ops", "steps", "threads", "matmuls", "fit-end", "profile", "profile-one",
-                                         "one"))
+    parser.add_argument("what", choices=("ops", "steps", "threads", "matmuls", "onednn", "frozen-embeddings",
+                                         "fit-end", "profile", "profile-one", "one"))
     parser.add_argument("--length", type=int, default=192, help="profile: the windows' length in tokens")
     parser.add_argument("--repeat", type=int, default=1, help="steps / threads: run every setting this often")
     parser.add_argument("--only", default="", help="steps / threads: only settings whose label has this (any case)")
@@ -260,8 +275,9 @@ def main() -> int:
             subprocess.run([sys.executable, __file__, "profile-one", str(args.length), str(int(xla))], check=True)
     elif args.what == "steps":
         time_steps([row for row in STEP_SETTINGS if args.only.lower() in row[0].lower()], args.repeat)
-    elif args.what in ("threads", "matmuls", "fit-end"):
-        table = {"threads": THREAD_SETTINGS, "matmuls": MATMUL_SETTINGS, "fit-end": FIT_END_SETTINGS}[args.what]
+    elif args.what in ("threads", "matmuls", "onednn", "frozen-embeddings", "fit-end"):
+        table = {"threads": THREAD_SETTINGS, "matmuls": MATMUL_SETTINGS, "onednn": ONEDNN_SETTINGS,
+                 "frozen-embeddings": FROZEN_EMBEDDING_SETTINGS, "fit-end": FIT_END_SETTINGS}[args.what]
         time_steps([row for row in table if args.only.lower() in row[0].lower()], args.repeat)
     elif args.what == "profile-one":
         profile_step(int(args.setting), bool(int(args.xla_flag)))

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 # oneDNN's kernels on every x86 CPU: TensorFlow 2.16 turns them on by itself only where the CPU has
-# AVX512-VNNI, BF16 or AMX. On a 2-core AVX2-only EPYC they train 1.4x (192 tokens) to 1.9x (384)
+# AVX512-VNNI, BF16 or AMX. On a 2-core AVX2-only EPYC they train 1.17x (128 tokens) to 1.41x (192)
 # faster than the default Eigen kernels (benchmarks/RESULTS.md, "oneDNN's kernels on AVX2-only CPUs").
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 

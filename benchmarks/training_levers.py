@@ -8,6 +8,7 @@
     .venv/bin/python benchmarks/training_levers.py frozen-embeddings  # the word-embedding matrix frozen or trained
     .venv/bin/python benchmarks/training_levers.py fit-end --repeat 5   # fit()'s wait after its last step
     .venv/bin/python benchmarks/training_levers.py profile --length 192  # where a step's time goes, by op type
+    TF_ENABLE_ONEDNN_OPTS=0 .venv/bin/python benchmarks/training_levers.py profile --matmul-dtype float32
 
 `ops` times, for one (32, 12, 384, 384) float32 tensor, the draws a dropout mask can come
 from (TensorFlow's stateful RandomUniform, which tf-keras's Dropout uses; the stateless
@@ -23,7 +24,8 @@ recipe with the word-embedding matrix (over half the default spec's weights) fro
 trainer's own input pipeline (windows written to a scratch file) with tf.data's autotuning
 off (the trainer's setting) and on, and shows how long fit() took to return after its last
 step: with autotuning on it waited for the autotuning thread (benchmarks/RESULTS.md).
-`profile` traces two training steps of the default spec (no dropout, bfloat16 matmuls, whole
+`profile` traces two training steps of the default spec (no dropout, bfloat16 matmuls unless
+`--matmul-dtype float32`, whole
 batches of 32 synthetic windows) with tf.profiler, unfused and XLA-compiled, and sums the host's
 TensorFlow op events by op type (a fused XLA step shows as few cluster events).
 Nothing else should be running; compare figures from one run.
@@ -157,7 +159,7 @@ def one_setting(length: int, batch: int, steps: int, settings: dict) -> dict:
             "fit_returned_after_last_step": returned - marks.step_ends[-1]}
 
 
-def profile_step(length: int, xla: bool) -> None:
+def profile_step(length: int, xla: bool, matmul_dtype: str = "bfloat16") -> None:
     import collections
     import glob
 
@@ -170,7 +172,7 @@ def profile_step(length: int, xla: bool) -> None:
     spec = model_spec.get("minilm_offline", dropout_rate=0.0)
     model = training.build_model(spec)
     training.compile_for_training(model, training.train_config(spec, batch, 100, attention_budget=None,
-                                                               matmul_dtype="bfloat16", xla=xla))
+                                                               matmul_dtype=matmul_dtype, xla=xla))
     ids = tf.random.Generator.from_seed(1).uniform([batch, length], 1000, 30000, tf.int32)
     features = {"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}
     labels = {"start_logits": tf.fill([batch], 5), "end_logits": tf.fill([batch], 9)}
@@ -263,6 +265,8 @@ def main() -> int:
     parser.add_argument("what", choices=("ops", "steps", "threads", "matmuls", "onednn", "frozen-embeddings",
                                          "fit-end", "profile", "profile-one", "one"))
     parser.add_argument("--length", type=int, default=192, help="profile: the windows' length in tokens")
+    parser.add_argument("--matmul-dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                        help="profile: the dense layers' matmuls (float32 where the CPU has no native bfloat16)")
     parser.add_argument("--repeat", type=int, default=1, help="steps / threads: run every setting this often")
     parser.add_argument("--only", default="", help="steps / threads: only settings whose label has this (any case)")
     parser.add_argument("setting", nargs="?", help=argparse.SUPPRESS)  # `one`: a JSON list, for the subprocess
@@ -272,7 +276,8 @@ def main() -> int:
         time_ops()
     elif args.what == "profile":
         for xla in (False, True):  # one process each: a fresh start for both
-            subprocess.run([sys.executable, __file__, "profile-one", str(args.length), str(int(xla))], check=True)
+            subprocess.run([sys.executable, __file__, "profile-one", str(args.length), str(int(xla)),
+                            f"--matmul-dtype={args.matmul_dtype}"], check=True)
     elif args.what == "steps":
         time_steps([row for row in STEP_SETTINGS if args.only.lower() in row[0].lower()], args.repeat)
     elif args.what in ("threads", "matmuls", "onednn", "frozen-embeddings", "fit-end"):
@@ -280,7 +285,7 @@ def main() -> int:
                  "frozen-embeddings": FROZEN_EMBEDDING_SETTINGS, "fit-end": FIT_END_SETTINGS}[args.what]
         time_steps([row for row in table if args.only.lower() in row[0].lower()], args.repeat)
     elif args.what == "profile-one":
-        profile_step(int(args.setting), bool(int(args.xla_flag)))
+        profile_step(int(args.setting), bool(int(args.xla_flag)), args.matmul_dtype)
     else:
         print(json.dumps(one_setting(*json.loads(args.setting))))
     return 0

@@ -145,6 +145,12 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
                         help="train on every window with an answer and only this share of those without one, the "
                              "same windows each epoch: for long documents, where most windows hold no answer "
                              "(default: the spec's, 1: all)")
+    parser.add_argument("--train-seq-len", type=_train_seq_len_arg, default=None, metavar="TOKENS",
+                        help="cut the training split into windows of this many tokens (eval and serving keep the "
+                             "spec's seq_len, 384): more windows per CPU-minute, but a model trained on short "
+                             "contexts finds answers in long ones less well (128 with --answerless-keep 0.1 trained "
+                             "1.6x the windows of `make run`'s budget and scored 3.7 F1 lower: benchmarks/RESULTS.md); "
+                             "for apps that serve short windows (default: the spec's seq_len)")
     parser.add_argument("--init-from", default=None, metavar="PATH",
                         help="start training from this QA-tuned model instead of the spec's encoder: a pushed version "
                              "(serving/<version>/), a Trainer model of an earlier run, or a BERT checkpoint with a "
@@ -169,6 +175,14 @@ def _in_unit_interval(what: str):
 _decay_arg, share_arg = _in_unit_interval("decay"), _in_unit_interval("share")
 
 
+def _train_seq_len_arg(text: str) -> int:
+    # Its bound against the spec's seq_len and query_len is the spec's own check (BertQaSpec).
+    value = int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"{value} is too few tokens for a window (question, context and 3 markers)")
+    return value
+
+
 def _lengths_arg(text: str) -> tuple[int, ...]:
     try:
         lengths = tuple(int(part) for part in text.split(",") if part.strip())
@@ -191,12 +205,17 @@ def spec_from_args(args: argparse.Namespace):
         overrides["layer_decay"] = args.layer_decay
     if getattr(args, "answerless_keep", None):
         overrides["answerless_keep"] = args.answerless_keep
+    if getattr(args, "train_seq_len", None):
+        overrides["train_seq_len"] = args.train_seq_len
     if getattr(args, "on_device_lengths", None):
         overrides["on_device_lengths"] = args.on_device_lengths
     if getattr(args, "init_from", None):
         # A local path as the components will read it, whatever their working directory.
         overrides["init_from"] = args.init_from if "://" in args.init_from else os.path.abspath(args.init_from)
-    return model_spec.get(args.spec or model_spec.DEFAULT_SPEC, **overrides)
+    try:
+        return model_spec.get(args.spec or model_spec.DEFAULT_SPEC, **overrides)
+    except ValueError as error:  # a flag at odds with the spec's own settings (--train-seq-len above its seq_len)
+        raise SystemExit(f"error: {error}") from None
 
 
 def tuning_config(args: argparse.Namespace):

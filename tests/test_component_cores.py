@@ -55,6 +55,30 @@ def test_transform_core_windows_every_question_and_reports_counts(fixtures_dir, 
     assert merged["windows"] > len(examples)
 
 
+def _window_lengths(config, records, is_training, path):
+    """The token count of each window ExamplesToWindows cuts from `records` (written to `path`)."""
+    with beam.Pipeline() as pipeline:
+        windows, _ = (pipeline | beam.Create(records)
+                      | transform_core.ExamplesToWindows(config, is_training=is_training))
+        _ = (windows | beam.Map(lambda w: str(len(windowing.window_from_tf_example(w).input_word_ids)))
+             | beam.io.WriteToText(path, shard_name_template=""))
+    with open(path) as f:
+        return [int(line) for line in f]
+
+
+def test_transform_core_cuts_training_windows_at_train_seq_len_and_eval_windows_at_seq_len(
+        fixtures_dir, vocab_path, tmp_path):
+    examples, _ = squad_io.read_squad_file(str(fixtures_dir / "tiny_eval.json"))
+    records = [to_tf_example(e).SerializeToString() for e in examples]
+    config = transform_core.TransformConfig(
+        vocab_path, True, windowing.WindowConfig(seq_len=384, query_len=24, doc_stride=32),
+        train_window=windowing.WindowConfig(seq_len=64, query_len=24, doc_stride=32))
+    train = _window_lengths(config, records, True, str(tmp_path / "train"))
+    evaluation = _window_lengths(config, records, False, str(tmp_path / "eval"))
+    assert max(train) <= 64 < max(evaluation) <= 384
+    assert len(train) > len(evaluation)  # the same questions, cut shorter
+
+
 def test_tokenizer_artifact_round_trips(vocab_path, tmp_path):
     config = transform_core.TransformConfig(vocab_path, True, windowing.WindowConfig(seq_len=128, query_len=32,
                                                                                      doc_stride=48))

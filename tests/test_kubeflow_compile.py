@@ -219,7 +219,7 @@ def test_spec_flags_replace_the_specs_own_in_the_trainer(runner, tmp_path):
     from pipeline.pipeline import create_pipeline
 
     flags = ["--spec", "tiny_random", "--learning-rate", "3e-4", "--warmup-fraction", "0.2", "--dropout-rate", "0",
-             "--on-device-lengths", "384,256,128", "--answerless-keep", "0.25"]
+             "--on-device-lengths", "384,256,128", "--answerless-keep", "0.25", "--train-seq-len", "128"]
     if runner == "local":
         config = local_runner.build_config(local_runner.parse_args([*flags, "--runs-dir", str(tmp_path)]))
     else:
@@ -230,14 +230,21 @@ def test_spec_flags_replace_the_specs_own_in_the_trainer(runner, tmp_path):
     assert (spec.learning_rate, spec.warmup_fraction, spec.dropout_rate) == (3e-4, 0.2, 0.0)
     assert spec.on_device_lengths == (384, 256, 128)
     assert spec.answerless_keep == 0.25
+    # The training windows' length reaches the component that cuts them, and serving keeps the spec's.
+    transform = next(c for c in create_pipeline(config).components if c.id == "BertQATransform")
+    transform_spec = model_spec.from_json(transform.exec_properties["model_spec"])
+    assert (transform_spec.train_window_config().seq_len, transform_spec.window_config().seq_len) == (128, 384)
     assert spec.weight_decay == model_spec.tiny_random().weight_decay  # what no flag names stays the spec's
     untouched = options.spec_from_args(local_runner.parse_args(["--spec", "tiny_random"]))
     assert untouched == model_spec.tiny_random()
     for bad in (["--warmup-fraction", "1.5"], ["--learning-rate", "0"], ["--dropout-rate", "-0.1"],
                 ["--on-device-lengths", "384,2"], ["--on-device-lengths", "short"],
-                ["--answerless-keep", "0"], ["--answerless-keep", "1.5"]):
+                ["--answerless-keep", "0"], ["--answerless-keep", "1.5"], ["--train-seq-len", "4"]):
         with pytest.raises(SystemExit):
             local_runner.parse_args(bad)
+    # Longer than the spec's own windows: refused with the spec's line, not a traceback.
+    with pytest.raises(SystemExit, match=r"train_seq_len must .* be at most seq_len \(384\), got 512"):
+        options.spec_from_args(local_runner.parse_args(["--spec", "tiny_random", "--train-seq-len", "512"]))
 
 
 VERTEX_TRAINING_ARGS = ["--train-workers", "3", "--vertex-project", "example-project", "--vertex-region",

@@ -119,6 +119,20 @@ def test_changing_the_spec_changes_the_windows_and_stale_data_is_refused(squad_f
     assert model.spec.seq_len == 64
 
 
+def test_train_seq_len_cuts_the_training_data_short_and_the_eval_data_at_seq_len(squad_files):
+    spec = _tiny_spec(seq_len=128)
+    spec.train_seq_len = 64
+    train_data = DataLoader.from_squad(squad_files[0], spec)
+    eval_data = DataLoader.from_squad(squad_files[1], spec, is_training=False)
+    assert max(len(w.input_word_ids) for w in train_data.windows) <= 64
+    assert 64 < max(len(w.input_word_ids) for w in eval_data.windows) <= 128
+    model = question_answer.create(train_data, model_spec=spec, do_train=False)
+    model.train(train_data, epochs=1, batch_size=16, steps_per_epoch=2)  # the short windows are the spec's: accepted
+    spec.train_seq_len = None  # data cut for another training length is refused
+    with pytest.raises(ValueError, match="Load the data again"):
+        question_answer.create(train_data, model_spec=spec, do_train=False).train(train_data)
+
+
 @pytest.mark.parametrize("name, handle_end, learning_rate, batch_size", [
     ("mobilebert_qa", "uncased_L-24_H-128_B-512_A-4_F-4_OPT/1", 4e-5, 32),
     ("mobilebert_qa_squad", "uncased_L-24_H-128_B-512_A-4_F-4_OPT/squadv1/1", 4e-5, 32),

@@ -38,6 +38,10 @@ class BertQaSpec:
     seq_len: int = 384
     query_len: int = 64
     doc_stride: int = 128
+    # The training windows' length, when shorter than seq_len (the serving and eval windows'): more
+    # windows per CPU-minute, but less skill at long windows; on `make run` 128 lost 3.7 F1 at 384
+    # (benchmarks/RESULTS.md, "Shorter training windows"). None: seq_len.
+    train_seq_len: int | None = None
     initializer_range: float = 0.02
     trainable: bool = True
     dropout_rate: float = 0.1
@@ -68,12 +72,19 @@ class BertQaSpec:
     def __post_init__(self) -> None:
         if not 0 < self.answerless_keep <= 1:
             raise ValueError(f"answerless_keep is a share in (0, 1], got {self.answerless_keep}")
+        if self.train_seq_len is not None and not self.query_len + 3 < self.train_seq_len <= self.seq_len:
+            raise ValueError(f"train_seq_len must exceed query_len + 3 ({self.query_len + 3}) and be at most "
+                             f"seq_len ({self.seq_len}), got {self.train_seq_len}")
         if any(not isinstance(n, int) or n < 4 for n in self.on_device_lengths):
             raise ValueError(f"on_device_lengths must be token counts of at least 4, got {self.on_device_lengths}")
 
     def window_config(self) -> WindowConfig:
         """How text is cut into windows for this spec (BertQATransform, the Model Maker API, the CLI)."""
         return WindowConfig(seq_len=self.seq_len, query_len=self.query_len, doc_stride=self.doc_stride)
+
+    def train_window_config(self) -> WindowConfig:
+        """How training text is cut into windows: window_config() at train_seq_len when that is set."""
+        return dataclasses.replace(self.window_config(), seq_len=self.train_seq_len or self.seq_len)
 
     def tokenizer_config(self) -> TokenizerConfig:
         """This spec's tokenizer: its (or its hub module's) vocab and lower-casing."""

@@ -65,7 +65,7 @@ class DataLoader:
         cache_dir: where the window TFRecords go; a new temporary directory when None.
         """
         spec = mm_spec.get(model_spec).to_spec()
-        window_config = spec.window_config()
+        window_config = spec.train_window_config() if is_training else spec.window_config()
         tokenizer_config = spec.tokenizer_config()
         examples, report = squad_io.read_squad_file(
             filename, squad_io.SquadReadConfig(version_2_with_negative=version_2_with_negative))

@@ -30,6 +30,8 @@ TUNABLES = (
     # Not Model Maker's: a QA-tuned base to start from (bertqa.operations.base_model), the offline
     # counterpart of picking mobilebert_qa_squad: model_spec.get("minilm_offline", init_from=PATH).
     "init_from",
+    # Nor this: the training windows' length when shorter than seq_len (BertQaSpec.train_seq_len).
+    "train_seq_len",
 )
 # Accepted so that Model Maker code runs, but they mean nothing here (see _IGNORED_WHY).
 _IGNORED_WHY = {

@@ -142,10 +142,11 @@ class QuestionAnswer:
             raise ValueError(f"{what} was tokenized with {data.tokenizer_config}, but the model uses "
                              f"{self.spec.tokenizer_config()}. Load it again with this model's spec.")
         expected = self.spec.window_config()
-        if exact_windows and data.window_config != expected:
-            raise ValueError(f"{what} was windowed with {data.window_config}, but the spec now says {expected}. "
-                             "Load the data again with DataLoader.from_squad(..., model_spec) after changing the "
-                             "spec.")
+        # Training data is windowed exactly as the spec trains (train_seq_len when it is set).
+        if exact_windows and data.window_config != self.spec.train_window_config():
+            raise ValueError(f"{what} was windowed with {data.window_config}, but the spec now says "
+                             f"{self.spec.train_window_config()}. Load the data again with "
+                             "DataLoader.from_squad(..., model_spec) after changing the spec.")
         if data.window_config.seq_len > expected.seq_len:
             raise ValueError(f"{what} has windows of up to {data.window_config.seq_len} tokens; the model takes "
                              f"{expected.seq_len}.")

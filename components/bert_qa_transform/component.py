@@ -4,9 +4,9 @@ Artifacts in:
   examples: Examples from SquadExampleGen (one raw example per question; any splits).
 Artifacts out:
   transformed_examples: Examples, the same splits, one tf.Example per doc-stride window
-    (the window-feature contract of bertqa.data.windowing); training labels on the `train`
-    split only, and `window_report.json` (windows per question, questions whose
-    answer no window contains).
+    (the window-feature contract of bertqa.data.windowing; the `train` split's windows at the
+    spec's train_seq_len when it sets one); training labels on the `train` split only, and
+    `window_report.json` (windows per question, questions whose answer no window contains).
   transform_graph: TransformGraph holding the tokenizer (vocab.txt and tokenizer.json:
     lower-casing, seq_len, query_len, doc_stride). It is not a tf.Transform output; it
     has that type because Trainer accepts a TransformGraph input, which is how the
@@ -45,7 +45,7 @@ class BertQATransformSpec(component_spec.ComponentSpec):
 def transform_config(spec: model_spec.BertQaSpec) -> core.TransformConfig:
     tokenizer = spec.tokenizer_config()
     return core.TransformConfig(vocab_path=tokenizer.vocab_path, do_lower_case=tokenizer.do_lower_case,
-                                window=spec.window_config())
+                                window=spec.window_config(), train_window=spec.train_window_config())
 
 
 class BertQATransformExecutor(base_beam_executor.BaseBeamExecutor):

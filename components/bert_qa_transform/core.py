@@ -43,7 +43,12 @@ def checked_split_names(names: list[str]) -> list[str]:
 class TransformConfig:
     vocab_path: str
     do_lower_case: bool
-    window: windowing.WindowConfig
+    window: windowing.WindowConfig  # the eval windows', and the serving graph's
+    # The training split's windows, when they differ (a shorter seq_len); None: `window`.
+    train_window: windowing.WindowConfig | None = None
+
+    def window_for(self, is_training: bool) -> windowing.WindowConfig:
+        return (self.train_window or self.window) if is_training else self.window
 
 
 class _WindowDoFn(beam.DoFn):
@@ -61,7 +66,8 @@ class _WindowDoFn(beam.DoFn):
 
     def process(self, serialized_batch):
         examples = [from_tf_example(record) for record in serialized_batch]
-        windows, report = windowing.make_windows(examples, self._tokenizer, self._config.window, self._is_training)
+        windows, report = windowing.make_windows(examples, self._tokenizer,
+                                                 self._config.window_for(self._is_training), self._is_training)
         for window in windows:
             yield windowing.window_to_tf_example(window).SerializeToString()
         yield beam.pvalue.TaggedOutput(self.REPORT_TAG, {

@@ -2,14 +2,16 @@
 
 A model trained on short windows (--train-seq-len) and scored on long ones may lose most where
 the answer lies far into the context; this splits the eval questions by the first gold answer's
-first character and scores each run's predictions on each part, with the official metric.
+first character and scores each run's predictions on each part with the project's official metric
+(squad_v1_metrics).
 
     .venv/bin/python benchmarks/f1_by_answer_position.py data/sample/eval.json \\
         384=runs-a/bertqa/artifacts/SquadEvaluator/evaluation/7/predictions.json \\
         128=runs-b/bertqa/artifacts/SquadEvaluator/evaluation/7/predictions.json
 
-Pure Python and JSON (no TensorFlow): predictions.json maps question id -> answer text, as the
-SquadEvaluator writes it beside metrics.json.
+predictions.json maps question id -> answer text, as the SquadEvaluator writes it beside
+metrics.json; the questions are read with the pipeline's own reader (squad_io), so they are the
+examples the SquadEvaluator scored.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import argparse
 import json
 import sys
 
-from bertqa.model.squad_metrics import f1_v1
+from bertqa.data import squad_io
+from bertqa.model.squad_metrics import squad_v1_metrics
 
 DEFAULT_EDGES = (400, 700)  # characters: about 90 and 155 tokens into an English paragraph
 
@@ -33,22 +36,16 @@ def position_part(start: int, edges: tuple[int, ...]) -> str:
     return f">={low}"
 
 
-def f1_by_part(squad: dict, runs: dict[str, dict[str, str]], edges: tuple[int, ...]) -> dict[str, dict]:
-    """{part: {"questions": n, run: F1 0-100}} over the answerable questions of a SQuAD file."""
-    scores: dict[str, dict[str, list[float]]] = {}
-    for article in squad["data"]:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                if not qa.get("answers"):
-                    continue
-                part = scores.setdefault(position_part(qa["answers"][0]["answer_start"], edges), {})
-                for name, predictions in runs.items():
-                    gold = [answer["text"] for answer in qa["answers"]]
-                    part.setdefault(name, []).append(max(f1_v1(predictions.get(qa["id"], ""), g) for g in gold))
+def f1_by_part(examples, runs: dict[str, dict[str, str]], edges: tuple[int, ...]) -> dict[str, dict]:
+    """{part: {"questions": n, run: F1 0-100}}: squad_v1_metrics on each part's answerable questions."""
+    parts: dict[str, list] = {}
+    for example in examples:
+        if example.answer_starts:
+            parts.setdefault(position_part(example.answer_starts[0], edges), []).append(example)
     labels = [position_part(0, edges)] + [position_part(edge, edges) for edge in edges]
-    return {label: {"questions": len(next(iter(scores[label].values()))),
-                    **{name: 100 * sum(values) / len(values) for name, values in scores[label].items()}}
-            for label in labels if label in scores}
+    return {label: {"questions": len(parts[label]),
+                    **{name: squad_v1_metrics(parts[label], predictions)["f1"] for name, predictions in runs.items()}}
+            for label in labels if label in parts}
 
 
 def main(argv=None) -> int:
@@ -60,8 +57,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if any("=" not in run for run in args.runs):
         parser.error("name each run's predictions: NAME=path/to/predictions.json")
-    with open(args.squad_file) as f:
-        squad = json.load(f)
+    examples, _ = squad_io.read_squad_file(args.squad_file)
     runs = {}
     for run in args.runs:
         name, path = run.split("=", 1)
@@ -71,7 +67,7 @@ def main(argv=None) -> int:
     names = list(runs)
     print("| answer starts at character | questions | " + " | ".join(f"F1 {name}" for name in names) + " |")
     print("|---|---|" + "---|" * len(names))
-    for label, row in f1_by_part(squad, runs, edges).items():
+    for label, row in f1_by_part(examples, runs, edges).items():
         print(f"| {label} | {row['questions']} | " + " | ".join(f"{row[name]:.1f}" for name in names) + " |")
     return 0
 

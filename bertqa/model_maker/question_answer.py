@@ -143,10 +143,11 @@ class QuestionAnswer:
                              f"{self.spec.tokenizer_config()}. Load it again with this model's spec.")
         expected = self.spec.window_config()
         # Training data is windowed exactly as the spec trains (train_seq_len when it is set).
-        if exact_windows and data.window_config != self.spec.train_window_config():
-            raise ValueError(f"{what} was windowed with {data.window_config}, but the spec now says "
-                             f"{self.spec.train_window_config()}. Load the data again with "
-                             "DataLoader.from_squad(..., model_spec) after changing the spec.")
+        trains_on = self.spec.train_window_config()
+        if exact_windows and data.window_config != trains_on:
+            raise ValueError(f"{what} was windowed with {data.window_config}, but the spec now says {trains_on}. "
+                             "Load the data again with DataLoader.from_squad(..., model_spec) after changing the "
+                             "spec.")
         if data.window_config.seq_len > expected.seq_len:
             raise ValueError(f"{what} has windows of up to {data.window_config.seq_len} tokens; the model takes "
                              f"{expected.seq_len}.")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bertqa.model import optimization
 from bertqa.model_maker import model_spec, question_answer
 from bertqa.model_maker.config import ExportFormat, QuantizationConfig
 from bertqa.model_maker.question_answer import DataLoader
@@ -131,6 +132,23 @@ def test_train_seq_len_cuts_the_training_data_short_and_the_eval_data_at_seq_len
     spec.train_seq_len = None  # data cut for another training length is refused
     with pytest.raises(ValueError, match="Load the data again"):
         question_answer.create(train_data, model_spec=spec, do_train=False).train(train_data)
+
+
+def test_layer_decay_and_answerless_keep_set_on_the_spec_reach_training(squad_files):
+    spec = _tiny_spec(seq_len=64)
+    train_data = DataLoader.from_squad(squad_files[0], spec)
+    answerless = sum(1 for w in train_data.windows if w.start_position == 0)
+    assert 0 < answerless < train_data.size  # the tiny file's long contexts leave windows without the answer
+    spec.layer_decay, spec.answerless_keep, spec.warmup_fraction = 0.8, 0.001, 0.2
+    model = question_answer.create(train_data, model_spec=spec, do_train=False)
+    assert (model.spec.layer_decay, model.spec.answerless_keep, model.spec.warmup_fraction) == (0.8, 0.001, 0.2)
+    model.train(train_data, epochs=1, batch_size=4)
+    optimizer = model.model.optimizer
+    assert isinstance(optimizer, optimization.LayerwiseAdamW)
+    assert len(set(optimizer.get_config()["multipliers"].values())) > 1  # lower layers at lower rates
+    # One epoch over the windows that train: those with an answer, and about a thousandth of the rest.
+    assert int(optimizer.iterations) < math.ceil(train_data.size / 4)
+    assert int(optimizer.iterations) >= math.ceil((train_data.size - answerless) / 4)
 
 
 @pytest.mark.parametrize("name, handle_end, learning_rate, batch_size", [

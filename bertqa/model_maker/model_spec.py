@@ -32,6 +32,11 @@ TUNABLES = (
     "init_from",
     # Nor this: the training windows' length when shorter than seq_len (BertQaSpec.train_seq_len).
     "train_seq_len",
+    # Nor these, the runners' --warmup-fraction, --layer-decay and --answerless-keep, so that a recipe
+    # measured with a runner can be trained through this API too.
+    "warmup_fraction",
+    "layer_decay",
+    "answerless_keep",
 )
 # Accepted so that Model Maker code runs, but they mean nothing here (see _IGNORED_WHY).
 _IGNORED_WHY = {

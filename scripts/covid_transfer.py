@@ -52,8 +52,9 @@ from pipeline import options  # noqa: E402  (no TensorFlow at import)
 PIPELINE_EVAL_ARTICLES = 4
 
 
-def write_covid_splits(covid_file: str, heldout_share: float, data_dir: pathlib.Path) -> None:
-    """train.json and eval.json for the fine-tuning runs, heldout.json for the table (see the module docstring)."""
+def covid_splits(covid_file: str, heldout_share: float) -> tuple[str, dict[str, list]]:
+    """COVID-QA's version and its articles by part: train and eval for the fine-tuning runs, heldout for the
+    table (see the module docstring)."""
     from bertqa.data import article_split
 
     covid = json.loads(pathlib.Path(covid_file).read_text(encoding="utf-8"))
@@ -61,9 +62,34 @@ def write_covid_splits(covid_file: str, heldout_share: float, data_dir: pathlib.
                                          source=covid_file)
     inner = article_split.split_articles(outer["train"], article_split.ArticleSplit(
         eval_articles=PIPELINE_EVAL_ARTICLES), source=f"{covid_file}'s training articles")
-    parts = {"train": inner["train"], "eval": inner["eval"], "heldout": outer["eval"]}
-    for path, part in article_split.write_parts(parts, covid.get("version", "1.1"), str(data_dir)).values():
+    return covid.get("version", "1.1"), {"train": inner["train"], "eval": inner["eval"], "heldout": outer["eval"]}
+
+
+def write_covid_splits(covid_file: str, heldout_share: float, data_dir: pathlib.Path) -> None:
+    """train.json, eval.json and heldout.json in `data_dir`."""
+    from bertqa.data import article_split
+
+    version, parts = covid_splits(covid_file, heldout_share)
+    for path, part in article_split.write_parts(parts, version, str(data_dir)).values():
         print(f"{path}: {len(part)} articles, {article_split.question_count(part)} questions")
+
+
+def _question_ids(articles: list) -> set[str]:
+    return {qa["id"] for article in articles for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
+
+
+def prepare_covid_splits(covid_file: str, heldout_share: float, data_dir: pathlib.Path) -> None:
+    """Writes the splits into `data_dir`, or checks that those already there hold the held-out questions
+    that `heldout_share` picks: the table's rows are only comparable on the same questions, and a run
+    resumed with another share would otherwise score on the old ones."""
+    heldout_file = data_dir / "heldout.json"
+    if not heldout_file.exists():
+        write_covid_splits(covid_file, heldout_share, data_dir)
+        return
+    written = _question_ids(json.loads(heldout_file.read_text(encoding="utf-8"))["data"])
+    if written != _question_ids(covid_splits(covid_file, heldout_share)[1]["heldout"]):
+        raise SystemExit(f"error: {heldout_file} does not hold the questions that --heldout-share "
+                         f"{heldout_share:g} holds out of {covid_file}: use another --runs-dir for another split")
 
 
 def fine_tune(name: str, data_dir: pathlib.Path, runs_dir: pathlib.Path, minutes: float, extra: list[str]) -> dict:
@@ -118,8 +144,7 @@ def main() -> int:
     runs_dir = pathlib.Path(args.runs_dir)
     data_dir = runs_dir / "data"
     heldout_file = data_dir / "heldout.json"
-    if not heldout_file.exists():
-        write_covid_splits(args.covid_file, args.heldout_share, data_dir)
+    prepare_covid_splits(args.covid_file, args.heldout_share, data_dir)
     base = pushed_version(args.base)
     if base is None:
         raise SystemExit(f"error: {args.base} is not a pushed version (serving/<version>/ with model.tflite)")

@@ -119,3 +119,25 @@ def test_the_covid_transfer_split_keeps_its_heldout_articles_out_of_both_pipelin
     assert ids["train"] == set(others[:-covid_transfer.PIPELINE_EVAL_ARTICLES])
     assert sum(article_split.question_count(f["data"]) for f in files.values()) == 90
     assert {f["version"] for f in files.values()} == {"0.1"}
+
+
+def test_the_covid_transfer_split_is_reused_only_for_the_same_heldout_share(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("covid_transfer", "scripts/covid_transfer.py")
+    covid_transfer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(covid_transfer)
+    source = tmp_path / "covid.json"
+    source.write_text(json.dumps({"version": "0.1", "data": [
+        _article(f"doc{i}", paragraphs=1) for i in range(30)]}))
+    data_dir = tmp_path / "data"
+    covid_transfer.prepare_covid_splits(str(source), 0.3, data_dir)
+    heldout = (data_dir / "heldout.json").read_text()
+    covid_transfer.prepare_covid_splits(str(source), 0.3, data_dir)  # the same share: kept as written
+    assert (data_dir / "heldout.json").read_text() == heldout
+    with pytest.raises(SystemExit) as refused:
+        covid_transfer.prepare_covid_splits(str(source), 0.5, data_dir)
+    assert str(refused.value) == (f"error: {data_dir / 'heldout.json'} does not hold the questions that "
+                                  f"--heldout-share 0.5 holds out of {source}: "
+                                  "use another --runs-dir for another split")
+    assert (data_dir / "heldout.json").read_text() == heldout

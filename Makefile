@@ -32,25 +32,30 @@ run: setup
 # articles are held out: their first 8 paragraphs are the eval split, data/sample/eval.json's 582
 # questions; the other 2,146 questions of theirs, heldout.json, judge the model at the end),
 # 60 minutes of training (stops and exports at the budget; learning rate sized to it; --epochs 3
-# only bounds it), from the pretrained weights, with the recipe the Tuner chose on full SQuAD:
-# peak learning rate 2.934e-4, warmup 10%, no dropout; training steps compiled with XLA (--xla:
-# +22% windows/s on its windows, 8.4 GB for the training process). Figures in docs/one-hour.md.
+# only bounds it), from the pretrained weights, with the recipe the Tuner chose on full SQuAD
+# (warmup 10%, no dropout) at batch 16, its peak learning rate 2.934e-4 scaled by the square root
+# of the batch ratio: held-out F1 76.24 and 75.45 in two runs against batch 32's 74.95 and batch 8's
+# 75.32, with 5.5 GB at the peak where batch 32 took 8.3 (benchmarks/RESULTS.md, "Batch size in the
+# hour"); training steps compiled with XLA (--xla: +22% windows/s on its windows). Figures in
+# docs/one-hour.md.
 #   make run-hour SQUAD_FILE=path/to/train-v1.1.json
 HOUR_DIR := runs/hour
+HOUR_RECIPE := --batch-size 16 --learning-rate 2.075e-4 --warmup-fraction 0.1 --dropout-rate 0 --xla
 run-hour: setup
 	@test -n "$(SQUAD_FILE)" || { echo "make run-hour: name your SQuAD v1.1 training file:" \
 	  "make run-hour SQUAD_FILE=path/to/train-v1.1.json" >&2; exit 2; }
 	$(PY) scripts/split_by_article.py "$(SQUAD_FILE)" --eval-articles 14 --eval-max-paragraphs 8 \
 	  --out-dir $(HOUR_DIR)/data
 	$(PY) local_runner.py --data-dir $(HOUR_DIR)/data --runs-dir $(HOUR_DIR) --budget-minutes 60 --epochs 3 \
-	  --learning-rate 2.934e-4 --warmup-fraction 0.1 --dropout-rate 0 --xla --no-baseline $(RUN_ARGS)
+	  $(HOUR_RECIPE) --no-baseline $(RUN_ARGS)
 	$(PY) scripts/heldout_scores.py $(HOUR_DIR) $(HOUR_DIR)/data/heldout.json
 
 # A QA-tuned base on the user's SQuAD v1.1 training file, the offline counterpart of Model Maker's
 # mobilebert_qa_squad, spent in pieces: each call trains HOURS more, starting from the last call's
 # pushed version where its window order stopped (bertqa_cli/base_model.py), with the one-hour
-# profile's recipe; the same 14 articles are held out as for run-hour, and each call prints its F1
-# on their 2,146 held-out questions. Its output is what --init-from takes (docs/base-model.md):
+# profile's recipe (a base begun at batch 32 before it changed continues with RUN_ARGS="--batch-size 32
+# --learning-rate 2.934e-4"); the same 14 articles are held out as for run-hour, and each call prints
+# its F1 on their 2,146 held-out questions. Its output is what --init-from takes (docs/base-model.md):
 #   make base-model SQUAD_FILE=path/to/train-v1.1.json HOURS=1     # twice: a base of two hours
 HOURS ?= 1
 BASE_DIR := runs/base
@@ -58,7 +63,7 @@ base-model: setup
 	@test -n "$(SQUAD_FILE)" || { echo "make base-model: name your SQuAD v1.1 training file:" \
 	  "make base-model SQUAD_FILE=path/to/train-v1.1.json HOURS=1" >&2; exit 2; }
 	$(PY) -m bertqa_cli base-model --squad-file "$(SQUAD_FILE)" --hours $(HOURS) --runs-dir $(BASE_DIR) \
-	  --learning-rate 2.934e-4 --warmup-fraction 0.1 --dropout-rate 0 --xla $(RUN_ARGS)
+	  $(HOUR_RECIPE) $(RUN_ARGS)
 
 # Transfer to COVID-QA's held-out articles (scripts/covid_transfer.py): (a) the base zero-shot, (b) the
 # encoder fine-tuned on its training articles, (c) the base fine-tuned on them in the same time:

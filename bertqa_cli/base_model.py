@@ -121,6 +121,17 @@ def write_state(runs_dir: str, state: dict) -> None:
     os.replace(scratch, path)  # a kill mid-write leaves the last state whole
 
 
+def check_batch_size(args, state: dict, batch_size: int) -> None:
+    """A later call trains batches of the size the last one did: it takes the window order up at the last
+    call's batch count (--data-start-batch), and batches of another size would start elsewhere in it."""
+    if state["calls"] and state["calls"][-1]["batch_size"] != batch_size:
+        last = state["calls"][-1]["batch_size"]
+        raise BaseModelStateError(
+            f"{args.runs_dir} holds a base trained in batches of {last}, and this call would train batches of "
+            f"{batch_size}: its place in the window order is counted in batches of {last}; pass --batch-size {last}, "
+            "or another --runs-dir for a new base")
+
+
 def runner_argv(args, state: dict, passed: list[str]) -> list[str]:
     """The local runner's arguments for this call: the base's data, its last version, where its data stopped."""
     argv = ["--runs-dir", args.runs_dir, "--data-dir", os.path.join(args.runs_dir, "data"),
@@ -207,6 +218,7 @@ def main(argv=None) -> int:
             state = prepare(args)
             runner_args = local_runner.parse_args(runner_argv(args, state, passed))
             config = local_runner.build_config(runner_args)
+            check_batch_size(args, state, config.batch_size or config.spec.default_batch_size)
             previous = {v.version for v in pushed_models.list_pushed(config.serving_dir)}
             run_id = local_runner.run(config)
             call = record_call(args, state, config.serving_dir, previous)

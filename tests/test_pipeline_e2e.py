@@ -416,7 +416,8 @@ def test_base_model_calls_resume_where_the_last_stopped_and_a_run_from_the_base_
     assert _training_summary(first_model)["cold_start_reason"]
 
 
-def test_base_model_refuses_another_squad_file_and_the_options_it_sets_itself(base_model_calls, capsys):
+def test_base_model_refuses_another_squad_file_another_batch_size_and_the_options_it_sets_itself(
+        base_model_calls, capsys):
     _, runs_dir, squad_file, other, args = base_model_calls
     before = (runs_dir / "base_model.json").read_text()
     assert cli.main([*args[:2], str(other), *args[3:]]) == 2
@@ -426,6 +427,13 @@ def test_base_model_refuses_another_squad_file_and_the_options_it_sets_itself(ba
     with pytest.raises(SystemExit):
         cli.main([*args, "--init-from", str(runs_dir)])
     assert "--init-from: set by this command" in capsys.readouterr().err
+    # The calls trained the tiny spec's batches of 16; batches of 8 would take the window order up elsewhere.
+    assert cli.main([*args, "--batch-size", "8"]) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert error == (f"error: {runs_dir} holds a base trained in batches of 16, and this call would train batches "
+                     "of 8: its place in the window order is counted in batches of 16; pass --batch-size 16, or "
+                     "another --runs-dir for a new base")
+    assert (runs_dir / "base_model.json").read_text() == before
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from bertqa.data import squad_io, windowing
 from bertqa.data.raw_example import from_tf_example, to_tf_example
 from bertqa.model.evaluation import EvalConfig, score
 from components.bert_qa_transform import core as transform_core
+from components.bert_qa_transform import tokenizer_artifact
 from components.squad_evaluator import core as evaluator_core
 from components.squad_example_gen import core as example_gen_core
 
@@ -38,7 +39,7 @@ def test_example_gen_reports_no_file_for_a_pattern_that_matches_nothing(tmp_path
 
 def test_transform_core_windows_every_question_and_reports_counts(fixtures_dir, vocab_path, tmp_path):
     examples, _ = squad_io.read_squad_file(str(fixtures_dir / "tiny_eval.json"))
-    config = transform_core.TransformConfig(vocab_path, True, windowing.WindowConfig(seq_len=96, query_len=24,
+    config = tokenizer_artifact.TransformConfig(vocab_path, True, windowing.WindowConfig(seq_len=96, query_len=24,
                                                                                      doc_stride=32))
     report_path = str(tmp_path / "report")
     with beam.Pipeline() as pipeline:
@@ -70,7 +71,7 @@ def test_transform_core_cuts_training_windows_at_train_seq_len_and_eval_windows_
         fixtures_dir, vocab_path, tmp_path):
     examples, _ = squad_io.read_squad_file(str(fixtures_dir / "tiny_eval.json"))
     records = [to_tf_example(e).SerializeToString() for e in examples]
-    config = transform_core.TransformConfig(
+    config = tokenizer_artifact.TransformConfig(
         vocab_path, True, windowing.WindowConfig(seq_len=384, query_len=24, doc_stride=32),
         train_window=windowing.WindowConfig(seq_len=64, query_len=24, doc_stride=32))
     train = _window_lengths(config, records, True, str(tmp_path / "train"))
@@ -80,10 +81,10 @@ def test_transform_core_cuts_training_windows_at_train_seq_len_and_eval_windows_
 
 
 def test_tokenizer_artifact_round_trips(vocab_path, tmp_path):
-    config = transform_core.TransformConfig(vocab_path, True, windowing.WindowConfig(seq_len=128, query_len=32,
+    config = tokenizer_artifact.TransformConfig(vocab_path, True, windowing.WindowConfig(seq_len=128, query_len=32,
                                                                                      doc_stride=48))
-    transform_core.write_tokenizer_artifact(config, str(tmp_path))
-    read = transform_core.read_tokenizer_artifact(str(tmp_path))
+    tokenizer_artifact.write_tokenizer_artifact(config, str(tmp_path))
+    read = tokenizer_artifact.read_tokenizer_artifact(str(tmp_path))
     assert read.window == config.window and read.do_lower_case
     with open(read.vocab_path) as copied, open(vocab_path) as original:
         assert copied.read() == original.read()

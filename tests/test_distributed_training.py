@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from bertqa.data.windowing import Window, WindowConfig, window_to_tf_example
 from bertqa.model import distribution, model_spec
-from components.bert_qa_transform.core import TransformConfig, write_tokenizer_artifact
+from components.bert_qa_transform.tokenizer_artifact import TransformConfig, write_tokenizer_artifact
 from components.trainer import child_process
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

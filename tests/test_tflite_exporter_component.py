@@ -21,7 +21,7 @@ from bertqa.data.raw_example import to_tf_example
 from bertqa.data.tokenization import TokenizerConfig
 from bertqa.model import evaluation, model_spec, serving, training
 from bertqa.on_device import task_library
-from components.bert_qa_transform import core as transform_core
+from components.bert_qa_transform import tokenizer_artifact
 from components.tflite_exporter import component, core
 
 OFFSET = 50.0  # reference F1 above the SavedModel's: every variant then drops ~50 points
@@ -297,8 +297,8 @@ def executor_inputs(tmp_path, saved_model, spec, window_config, eval_data, train
     upstream = artifact(standard_artifacts.ModelBlessing, "upstream_blessing")
     upstream.set_int_custom_property("blessed", 1)
     tokenizer = artifact(standard_artifacts.TransformGraph, "tokenizer")
-    transform_core.write_tokenizer_artifact(
-        transform_core.TransformConfig(spec.resolved_vocab_path(), True, window_config), tokenizer.uri)
+    tokenizer_artifact.write_tokenizer_artifact(
+        tokenizer_artifact.TransformConfig(spec.resolved_vocab_path(), True, window_config), tokenizer.uri)
     examples = artifact(standard_artifacts.Examples, "examples")
     examples.split_names = artifact_utils.encode_split_names(["eval"])
     _write_records(os.path.join(examples.uri, "Split-eval", "data.gz"), map(to_tf_example, eval_data.examples))

@@ -25,7 +25,7 @@ from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.types.standard_component_specs import EXAMPLES_KEY
 
 from bertqa.model import model_spec
-from components.bert_qa_transform import core
+from components.bert_qa_transform import core, tokenizer_artifact
 
 TRANSFORMED_EXAMPLES_KEY = "transformed_examples"
 TRANSFORM_GRAPH_KEY = "transform_graph"
@@ -42,9 +42,9 @@ class BertQATransformSpec(component_spec.ComponentSpec):
     }
 
 
-def transform_config(spec: model_spec.BertQaSpec) -> core.TransformConfig:
+def transform_config(spec: model_spec.BertQaSpec) -> tokenizer_artifact.TransformConfig:
     tokenizer = spec.tokenizer_config()
-    return core.TransformConfig(vocab_path=tokenizer.vocab_path, do_lower_case=tokenizer.do_lower_case,
+    return tokenizer_artifact.TransformConfig(vocab_path=tokenizer.vocab_path, do_lower_case=tokenizer.do_lower_case,
                                 window=spec.window_config(), train_window=spec.train_window_config())
 
 
@@ -79,7 +79,7 @@ class BertQATransformExecutor(base_beam_executor.BaseBeamExecutor):
             transformed.set_int_custom_property(f"{split}_questions", reports[split]["questions"])
         with open(os.path.join(transformed.uri, WINDOW_REPORT_FILE), "w") as f:
             json.dump(reports, f, indent=2)
-        core.write_tokenizer_artifact(
+        tokenizer_artifact.write_tokenizer_artifact(
             config, artifact_utils.get_single_uri(output_dict[TRANSFORM_GRAPH_KEY]))
 
 

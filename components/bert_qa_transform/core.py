@@ -8,20 +8,15 @@ tensorflow_text's, the same one the serving graph runs (bertqa.data.tokenization
 from __future__ import annotations
 
 import collections
-import dataclasses
-import json
-import os
 import re
-import shutil
 
 import apache_beam as beam
 
 from bertqa.data import windowing
 from bertqa.data.raw_example import from_tf_example
 from bertqa.data.tokenization import TokenizerConfig, WordPieceTokenizer
+from components.bert_qa_transform.tokenizer_artifact import TransformConfig
 
-TOKENIZER_CONFIG_FILE = "tokenizer.json"
-VOCAB_FILE = "vocab.txt"
 _BATCH = 256  # examples per tokenizer call: large enough to amortise TF op dispatch
 
 
@@ -37,18 +32,6 @@ def checked_split_names(names: list[str]) -> list[str]:
         raise ValueError(f"split names {bad!r} are not plain words (letters, digits, '_', '-'): "
                          "they would become paths outside the artifact")
     return list(names)
-
-
-@dataclasses.dataclass(frozen=True)
-class TransformConfig:
-    vocab_path: str
-    do_lower_case: bool
-    window: windowing.WindowConfig  # the eval windows', and the serving graph's
-    # The training split's windows, when they differ (a shorter seq_len); None: `window`.
-    train_window: windowing.WindowConfig | None = None
-
-    def window_for(self, is_training: bool) -> windowing.WindowConfig:
-        return (self.train_window or self.window) if is_training else self.window
 
 
 class _WindowDoFn(beam.DoFn):
@@ -104,19 +87,3 @@ def ExamplesToWindows(records: beam.PCollection, config: TransformConfig,  # noq
     report = (outputs[_WindowDoFn.REPORT_TAG]
               | "MergeReports" >> beam.CombineGlobally(_merge_reports))
     return outputs["windows"], report
-
-
-def write_tokenizer_artifact(config: TransformConfig, output_dir: str) -> None:
-    """The tokenizer artifact: vocab.txt plus the settings the serving graph and exporter need."""
-    os.makedirs(output_dir, exist_ok=True)
-    shutil.copyfile(config.vocab_path, os.path.join(output_dir, VOCAB_FILE))
-    with open(os.path.join(output_dir, TOKENIZER_CONFIG_FILE), "w") as f:
-        json.dump({"do_lower_case": config.do_lower_case, **dataclasses.asdict(config.window)}, f, indent=2)
-
-
-def read_tokenizer_artifact(artifact_dir: str) -> TransformConfig:
-    with open(os.path.join(artifact_dir, TOKENIZER_CONFIG_FILE)) as f:
-        settings = json.load(f)
-    do_lower_case = settings.pop("do_lower_case")
-    return TransformConfig(vocab_path=os.path.join(artifact_dir, VOCAB_FILE), do_lower_case=do_lower_case,
-                           window=windowing.WindowConfig(**settings))

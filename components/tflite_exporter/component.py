@@ -52,7 +52,7 @@ from tfx.types import artifact_utils, component_spec, standard_artifacts
 from tfx.utils import path_utils
 
 from bertqa.model import evaluation
-from components.bert_qa_transform.core import read_tokenizer_artifact
+from components.bert_qa_transform.tokenizer_artifact import read_tokenizer_artifact
 from components.blessing import write_verdict_file
 from components.tflite_exporter import core
 from components.trainer.phases import TRAINING_SUMMARY_FILE

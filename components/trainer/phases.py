@@ -21,7 +21,7 @@ import tensorflow as tf
 from bertqa.data import windowing
 from bertqa.model import distribution, model_spec, serving, training
 from bertqa.operations import base_model, pushed_models
-from components.bert_qa_transform.core import TransformConfig, read_tokenizer_artifact
+from components.bert_qa_transform.tokenizer_artifact import TransformConfig, read_tokenizer_artifact
 
 TRAINING_SUMMARY_FILE = "training_summary.json"
 

@@ -121,9 +121,16 @@ def write_state(runs_dir: str, state: dict) -> None:
     os.replace(scratch, path)  # a kill mid-write leaves the last state whole
 
 
-def check_batch_size(args, state: dict, batch_size: int) -> None:
+def check_batch_size(args, state: dict, batch_size: int, tuned: bool) -> None:
     """A later call trains batches of the size the last one did: it takes the window order up at the last
-    call's batch count (--data-start-batch), and batches of another size would start elsewhere in it."""
+    call's batch count (--data-start-batch), and batches of another size would start elsewhere in it.
+    --tune on a later call is refused alike: the Tuner chooses a batch size inside the Trainer, after
+    this call has placed it in the window order."""
+    if state["calls"] and tuned:
+        raise BaseModelStateError(
+            f"{args.runs_dir} holds a base trained in batches of {state['calls'][-1]['batch_size']}, and --tune may "
+            "train another batch size, whose place in the window order this call cannot count: tune on a new "
+            "base's first call (another --runs-dir), or continue this base without --tune")
     if state["calls"] and state["calls"][-1]["batch_size"] != batch_size:
         last = state["calls"][-1]["batch_size"]
         raise BaseModelStateError(
@@ -218,7 +225,8 @@ def main(argv=None) -> int:
             state = prepare(args)
             runner_args = local_runner.parse_args(runner_argv(args, state, passed))
             config = local_runner.build_config(runner_args)
-            check_batch_size(args, state, config.batch_size or config.spec.default_batch_size)
+            check_batch_size(args, state, config.batch_size or config.spec.default_batch_size,
+                             tuned=config.tuning is not None)
             previous = {v.version for v in pushed_models.list_pushed(config.serving_dir)}
             run_id = local_runner.run(config)
             call = record_call(args, state, config.serving_dir, previous)

@@ -416,7 +416,7 @@ def test_base_model_calls_resume_where_the_last_stopped_and_a_run_from_the_base_
     assert _training_summary(first_model)["cold_start_reason"]
 
 
-def test_base_model_refuses_another_squad_file_another_batch_size_and_the_options_it_sets_itself(
+def test_base_model_refuses_another_squad_file_another_batch_size_tuning_and_the_options_it_sets_itself(
         base_model_calls, capsys):
     _, runs_dir, squad_file, other, args = base_model_calls
     before = (runs_dir / "base_model.json").read_text()
@@ -433,6 +433,10 @@ def test_base_model_refuses_another_squad_file_another_batch_size_and_the_option
     assert error == (f"error: {runs_dir} holds a base trained in batches of 16, and this call would train batches "
                      "of 8: its place in the window order is counted in batches of 16; pass --batch-size 16, or "
                      "another --runs-dir for a new base")
+    # The Tuner may choose another batch size inside the Trainer, after the call has placed it in the order.
+    assert cli.main([*args, "--tune"]) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert error.startswith(f"error: {runs_dir} holds a base trained in batches of 16, and --tune may train")
     assert (runs_dir / "base_model.json").read_text() == before
 
 

@@ -20,7 +20,9 @@ Each call is one run of the local pipeline in the base's runs directory (default
    lineage of each version names the one before it) and takes the seeded window order up where
    the last call stopped (`--data-start-batch`): three one-hour calls see the windows one long
    call would. Its learning rate warms up and decays to zero within each call (a warm restart,
-   as SGDR's schedule): every call ends with a finished model that `--init-from` can take.
+   as SGDR's schedule): every call ends with a finished model that `--init-from` can take. A call
+   after the first peaks at half the rate (--later-rate-scale): a restart at the full peak undid
+   much of the call before it (benchmarks/RESULTS.md, "A QA-tuned base at batch 16").
 3. The model is judged on --min-f1 alone (`--no-baseline`), pushed, and scored on heldout.json
    (the SavedModel and the pushed model.tflite). RUNS_DIR/base_model.json records each call: its
    version, hours, steps, the batches of the window order it took, and its held-out F1.
@@ -39,6 +41,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN kernels on AVX2-on
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import pathlib  # noqa: E402
@@ -68,7 +71,13 @@ def parse_args(argv):
                         help="the last N articles are held out of training (default 14)")
     parser.add_argument("--eval-max-paragraphs", type=int, default=8,
                         help="the eval split keeps their first N paragraphs; the rest are heldout.json (default 8)")
+    parser.add_argument("--later-rate-scale", type=float, default=0.5, metavar="SHARE",
+                        help="a call that continues a base peaks at this share of the recipe's learning rate "
+                             "(--learning-rate, or the spec's): a restart at the full peak undoes much of the last "
+                             "call (default 0.5)")
     args, runner_argv = parser.parse_known_args(argv)
+    if not 0 < args.later_rate_scale <= 1:
+        parser.error(f"--later-rate-scale must be above 0 and at most 1, not {args.later_rate_scale}")
     if not args.hours > 0:
         parser.error(f"--hours must be above 0, not {args.hours}")
     given = sorted({arg.split("=")[0] for arg in runner_argv} & set(SET_HERE))
@@ -137,6 +146,14 @@ def check_batch_size(args, state: dict, batch_size: int, tuned: bool) -> None:
             f"{args.runs_dir} holds a base trained in batches of {last}, and this call would train batches of "
             f"{batch_size}: its place in the window order is counted in batches of {last}; pass --batch-size {last}, "
             "or another --runs-dir for a new base")
+
+
+def continuing(config, state: dict, rate_scale: float):
+    """The pipeline config of this call: a call that continues a base peaks at `rate_scale` of the recipe's rate."""
+    if not state["calls"]:
+        return config
+    spec = dataclasses.replace(config.spec, learning_rate=config.spec.learning_rate * rate_scale)
+    return dataclasses.replace(config, spec=spec)
 
 
 def runner_argv(args, state: dict, passed: list[str]) -> list[str]:
@@ -224,7 +241,7 @@ def main(argv=None) -> int:
         with run_lock.runs_lock(run_lock.lock_path(args.runs_dir, "bertqa")):
             state = prepare(args)
             runner_args = local_runner.parse_args(runner_argv(args, state, passed))
-            config = local_runner.build_config(runner_args)
+            config = continuing(local_runner.build_config(runner_args), state, args.later_rate_scale)
             check_batch_size(args, state, config.batch_size or config.spec.default_batch_size,
                              tuned=config.tuning is not None)
             previous = {v.version for v in pushed_models.list_pushed(config.serving_dir)}

@@ -411,9 +411,14 @@ def test_base_model_calls_resume_where_the_last_stopped_and_a_run_from_the_base_
     assert set(second["heldout"]) == {"saved_model", "model.tflite"}
     assert 0 <= second["heldout"]["model.tflite"]["f1"] <= 100
     first_model, second_model = (_trainer_model_dir(call) for call in (first, second))
-    assert _first_logged_loss(second_model) < _first_logged_loss(_only(first_run[0].pipeline_root)) / 2
+    # Well below a cold start's (at half the first call's rate, the tiny model learns less within the first
+    # logged steps than the first call did, so the margin is 0.6 of the cold loss rather than a half).
+    assert _first_logged_loss(second_model) < _first_logged_loss(_only(first_run[0].pipeline_root)) * 0.6
     assert _training_summary(second_model)["initialised_from"] == {"path": first["path"], "kind": "pushed version"}
     assert _training_summary(first_model)["cold_start_reason"]
+    # The second call peaks at half the first's rate (--later-rate-scale's default), not a full warm restart.
+    rates = [_training_summary(model)["learning_rate"] for model in (first_model, second_model)]
+    assert rates[1] == pytest.approx(rates[0] / 2)
 
 
 def test_base_model_refuses_another_squad_file_another_batch_size_tuning_and_the_options_it_sets_itself(

@@ -27,6 +27,10 @@ pytestmark = pytest.mark.e2e
 TINY_ARGS = ["--train-pattern", "tiny_train.json", "--eval-pattern", "tiny_eval.json", "--spec", "tiny_random",
              "--min-f1", "0", "--train-steps", "120", "--task-library-f1"]
 TRAIN_QUESTIONS = 15 + CODE_WORD_QUESTIONS
+# A run from a base logs its first loss well below a cold start's: at most this share of it. Not a half:
+# base-model's second call (a base below) trains at half the first call's rate, so the tiny model learns
+# less within its first logged steps (1.96 against a cold 3.88 in one run).
+WARM_LOSS_SHARE = 0.6
 
 
 def _run(runs_dir, data_dir, *extra):
@@ -411,9 +415,7 @@ def test_base_model_calls_resume_where_the_last_stopped_and_a_run_from_the_base_
     assert set(second["heldout"]) == {"saved_model", "model.tflite"}
     assert 0 <= second["heldout"]["model.tflite"]["f1"] <= 100
     first_model, second_model = (_trainer_model_dir(call) for call in (first, second))
-    # Well below a cold start's (at half the first call's rate, the tiny model learns less within the first
-    # logged steps than the first call did, so the margin is 0.6 of the cold loss rather than a half).
-    assert _first_logged_loss(second_model) < _first_logged_loss(_only(first_run[0].pipeline_root)) * 0.6
+    assert _first_logged_loss(second_model) < _first_logged_loss(_only(first_run[0].pipeline_root)) * WARM_LOSS_SHARE
     assert _training_summary(second_model)["initialised_from"] == {"path": first["path"], "kind": "pushed version"}
     assert _training_summary(first_model)["cold_start_reason"]
     # The second call peaks at half the first's rate (--later-rate-scale's default), not a full warm restart.
@@ -496,7 +498,7 @@ def test_runs_from_a_base_start_with_a_lower_loss_than_a_cold_start(first_run, r
     for kind, (model_dir, _, base) in runs_from_bases.items():
         summary = _training_summary(model_dir)
         assert summary["initialised_from"] == {"path": base, "kind": kind} and summary["warm_started_from"] is None
-        assert _first_logged_loss(model_dir) < cold / 2, kind
+        assert _first_logged_loss(model_dir) < cold * WARM_LOSS_SHARE, kind
 
 
 def test_lineage_and_ml_metadata_name_the_base_as_the_trainers_input(runs_from_bases, capsys):

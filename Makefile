@@ -53,8 +53,8 @@ run-hour: setup
 # A QA-tuned base on the user's SQuAD v1.1 training file, the offline counterpart of Model Maker's
 # mobilebert_qa_squad, spent in pieces: each call trains HOURS more, starting from the last call's
 # pushed version where its window order stopped (bertqa_cli/base_model.py), with the one-hour
-# profile's recipe (a base begun at batch 32 before it changed continues with RUN_ARGS="--batch-size 32
-# --learning-rate 2.934e-4"); the same 14 articles are held out as for run-hour, and each call prints
+# profile's recipe, a call after the first at half its peak rate (a base begun at batch 32 before the
+# recipe changed continues with RUN_ARGS="--batch-size 32 --learning-rate 2.934e-4"); the same 14 articles are held out as for run-hour, and each call prints
 # its F1 on their 2,146 held-out questions. Its output is what --init-from takes (docs/base-model.md):
 #   make base-model SQUAD_FILE=path/to/train-v1.1.json HOURS=1     # twice: a base of two hours
 HOURS ?= 1

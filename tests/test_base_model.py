@@ -110,3 +110,18 @@ def test_held_out_scoring_refuses_a_format_it_cannot_score_naming_the_ones_it_ca
         heldout_scores(None, tmp_path / "heldout.json", ("saved_model", "model.onnx"))
     with pytest.raises(ValueError, match="cannot score no format"):
         heldout_scores(None, tmp_path / "heldout.json", ())
+
+
+def test_a_base_model_call_after_the_first_peaks_at_half_the_recipes_rate_by_default(tmp_path):
+    import local_runner
+    from bertqa_cli import base_model as base_model_cli
+
+    args, passed = base_model_cli.parse_args(["--squad-file", "squad.json", "--hours", "1", "--runs-dir",
+                                              str(tmp_path), "--spec", "tiny_random", "--learning-rate", "2e-4"])
+    assert args.later_rate_scale == 0.5
+    state = {"calls": [{"path": str(tmp_path / "v1"), "data_batches": [0, 60]}]}
+    config = local_runner.build_config(local_runner.parse_args(base_model_cli.runner_argv(args, state, passed)))
+    assert base_model_cli.continuing(config, {"calls": []}, args.later_rate_scale) is config
+    assert base_model_cli.continuing(config, state, args.later_rate_scale).spec.learning_rate == pytest.approx(1e-4)
+    with pytest.raises(SystemExit):
+        base_model_cli.parse_args(["--squad-file", "s.json", "--hours", "1", "--later-rate-scale", "1.5"])

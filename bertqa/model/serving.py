@@ -18,6 +18,8 @@ serving cannot skew. Loading needs `import tensorflow_text` to register its ops.
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -41,12 +43,29 @@ def tflite_logits_signature(seq_len: int, model_seq_len: int) -> str:
 _IDS_SPEC = tf.TensorSpec([None, None], tf.int32)
 
 
+@dataclasses.dataclass(frozen=True)
+class _UntrackedModel:
+    """Holds the Keras model where tf.Module does not track it (a plain object, not a Trackable)."""
+
+    model: keras.Model
+
+
 class QaServingModule(tf.Module):
     def __init__(self, model: keras.Model, windower: ServingWindower, max_answer_length: int = 30):
         super().__init__(name="bert_qa")
-        self.model = model
+        # The SavedModel keeps the model's weights, not the Keras model: saved as a child object, a
+        # Keras model has every layer's call traced and stored for Keras to revive it (4 MB of
+        # graphs for the 2-layer test model, half the export's time, and again at every load),
+        # and no reader revives it: evaluation, warm start, the TFLite conversion and the CLI all
+        # call the signatures, and warm start matches weights by variable name, which is kept.
+        self._keras = _UntrackedModel(model)
+        self.model_weights = list(model.weights)
         self.windower = windower
         self._max_answer_length = max_answer_length
+
+    @property
+    def model(self) -> keras.Model:
+        return self._keras.model
 
     @tf.function(input_signature=[_IDS_SPEC, _IDS_SPEC, _IDS_SPEC])
     def logits(self, input_word_ids, input_mask, input_type_ids):

@@ -381,10 +381,10 @@ def convert_saved_model(
                           saved_model_dir, seq_len)
             concrete.append(_fixed_shape_function(logits_fn, seq_len, config.resizable_batch))
     started = time.monotonic()
-    model = _convert(concrete, loaded, quantization, calibration)
+    model = _convert(concrete, quantization, calibration)  # the variables are `loaded`'s
     if quantization.name == "dynamic" and quantization.per_channel_dense:
         # The float weights of the longest signature serve every subgraph: they share the weights.
-        model = per_channel_dense_weights(model, _convert(concrete[:1], loaded, QuantizationConfig.none(), None))
+        model = per_channel_dense_weights(model, _convert(concrete[:1], QuantizationConfig.none(), None))
     model = signatures.arrange_signatures(model)
     _log.info(
         "Converted %s (%s) to %d bytes in %.1fs",
@@ -396,9 +396,16 @@ def convert_saved_model(
     return model
 
 
-def _convert(concrete: list, loaded, quantization: QuantizationConfig, calibration) -> bytes:
-    # `loaded` owns the variables the concrete functions capture; the converter must
-    # be able to reach them to freeze them into constants (stored once for all signatures).
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(concrete, loaded)
+def _convert(concrete: list, quantization: QuantizationConfig, calibration) -> bytes:
+    # The converter must reach the variables the concrete functions capture to freeze them into
+    # constants (stored once for all signatures). It saves the object it is given, with the
+    # functions, to a temporary SavedModel and loads that back: given the loaded SavedModel, it
+    # would save and load all of its functions (the raw-text signature's among them) for nothing.
+    # A module that holds just those variables (still the loaded SavedModel's, which the caller
+    # keeps) gives the same file, byte for byte, in 0.76x the time for the default spec
+    # (benchmarks/saved_model_export.py --convert).
+    captured = tf.Module()
+    captured.variables_of_the_functions = list({id(v): v for f in concrete for v in f.variables}.values())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(concrete, captured)
     _configure_quantization(converter, quantization, calibration)
     return bytes(converter.convert())

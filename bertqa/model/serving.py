@@ -55,7 +55,7 @@ class QaServingModule(tf.Module):
         super().__init__(name="bert_qa")
         # The SavedModel keeps the model's weights, not the Keras model: saved as a child object, a
         # Keras model has every layer's call traced and stored for Keras to revive it (4 MB of
-        # graphs for the 2-layer test model, half the export's time, and again at every load),
+        # graphs for the 2-layer test model, a third of the export's time, and again at every load),
         # and no reader revives it: evaluation, warm start, the TFLite conversion and the CLI all
         # call the signatures, and warm start matches weights by variable name, which is kept.
         self._keras = _UntrackedModel(model)
